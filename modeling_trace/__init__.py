@@ -1,0 +1,44 @@
+"""TRACE: multimodal time-series <-> text embedding and retrieval, as a Hugging Face model package.
+
+Importing this package registers model_type "trace" with the transformers Auto classes (see `modeling_trace.auto`).
+"""
+
+from .configuration_trace import TraceConfig
+from .modeling_trace import (
+    TraceClassificationOutput,
+    TraceForClassification,
+    TraceForecastingOutput,
+    TraceForForecasting,
+    TraceForPretraining,
+    TraceModel,
+    TraceOutput,
+    TracePreTrainedModel,
+    TracePretrainingOutput,
+    TraceTimeSeriesModel,
+    TraceTimeSeriesModelOutput,
+    hard_negative_info_nce,
+    trace_contrastive_loss,
+)
+from .auto import AutoModelForTimeSeriesClassification, register_auto_classes
+
+register_auto_classes()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoModelForTimeSeriesClassification",
+    "TraceClassificationOutput",
+    "TraceConfig",
+    "TraceForClassification",
+    "TraceForecastingOutput",
+    "TraceForForecasting",
+    "TraceForPretraining",
+    "TraceModel",
+    "TraceOutput",
+    "TracePreTrainedModel",
+    "TracePretrainingOutput",
+    "TraceTimeSeriesModel",
+    "TraceTimeSeriesModelOutput",
+    "hard_negative_info_nce",
+    "trace_contrastive_loss",
+]

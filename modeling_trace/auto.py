@@ -1,0 +1,67 @@
+"""Auto-class registration for model_type "trace".
+
+Importing `modeling_trace` registers the classes with transformers' Auto API:
+
+| Auto class                           | TRACE class                |
+|--------------------------------------|----------------------------|
+| `AutoConfig`                         | `TraceConfig`              |
+| `AutoModel`                          | `TraceModel` (dual encoder)|
+| `AutoModelForPreTraining`            | `TraceForPretraining`      |
+| `AutoModelForTimeSeriesPrediction`   | `TraceForForecasting`      |
+| `AutoModelForSequenceClassification` | `TraceForClassification`   |
+| `AutoModelForTimeSeriesClassification` (this package) | `TraceForClassification` |
+
+transformers has no Auto class for time-series classification, so this package defines
+`AutoModelForTimeSeriesClassification` (same interface as the others). For checkpoints on the Hub, the
+classifier is also registered under `AutoModelForSequenceClassification` (a "sequence" being a time series
+here), which is the key `save_pretrained` writes into `auto_map` so that `trust_remote_code=True` loading works
+without this package.
+"""
+
+from collections import OrderedDict
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
+    AutoModelForTimeSeriesPrediction,
+)
+from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
+
+from .configuration_trace import TraceConfig
+from .modeling_trace import (
+    TraceForClassification,
+    TraceForForecasting,
+    TraceForPretraining,
+    TraceModel,
+)
+
+
+class AutoModelForTimeSeriesClassification(_BaseAutoModelClass):
+    """Auto class for time-series classification models (`from_pretrained`, `from_config`, `register`)."""
+
+    _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
+
+
+def register_auto_classes() -> None:
+    """Register TRACE with the Auto API (idempotent) and mark the classes for `auto_map` on save."""
+    try:
+        AutoConfig.register(TraceConfig.model_type, TraceConfig)
+    except ValueError:
+        pass  # already registered in this process
+    pairs = [
+        (AutoModel, TraceModel),
+        (AutoModelForPreTraining, TraceForPretraining),
+        (AutoModelForTimeSeriesPrediction, TraceForForecasting),
+        (AutoModelForSequenceClassification, TraceForClassification),
+        (AutoModelForTimeSeriesClassification, TraceForClassification),
+    ]
+    for auto_class, model_class in pairs:
+        try:
+            auto_class.register(TraceConfig, model_class)
+        except ValueError:
+            pass  # already registered in this process
+    TraceConfig.register_for_auto_class("AutoConfig")
+    for auto_class, model_class in pairs[:-1]:
+        model_class.register_for_auto_class(auto_class.__name__)

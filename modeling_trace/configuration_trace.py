@@ -1,0 +1,267 @@
+# Copyright 2026 The TRACE package authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""TRACE model configuration.
+
+Hub-side file: it imports only `transformers` (and, in `modeling_trace.py`, torch), so a saved
+checkpoint folder loads with `trust_remote_code=True` where this package is not installed.
+"""
+
+import math
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+
+ATTENTION_TYPES = ("channel_biased", "full", "causal")
+POOLING_TYPES = ("cls", "mean")
+FORECAST_LOSSES = ("mse", "huber")
+RAG_PROMPT_MODES = ("ts", "ts_text")
+
+# Shape of sentence-transformers/all-MiniLM-L6-v2, the offline default text tower.
+DEFAULT_TEXT_CONFIG = {
+    "model_type": "bert",
+    "vocab_size": 30522,
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 512,
+}
+
+
+class TraceConfig(PreTrainedConfig):
+    r"""
+    Configuration of a TRACE model: the time-series encoder (`TraceTimeSeriesModel`), its pretraining and
+    task heads, and the dual encoder `TraceModel` with its frozen text tower (`text_config`).
+
+    Argument names follow transformers' `PatchTSTConfig` where the concept exists.
+
+    Args:
+        num_input_channels (`int`, *optional*, defaults to 7):
+            Number of channels C of `past_values` (the last axis). Each channel gets its own Channel
+            Identity Token (CIT).
+        channel_names (`list[str]`, *optional*):
+            Names of the channels, in order. When given, its length must equal `num_input_channels`; the
+            processor uses it to order the columns of user input.
+        context_length (`int`, *optional*, defaults to 186):
+            Number of time steps T the encoder reads. Shorter input is left-padded (padding is marked as not
+            observed); longer input is an error in the model (the processor truncates, keeping the most
+            recent steps).
+        patch_length (`int`, *optional*, defaults to 6):
+            Length P of each patch (paper best: 6).
+        patch_stride (`int`, *optional*):
+            Stride between patches; defaults to `patch_length` (non-overlapping patches).
+        d_model (`int`, *optional*, defaults to 384):
+            Hidden size of the encoder.
+        num_hidden_layers (`int`, *optional*, defaults to 6):
+            Number of transformer blocks.
+        num_attention_heads (`int`, *optional*, defaults to 6):
+            Attention heads per block; must divide `d_model`, and `d_model / heads` must be even (RoPE).
+        ffn_dim (`int`, *optional*, defaults to 1536):
+            Hidden size of the feed-forward block.
+        activation_function (`str`, *optional*, defaults to `"gelu"`):
+            Feed-forward non-linearity (a key of `transformers.activations.ACT2FN`).
+        dropout (`float`, *optional*, defaults to 0.1):
+            Dropout on embeddings, attention output and feed-forward output.
+        attention_dropout (`float`, *optional*, defaults to 0.0):
+            Dropout on attention probabilities.
+        norm_first (`bool`, *optional*, defaults to `True`):
+            Pre-norm blocks (LayerNorm before attention / feed-forward, and a final LayerNorm) when `True`,
+            post-norm blocks otherwise.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the LayerNorms.
+        attention_type (`str`, *optional*, defaults to `"channel_biased"`):
+            `"channel_biased"` (paper): the row of CIT_c attends only to tokens of channel c; every other token
+            attends to all non-padding tokens. `"full"`: every token attends to all non-padding tokens (ablation).
+            `"causal"` (ablation): like channel-biased for [CLS] and CITs, but a patch token at temporal index t
+            attends only to [CLS], the CITs and patches (of any channel) at index <= t.
+        use_channel_identity_tokens (`bool`, *optional*, defaults to `True`):
+            Insert one learnable CIT per channel. `False` is the "without CIT" ablation: per-channel embeddings
+            are then the mean of the channel's observed patch tokens.
+        rope_theta (`float`, *optional*, defaults to 10000.0):
+            Base of the rotary position embedding applied within each channel over the patch index.
+        revin (`bool`, *optional*, defaults to `True`):
+            Normalise each (sample, channel) by the mean / std of its observed values (RevIN), undone for
+            reconstructions and forecasts.
+        revin_eps (`float`, *optional*, defaults to 1e-5):
+            Added to the variance in RevIN.
+        mask_ratio (`float`, *optional*, defaults to 0.3):
+            Share of observed patches per channel replaced by the mask token during masked-reconstruction
+            pretraining.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialiser.
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            Configuration of the text tower of `TraceModel` (a BERT-family encoder). Defaults to the shape of
+            all-MiniLM-L6-v2.
+        projection_dim (`int`, *optional*):
+            Size of the shared embedding space; defaults to `d_model`. When it differs from `d_model` the time
+            series side gets a linear projection too.
+        logit_scale_init_value (`float`, *optional*, defaults to `log(1 / 0.07)`):
+            Initial value of the learnable log inverse temperature of the contrastive loss.
+        learnable_logit_scale (`bool`, *optional*, defaults to `True`):
+            Learn the temperature (CLIP) or keep it fixed at its initial value.
+        num_hard_negatives (`int`, *optional*, defaults to 32):
+            K of the hard-negative InfoNCE: each anchor is contrasted with its positive and its K most similar
+            negatives. `None` uses all negatives (plain InfoNCE).
+        channel_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight λ_ch of the channel-level loss.
+        use_channel_cross_attention (`bool`, *optional*, defaults to `False`):
+            Let each CIT attend to the projected channel-text embeddings of its sample before the channel-level
+            loss (paper option).
+        prediction_length (`int`, *optional*):
+            Horizon H of `TraceForForecasting`.
+        forecast_loss (`str`, *optional*, defaults to `"mse"`):
+            `"mse"` or `"huber"` for `TraceForForecasting`.
+        pooling_type (`str`, *optional*, defaults to `"cls"`):
+            `"cls"` or `"mean"` (mean of observed patch tokens) for `TraceForClassification`.
+        classifier_hidden_dim (`int`, *optional*):
+            Hidden size of a one-hidden-layer MLP classifier; `None` for a linear classifier.
+        num_retrieved (`int`, *optional*, defaults to 5):
+            R, the number of retrieved pairs forming the soft prompt of `TraceForRetrievalAugmentedForecasting`.
+        rag_prompt_mode (`str`, *optional*, defaults to `"ts_text"`):
+            `"ts_text"` (time series and text embeddings) or `"ts"` (time series only) soft prompt.
+        retrieval_index_path (`str`, *optional*):
+            Where the retrieval index of a RAG model is stored (relative to the model folder when saved beside it).
+
+    Example:
+
+    ```python
+    >>> from modeling_trace import TraceConfig, TraceTimeSeriesModel
+    >>> config = TraceConfig(num_input_channels=7, context_length=168)
+    >>> model = TraceTimeSeriesModel(config)
+    ```
+    """
+
+    model_type = "trace"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(AutoConfig, model_type="bert", init_kwargs=dict(DEFAULT_TEXT_CONFIG)),
+    }
+    attribute_map = {"hidden_size": "d_model", "intermediate_size": "ffn_dim"}
+
+    num_input_channels: int = 7
+    channel_names: list | None = None
+    context_length: int = 186
+    patch_length: int = 6
+    patch_stride: int | None = None
+    d_model: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 6
+    ffn_dim: int = 1536
+    activation_function: str = "gelu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    norm_first: bool = True
+    layer_norm_eps: float = 1e-5
+    attention_type: str = "channel_biased"
+    use_channel_identity_tokens: bool = True
+    rope_theta: float = 10000.0
+    revin: bool = True
+    revin_eps: float = 1e-5
+    mask_ratio: float = 0.3
+    initializer_range: float = 0.02
+    text_config: dict | PreTrainedConfig | None = None
+    projection_dim: int | None = None
+    logit_scale_init_value: float = math.log(1 / 0.07)
+    learnable_logit_scale: bool = True
+    num_hard_negatives: int | None = 32
+    channel_loss_weight: float = 1.0
+    use_channel_cross_attention: bool = False
+    prediction_length: int | None = None
+    forecast_loss: str = "mse"
+    pooling_type: str = "cls"
+    classifier_hidden_dim: int | None = None
+    num_retrieved: int = 5
+    rag_prompt_mode: str = "ts_text"
+    retrieval_index_path: str | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.patch_stride is None:
+            self.patch_stride = self.patch_length
+        if self.projection_dim is None:
+            self.projection_dim = self.d_model
+        super().__post_init__(**kwargs)
+        self.validate()
+
+    @property
+    def num_patches(self) -> int:
+        """Patches per channel: `(context_length - patch_length) // patch_stride + 1`."""
+        return (self.context_length - self.patch_length) // self.patch_stride + 1
+
+    @property
+    def sequence_length(self) -> int:
+        """Tokens in the encoder: [CLS] + C * (num_patches + 1 CIT) (no CIT in the ablation)."""
+        per_channel = self.num_patches + (1 if self.use_channel_identity_tokens else 0)
+        return 1 + self.num_input_channels * per_channel
+
+    def validate(self):
+        """Check every argument once; raises `ValueError` saying what is wrong and how to fix it."""
+
+        def positive_int(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"TraceConfig.{name} must be a positive integer, got {value!r}.")
+
+        for name in (
+            "num_input_channels",
+            "context_length",
+            "patch_length",
+            "patch_stride",
+            "d_model",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "ffn_dim",
+            "projection_dim",
+            "num_retrieved",
+        ):
+            positive_int(name)
+        if self.patch_length > self.context_length:
+            raise ValueError(
+                f"patch_length ({self.patch_length}) is larger than context_length ({self.context_length}); "
+                "use a shorter patch or a longer context."
+            )
+        if self.d_model % self.num_attention_heads != 0:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must divide d_model ({self.d_model})."
+            )
+        if (self.d_model // self.num_attention_heads) % 2 != 0:
+            raise ValueError(
+                f"The head size d_model / num_attention_heads = {self.d_model // self.num_attention_heads} must be "
+                "even for rotary position embeddings."
+            )
+        if self.channel_names is not None:
+            names = list(self.channel_names)
+            if len(names) != self.num_input_channels:
+                raise ValueError(
+                    f"channel_names has {len(names)} names but num_input_channels is {self.num_input_channels}."
+                )
+            if len(set(names)) != len(names):
+                raise ValueError(f"channel_names must be unique, got {names}.")
+            self.channel_names = names
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"TraceConfig.{name} must be in [0, 1), got {value}.")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
+        if self.attention_type not in ATTENTION_TYPES:
+            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}.")
+        if self.pooling_type not in POOLING_TYPES:
+            raise ValueError(f"pooling_type must be one of {POOLING_TYPES}, got {self.pooling_type!r}.")
+        if self.forecast_loss not in FORECAST_LOSSES:
+            raise ValueError(f"forecast_loss must be one of {FORECAST_LOSSES}, got {self.forecast_loss!r}.")
+        if self.rag_prompt_mode not in RAG_PROMPT_MODES:
+            raise ValueError(f"rag_prompt_mode must be one of {RAG_PROMPT_MODES}, got {self.rag_prompt_mode!r}.")
+        if self.num_hard_negatives is not None and self.num_hard_negatives < 1:
+            raise ValueError(f"num_hard_negatives must be >= 1 or None (all), got {self.num_hard_negatives}.")
+        if self.prediction_length is not None and self.prediction_length < 1:
+            raise ValueError(f"prediction_length must be >= 1, got {self.prediction_length}.")
+        if self.channel_loss_weight < 0:
+            raise ValueError(f"channel_loss_weight must be >= 0, got {self.channel_loss_weight}.")
+
+
+__all__ = ["TraceConfig"]

