@@ -19,6 +19,7 @@ from .modeling_trace import (
     hard_negative_info_nce,
     trace_contrastive_loss,
 )
+from .processing_trace import TraceFeatureExtractor, TraceProcessor
 from .auto import AutoModelForTimeSeriesClassification, register_auto_classes
 
 register_auto_classes()
@@ -29,6 +30,7 @@ __all__ = [
     "AutoModelForTimeSeriesClassification",
     "TraceClassificationOutput",
     "TraceConfig",
+    "TraceFeatureExtractor",
     "TraceForClassification",
     "TraceForecastingOutput",
     "TraceForForecasting",
@@ -37,6 +39,7 @@ __all__ = [
     "TraceOutput",
     "TracePreTrainedModel",
     "TracePretrainingOutput",
+    "TraceProcessor",
     "TraceTimeSeriesModel",
     "TraceTimeSeriesModelOutput",
     "hard_negative_info_nce",

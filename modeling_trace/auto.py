@@ -10,6 +10,8 @@ Importing `modeling_trace` registers the classes with transformers' Auto API:
 | `AutoModelForTimeSeriesPrediction`   | `TraceForForecasting`      |
 | `AutoModelForSequenceClassification` | `TraceForClassification`   |
 | `AutoModelForTimeSeriesClassification` (this package) | `TraceForClassification` |
+| `AutoFeatureExtractor`               | `TraceFeatureExtractor`    |
+| `AutoProcessor`                      | `TraceProcessor`           |
 
 transformers has no Auto class for time-series classification, so this package defines
 `AutoModelForTimeSeriesClassification` (same interface as the others). For checkpoints on the Hub, the
@@ -22,10 +24,12 @@ from collections import OrderedDict
 
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
     AutoModel,
     AutoModelForPreTraining,
     AutoModelForSequenceClassification,
     AutoModelForTimeSeriesPrediction,
+    AutoProcessor,
 )
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
@@ -36,6 +40,7 @@ from .modeling_trace import (
     TraceForPretraining,
     TraceModel,
 )
+from .processing_trace import TraceFeatureExtractor, TraceProcessor
 
 
 class AutoModelForTimeSeriesClassification(_BaseAutoModelClass):
@@ -65,3 +70,9 @@ def register_auto_classes() -> None:
     TraceConfig.register_for_auto_class("AutoConfig")
     for auto_class, model_class in pairs[:-1]:
         model_class.register_for_auto_class(auto_class.__name__)
+    for auto_class, processing_class in ((AutoFeatureExtractor, TraceFeatureExtractor), (AutoProcessor, TraceProcessor)):
+        try:
+            auto_class.register(TraceConfig, processing_class)
+        except ValueError:
+            pass  # already registered in this process
+        processing_class.register_for_auto_class(auto_class.__name__)

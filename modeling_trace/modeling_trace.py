@@ -1131,8 +1131,25 @@ class TraceModel(TracePreTrainedModel):
                     "No tokenizer: pass tokenizer=..., set model.tokenizer, or load the model from a folder that "
                     "holds the processor / tokenizer files."
                 )
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            try:
+                # The text tower's config tells AutoTokenizer the tokenizer family; without it AutoTokenizer reads
+                # config.json (model_type "trace"), which asks for trust_remote_code where this package is absent.
+                self.tokenizer = AutoTokenizer.from_pretrained(source, config=self.config.text_config)
+            except (OSError, ValueError) as err:
+                raise ValueError(
+                    f"No tokenizer found in {source!r}, where this model was loaded from. Pass tokenizer=..., set "
+                    "model.tokenizer, or save the tokenizer / TraceProcessor into that folder "
+                    "(processor.save_pretrained(folder))."
+                ) from err
         return self.tokenizer
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the attached tokenizer (`model.tokenizer`) when there is one, so
+        that `encode_text` works on the reloaded model. A [`TraceProcessor`] saved into the same folder shares it."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self.tokenizer is not None and kwargs.get("is_main_process", True) and not kwargs.get("push_to_hub", False):
+            self.tokenizer.save_pretrained(save_directory)
+        return result
 
     @torch.no_grad()
     def encode_text(
