@@ -336,7 +336,7 @@ class TraceTokenLayout:
 
 
 class TraceEmbeddings(nn.Module):
-    """Patch embedding (values and observed mask of each patch), CITs, [CLS] and the pretraining mask token."""
+    """Patch embedding (values and observed mask of each patch), channel embeddings, CITs, [CLS], mask token."""
 
     def __init__(self, config: TraceConfig):
         super().__init__()
@@ -347,6 +347,10 @@ class TraceEmbeddings(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(config.d_model))
         if config.use_channel_identity_tokens:
             self.channel_identity_tokens = nn.Parameter(torch.zeros(config.num_input_channels, config.d_model))
+        # Added to every patch (and mask) token of a channel. Without it, patch tokens carry no channel identity:
+        # the patch embedding is shared and RoPE positions repeat in every channel, so two masked patches at the same
+        # time index in different channels would be the same token and get the same reconstruction.
+        self.channel_embeddings = nn.Parameter(torch.zeros(config.num_input_channels, config.d_model))
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -357,6 +361,7 @@ class TraceEmbeddings(nn.Module):
         embeddings = self.patch_embedding(patch_input)  # (B, C, N, d)
         if patch_mask is not None:
             embeddings = torch.where(patch_mask[..., None], self.mask_token.to(embeddings.dtype), embeddings)
+        embeddings = embeddings + self.channel_embeddings.to(embeddings.dtype)[None, :, None, :]
         if self.config.use_channel_identity_tokens:
             cit = self.channel_identity_tokens.to(embeddings.dtype)[None, :, None, :].expand(batch_size, -1, 1, -1)
             embeddings = torch.cat([cit, embeddings], dim=2)
@@ -518,6 +523,7 @@ class TracePreTrainedModel(PreTrainedModel):
         if isinstance(module, TraceEmbeddings):
             init.normal_(module.cls_token, std=std)
             init.normal_(module.mask_token, std=std)
+            init.normal_(module.channel_embeddings, std=std)
             if getattr(module, "channel_identity_tokens", None) is not None:
                 init.normal_(module.channel_identity_tokens, std=std)
         elif isinstance(module, TraceRotaryEmbedding):
