@@ -1,0 +1,56 @@
+"""AdamW with decoupled weight decay on weight matrices only, and a linear-warmup + cosine-decay schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def create_optimizer(
+    model: nn.Module,
+    learning_rate: float,
+    weight_decay: float = 0.05,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; biases, norms, tokens and the temperature are not decayed."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        # 1-D tensors (biases, LayerNorm, [CLS]/mask tokens, logit scale) and token tables are not decayed.
+        if parameter.ndim < 2 or "token" in name or "logit_scale" in name:
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    if not decay and not no_decay:
+        raise ValueError("The model has no trainable parameter; unfreeze something before creating the optimizer.")
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate, betas=betas, eps=eps)
+
+
+def warmup_cosine_lambda(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
+    """Multiplier of the peak learning rate at step s: linear 0 -> 1 over warmup, then cosine 1 -> min_lr_ratio."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        progress = min(max(progress, 0.0), 1.0)
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def create_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup + cosine decay; call `.step()` once per optimiser step (not once per process)."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be > 0, got {total_steps}.")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_lambda(warmup_steps, total_steps, min_lr_ratio))

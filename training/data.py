@@ -1,0 +1,58 @@
+"""Datasets for the training entry points, built by the `datasets_scripts` builders (one schema for all sources).
+
+`load_training_dataset(recipe.dataset, recipe.dataset_config, split, data_dir)` returns a `datasets.Dataset`.
+Supported sources: "timemmd" (builder `datasets_scripts.timemmd.build`), "ucr" (`datasets_scripts.ucr.load_ucr`),
+and any other builder module `datasets_scripts.<source>` exposing `build(**dataset_config) -> DatasetDict`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+
+def _fill_channel_texts(row):
+    # Time-MMD has no channel-level texts; the deterministic describer provides them, as the paper's LLM did.
+    from modeling_trace.describe import describe_channel
+
+    values = np.asarray(row["past_values"], dtype=np.float64)
+    texts = list(row["channel_texts"])
+    for c, name in enumerate(row["channel_names"]):
+        if not str(texts[c]).strip() and np.isfinite(values[:, c]).sum() >= 2:
+            texts[c] = describe_channel(values[:, c], name)
+    row["channel_texts"] = texts
+    return row
+
+
+def load_training_dataset(source: str, dataset_config: dict | None = None, split: str = "train", data_dir=None,
+                          describe_channels: bool = False, max_samples: int | None = None):
+    """One split of a dataset in the shared schema, optionally with described channel texts and truncated."""
+    options = dict(dataset_config or {})
+    if source == "ucr":
+        from datasets_scripts.ucr import load_ucr
+
+        name = options.pop("name", None)
+        if name is None:
+            raise ValueError("dataset 'ucr' needs dataset_config.name (e.g. ItalyPowerDemand, GunPoint, BasicMotions).")
+        dataset_dict = load_ucr(name, data_dir=data_dir, **options)
+    else:
+        try:
+            module = importlib.import_module(f"datasets_scripts.{source}")
+        except ModuleNotFoundError as err:
+            raise ValueError(
+                f"Unknown dataset source {source!r}: no builder datasets_scripts/{source}.py. "
+                "Use 'timemmd', 'ucr', or another source with a builder."
+            ) from err
+        if data_dir is not None:
+            options.setdefault("data_dir", data_dir)
+        dataset_dict = module.build(**options)
+    if split not in dataset_dict:
+        raise ValueError(f"Split {split!r} not in the {source} dataset; available: {list(dataset_dict)}.")
+    dataset = dataset_dict[split]
+    if max_samples is not None and len(dataset) > max_samples:
+        # evenly spaced rows, so a small quick run still covers the whole period
+        dataset = dataset.select(np.linspace(0, len(dataset) - 1, max_samples).round().astype(int).tolist())
+    if describe_channels:
+        dataset = dataset.map(_fill_channel_texts, desc="describing channels")
+    return dataset

@@ -1,0 +1,35 @@
+"""Stage 1 of TRACE: masked patch reconstruction pretraining of the time-series encoder.
+
+    accelerate launch [--config_file configuration/accelerate/<x>.yaml] training/pretrain.py \
+        --config configuration/recipes/pretrain.yaml [--learning_rate 5e-4 ...] [--resume]
+
+Values come from the recipe file; only flags typed on the command line override it.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from accelerate import PartialState  # noqa: E402
+
+from modeling_trace.training import PretrainRecipe, parse_recipe  # noqa: E402
+from modeling_trace.training.loops import run_pretraining  # noqa: E402
+from training.data import load_training_dataset  # noqa: E402
+
+
+def main(argv=None):
+    recipe, extras = parse_recipe(PretrainRecipe, argv, __doc__)
+    state = PartialState()
+    recipe.validate(num_processes=state.num_processes)  # before any data or model is built
+    with state.main_process_first():
+        dataset = load_training_dataset(
+            recipe.dataset, recipe.dataset_config, "train", recipe.data_dir, max_samples=recipe.max_samples
+        )
+    result = run_pretraining(recipe, dataset, resume=extras.resume, stop_at_step=extras.stop_at_step)
+    if state.is_main_process and "final_dir" in result:
+        print(f"Saved {result['final_dir']}")
+
+
+if __name__ == "__main__":
+    main()
