@@ -1,0 +1,272 @@
+"""Tests of modeling_trace/retrieval.py: the FAISS corpus index, its persistence checks, exclusion,
+approximate indexes, the evaluator and the raw-window baselines.
+
+The encoder here is a small stand-in with the `TraceModel` encoding interface (random projections
+of z-normalised series and of hashed bags of words), so these tests do not depend on a trained model.
+"""
+
+import os
+import shutil
+import zlib
+
+import datasets
+import numpy as np
+import pytest
+
+from modeling_trace.retrieval import (
+    DTWSearcher,
+    EuclideanScanSearcher,
+    RandomSearcher,
+    RetrievalEvaluator,
+    RetrievalIndexIntegrityError,
+    TraceRetrievalIndex,
+    znormalize_windows,
+)
+
+
+LENGTH, CHANNELS, DIM = 24, 2, 16
+
+
+class RandomProjectionEncoder:
+    """Stand-in for `TraceModel.encode_time_series` / `encode_text`: fixed random projections."""
+
+    def __init__(self, dim=DIM, seed=0):
+        rng = np.random.default_rng(seed)
+        self.ts_proj = rng.standard_normal((LENGTH * CHANNELS, dim)).astype(np.float32)
+        self.text_proj = rng.standard_normal((64, dim)).astype(np.float32)
+        self.calls = []
+
+    def encode_time_series(self, series, batch_size=64, show_progress_bar=None, convert_to_numpy=True):
+        self.calls.append(("time_series", len(series), batch_size))
+        x = znormalize_windows(np.stack([np.asarray(s, dtype=np.float32) for s in series])) @ self.ts_proj
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    def encode_text(self, texts, batch_size=64, show_progress_bar=None, convert_to_numpy=True):
+        self.calls.append(("text", len(texts), batch_size))
+        bags = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.split():
+                bags[i, zlib.crc32(word.encode()) % 64] += 1.0
+        x = bags @ self.text_proj
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_dataset(num_rows=60, seed=0):
+    """Three shapes (rising, falling, oscillating) with noise; the text names the shape."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, LENGTH)
+    shapes = {"rising": t, "falling": 1 - t, "oscillating": np.sin(8 * np.pi * t)}
+    names = list(shapes)
+    ids, labels, texts, values = [], [], [], []
+    for i in range(num_rows):
+        label = names[i % 3]
+        base = shapes[label]
+        series = np.stack([base * (1 + c) + 0.1 * rng.standard_normal(LENGTH) for c in range(CHANNELS)], axis=1)
+        series[rng.integers(LENGTH), 0] = np.nan
+        ids.append(f"w{i:03d}")
+        labels.append(label)
+        texts.append(f"a {label} series number {i}")
+        values.append(series.astype(np.float32))
+    return datasets.Dataset.from_dict({"id": ids, "label": labels, "text": texts, "past_values": values})
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_dataset()
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return RandomProjectionEncoder()
+
+
+@pytest.fixture(scope="module")
+def index(dataset, encoder):
+    return TraceRetrievalIndex.build(dataset, encoder, batch_size=16, show_progress_bar=False)
+
+
+def test_build_encodes_both_modalities_and_stores_unit_embeddings(index, dataset, encoder):
+    assert ("time_series", len(dataset), 16) in encoder.calls and ("text", len(dataset), 16) in encoder.calls
+    assert len(index) == len(dataset) and index.dim == DIM
+    for modality in ("time_series", "text"):
+        vectors = index.embeddings(modality)
+        assert vectors.dtype == np.float32 and vectors.shape == (len(dataset), DIM)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    # The stored text embeddings are the encoder's, row for row.
+    np.testing.assert_allclose(index.embeddings("text", [5]), encoder.encode_text([dataset[5]["text"]]), rtol=1e-5)
+
+
+def test_ts_to_ts_returns_query_itself_first(index, dataset):
+    series = [np.asarray(v, dtype=np.float32) for v in dataset.select(range(10))["past_values"]]
+    hits = index.search_by_time_series(series, k=5)
+    assert hits.indices[:, 0].tolist() == list(range(10))
+    assert hits.ids[3][0] == "w003"
+    np.testing.assert_allclose(hits.scores[:, 0], 1.0, atol=1e-5)
+    assert np.all(np.diff(hits.scores, axis=1) <= 1e-6)  # best first
+    row = hits.rows[0][0]
+    assert row["id"] == "w000" and row["label"] == "rising" and "ts_embedding" not in row and "past_values" not in row
+
+
+def test_text_to_ts_and_ts_to_text_find_pairs(index, dataset):
+    texts = dataset.select(range(6))["text"]
+    hits = index.search_by_text(texts, k=3)
+    assert hits.ids[0][0] in {f"w{i:03d}" for i in range(0, 60, 3)}  # a "rising" series
+    to_text = index.search_by_time_series(query_embeddings=index.embeddings("time_series", [4]), k=60, target="text")
+    assert sorted(to_text.indices[0].tolist()) == list(range(60))
+
+
+def test_exclusion_by_ids_matrix_and_callable(index):
+    queries = index.embeddings("time_series", [0, 1, 2])
+    by_id = index.search(queries, k=4, exclude=[["w000"], "w001", None])
+    assert 0 not in by_id.indices[0] and 1 not in by_id.indices[1] and by_id.indices[2, 0] == 2
+    assert (by_id.indices >= 0).all()
+    plain = index.search(queries, k=5)
+    # Dropping the first hit shifts the others up by one.
+    assert by_id.indices[0].tolist() == plain.indices[0, 1:5].tolist()
+
+    matrix = np.zeros((3, len(index)), dtype=bool)
+    matrix[:, :30] = True
+    masked = index.search(queries, k=4, exclude=matrix)
+    assert (masked.indices >= 30).all()
+
+    # "Windows overlapping the query": rows within 10 of the query row, which needs several fetches.
+    overlapping = index.search(queries, k=5, exclude=lambda q, rows: np.abs(rows - q) <= 10)
+    assert all(abs(i - q) > 10 for q, row in enumerate(overlapping.indices) for i in row)
+    assert (overlapping.indices >= 0).all()
+    # Excluding everything leaves padding, not an error.
+    empty = index.search(queries[:1], k=3, exclude=lambda q, rows: np.ones(rows.shape, dtype=bool))
+    assert empty.indices.tolist() == [[-1, -1, -1]] and np.isneginf(empty.scores).all() and empty.rows == [[]]
+    with pytest.raises(ValueError, match="one entry"):
+        index.search(queries, k=2, exclude=[["w000"]])
+
+
+def test_save_load_roundtrip_gives_identical_top_k(index, tmp_path, encoder):
+    index.save(str(tmp_path / "idx"))
+    loaded = TraceRetrievalIndex.load(str(tmp_path / "idx"), model=encoder)
+    queries = index.embeddings("time_series")[:20]
+    for target in ("time_series", "text"):
+        a, b = index.search(queries, k=7, target=target), loaded.search(queries, k=7, target=target)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.scores, b.scores)
+    assert loaded.corpus["id"] == index.corpus["id"]
+    assert loaded.search_by_text(["a falling series"], k=3).ids == index.search_by_text(["a falling series"], k=3).ids
+
+
+def test_truncated_or_modified_index_file_is_a_clear_error(index, tmp_path):
+    directory = str(tmp_path / "idx")
+    index.save(directory)
+    path = os.path.join(directory, "ts_index.faiss")
+    with open(path, "rb") as f:
+        content = f.read()
+    with open(path, "wb") as f:
+        f.write(content[: len(content) // 2])
+    with pytest.raises(RetrievalIndexIntegrityError, match=r"ts_index\.faiss.*truncated.*Rebuild"):
+        TraceRetrievalIndex.load(directory)
+    # Same size, one byte flipped: caught by the sha256.
+    with open(path, "wb") as f:
+        f.write(content[:-1] + bytes([content[-1] ^ 0xFF]))
+    with pytest.raises(RetrievalIndexIntegrityError, match=r"ts_index\.faiss.*sha256"):
+        TraceRetrievalIndex.load(directory)
+    os.remove(path)
+    with pytest.raises(RetrievalIndexIntegrityError, match="missing"):
+        TraceRetrievalIndex.load(directory)
+    with pytest.raises(RetrievalIndexIntegrityError, match="not a saved TraceRetrievalIndex"):
+        TraceRetrievalIndex.load(str(tmp_path))
+
+
+def test_count_mismatch_between_corpus_and_index_is_a_clear_error(index, dataset, encoder, tmp_path):
+    big, small = str(tmp_path / "big"), str(tmp_path / "small")
+    index.save(big)
+    TraceRetrievalIndex.build(dataset.select(range(40)), encoder, show_progress_bar=False).save(small)
+    shutil.rmtree(os.path.join(big, "corpus"))
+    shutil.copytree(os.path.join(small, "corpus"), os.path.join(big, "corpus"))
+    with pytest.raises(RetrievalIndexIntegrityError, match="40 rows.*60"):
+        TraceRetrievalIndex.load(big)
+    # Index file swapped in from another save (manifest still matches the corpus).
+    shutil.copy(os.path.join(small, "text_index.faiss"), os.path.join(small, "text_index.faiss.bak"))
+    shutil.copy(os.path.join(big, "text_index.faiss"), os.path.join(small, "text_index.faiss"))
+    with pytest.raises(RetrievalIndexIntegrityError, match="text_index.faiss"):
+        TraceRetrievalIndex.load(small)
+    with pytest.raises(ValueError, match="60 vectors but the corpus has 40 rows"):
+        TraceRetrievalIndex(dataset.select(range(40)), index.indexes)
+
+
+@pytest.mark.parametrize("factory, params", [("IVF64,Flat", {"nprobe": 8}), ("HNSW16", {"ef_search": 64})])
+def test_approximate_factories_recall_vs_exact(factory, params):
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((50, 32))
+    vectors = (centres[rng.integers(0, 50, 4000)] + 0.5 * rng.standard_normal((4000, 32))).astype(np.float32)
+    queries = vectors[:200] + 0.1 * rng.standard_normal((200, 32)).astype(np.float32)
+    exact = TraceRetrievalIndex.from_embeddings(vectors).search(queries, k=10, return_rows=False)
+    approx_index = TraceRetrievalIndex.from_embeddings(vectors, index_factory=factory, **params)
+    approx = approx_index.search(queries, k=10, return_rows=False)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.indices, exact.indices)])
+    print(f"{factory} {params}: recall@10 vs exact = {recall:.3f}")
+    assert recall > 0.7
+    assert approx_index.index_factory == factory
+
+
+def test_ivf_with_too_few_vectors_explains(index):
+    with pytest.raises(ValueError, match="IVF lists"):
+        TraceRetrievalIndex.from_embeddings(index.embeddings("time_series"), index_factory="IVF128,Flat")
+
+
+def test_missing_modality_and_bad_inputs_explain(dataset, encoder):
+    ts_only = TraceRetrievalIndex.build(dataset, encoder, text_column=None, show_progress_bar=False)
+    with pytest.raises(ValueError, match="no text embeddings"):
+        ts_only.search_by_time_series(query_embeddings=np.ones((1, DIM)), target="text")
+    with pytest.raises(ValueError, match="dimension 3"):
+        ts_only.search(np.ones((1, 3)))
+    bare = TraceRetrievalIndex.from_embeddings(ts_only.embeddings("time_series"))
+    with pytest.raises(ValueError, match="need an encoder"):
+        bare.search_by_text(["rain"])
+    with pytest.raises(ValueError, match="not in the dataset"):
+        TraceRetrievalIndex.build(dataset, encoder, text_column="narrative")
+
+
+def test_retrieval_evaluator_reports_paper_metrics(index):
+    results = RetrievalEvaluator(k=10, name="toy")(index)
+    for mode in ("text_to_ts", "ts_to_text"):
+        assert 0.0 <= results[f"toy_{mode}_modality_mrr@10"] <= 1.0
+        assert results[f"toy_{mode}_modality_num_queries"] == len(index)
+        assert f"toy_{mode}_label_ndcg@10" in results
+    assert "toy_ts_to_ts_modality_mrr@10" not in results
+    assert results["toy_ts_to_ts_seconds_per_1k_queries"] > 0
+    # The toy series are well separated by shape: TS->TS label matching is near perfect and far
+    # above a random ranking.
+    assert results["toy_ts_to_ts_label_precision@1"] > 0.9
+    labels = np.array(index.corpus["label"])
+    random_hits = RandomSearcher(len(index), corpus=index.corpus, seed=0).search(np.zeros(len(index)), k=1)
+    assert np.mean(labels[random_hits.indices[:, 0]] == labels) < 0.6
+
+
+def test_retrieval_evaluator_encodes_raw_queries(index, dataset, encoder):
+    queries = dataset.select(range(0, 60, 4))
+    results = RetrievalEvaluator(queries, modes=("ts_to_ts",))(index, model=encoder)
+    assert results["ts_to_ts_label_num_queries"] == len(queries)
+    assert "time_series_encode_seconds_per_1k_queries" in results
+
+
+def test_baselines_share_result_type_and_exclusion(dataset):
+    windows = np.stack(dataset["past_values"]).astype(np.float32)
+    for searcher in (EuclideanScanSearcher(windows, corpus=dataset), DTWSearcher(windows[:30], corpus=dataset.select(range(30)))):
+        hits = searcher.search(windows[:3], k=3)
+        assert hits.indices[:, 0].tolist() == [0, 1, 2]  # each window is closest to itself
+        assert hits.rows[0][0]["id"] == "w000"
+        excluded = searcher.search(windows[:3], k=3, exclude=[["w000"], ["w001"], ["w002"]])
+        assert all(q not in row for q, row in enumerate(excluded.indices))
+        labels = np.array(dataset["label"])
+        assert (labels[excluded.indices[:, 0]] == labels[:3]).all()
+
+
+def test_euclidean_scan_matches_direct_distance():
+    rng = np.random.default_rng(1)
+    windows = rng.standard_normal((50, 10)).astype(np.float32)
+    windows[3, 4] = np.nan
+    z = znormalize_windows(windows)
+    assert not np.isnan(z).any()
+    np.testing.assert_allclose(z[0].mean(), 0, atol=1e-5)
+    np.testing.assert_allclose(z[0].std(), 1, atol=1e-4)
+    hits = EuclideanScanSearcher(windows).search(windows[:2], k=50, return_rows=False)
+    expected = np.linalg.norm(z[:2, None, :] - z[None, :, :], axis=-1)
+    np.testing.assert_allclose(-hits.scores, np.sort(expected, axis=1), atol=1e-3)
