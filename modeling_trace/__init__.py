@@ -20,6 +20,7 @@ from .modeling_trace import (
     trace_contrastive_loss,
 )
 from .processing_trace import TraceFeatureExtractor, TraceProcessor
+from .modeling_rag import TraceForRetrievalAugmentedForecasting  # noqa: F401  (retrieval-augmented forecasting)
 from .auto import AutoModelForTimeSeriesClassification, register_auto_classes
 
 register_auto_classes()

@@ -40,6 +40,7 @@ from .modeling_trace import (
     TraceForPretraining,
     TraceModel,
 )
+from .modeling_seraf import SerafConfig, SerafForForecasting
 from .processing_trace import TraceFeatureExtractor, TraceProcessor
 
 
@@ -76,3 +77,14 @@ def register_auto_classes() -> None:
         except ValueError:
             pass  # already registered in this process
         processing_class.register_for_auto_class(auto_class.__name__)
+    # SERAF (model_type "seraf"): registered in-process only; its file uses the package's describer, so it is not
+    # written into `auto_map` as Hub remote code.
+    try:
+        AutoConfig.register(SerafConfig.model_type, SerafConfig)
+    except ValueError:
+        pass  # already registered in this process
+    for auto_class in (AutoModel, AutoModelForTimeSeriesPrediction):
+        try:
+            auto_class.register(SerafConfig, SerafForForecasting)
+        except ValueError:
+            pass  # already registered in this process
