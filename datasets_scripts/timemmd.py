@@ -192,9 +192,10 @@ def _parse_dates(values: pd.Series, path: Path, column: str, row_label: str = "d
     bad = parsed.isna()
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
+        hint = " It is the last row: the file looks truncated." if first == len(values) - 1 else ""
         raise TimeMMDFormatError(
-            f"{path}: {row_label} {first + 1} (CSV line {first + 2}) has {column}={values.iloc[first]!r}; "
-            f"expected a YYYY-MM-DD date ({int(bad.sum())} bad value(s) in total). Fix or re-download the file."
+            f"{path}: {row_label} {first + 1} has {column}={values.iloc[first]!r}; expected a YYYY-MM-DD date "
+            f"({int(bad.sum())} bad value(s) in total).{hint} Fix or re-download the file."
         )
     return parsed
 
@@ -356,12 +357,12 @@ def read_texts(domain: str, kind: str, data_dir: str | Path | None = None, inclu
     if backwards.any():
         logger.warning("%s: dropping %d text row(s) that end before they start.", path, int(backwards.sum()))
 
-    def _text(row) -> str:
-        fact = "" if is_missing_text(row["fact"]) else row["fact"].strip()
-        if include_preds and "preds" in row and fact:
-            preds = [p.strip() for p in str(row["preds"]).split(";") if not is_missing_text(p)]
-            if preds:
-                fact = fact + "\n" + " ".join(preds)
+    def _text(fact: str, preds: str) -> str:
+        fact = "" if is_missing_text(fact) else fact.strip()
+        if include_preds and fact:
+            kept = [p.strip() for p in preds.split(";") if not is_missing_text(p)]
+            if kept:
+                fact = fact + "\n" + " ".join(kept)
         return fact
 
     index_col = df.columns[0] if df.columns[0] not in needed else None
@@ -369,7 +370,7 @@ def read_texts(domain: str, kind: str, data_dir: str | Path | None = None, inclu
         {
             "start_date": start,
             "end_date": end,
-            "text": [_text(r) for _, r in df.iterrows()],
+            "text": [_text(f, p) for f, p in zip(df["fact"], df["preds"] if "preds" in df else [""] * len(df))],
             "row": df[index_col].astype(str) if index_col is not None else pd.Series(range(len(df))).astype(str),
             "position": np.arange(len(df)),
         }
