@@ -89,12 +89,12 @@ def _step_numbers(timestamps, freq: str) -> np.ndarray:
     """Integer step number of each timestamp on a `freq` grid (months count calendar months)."""
     stamps = pd.DatetimeIndex(pd.to_datetime(list(timestamps), utc=True)).tz_localize(None)
     offset = pd.tseries.frequencies.to_offset(freq)
-    name = offset.name if hasattr(offset, "name") else str(offset)
+    name = getattr(offset, "rule_code", None) or offset.name
     if name.startswith(("M", "ME", "MS", "Q", "Y", "A")) and not name.startswith("min"):
         months = stamps.year * 12 + stamps.month - 1
         per_step = offset.n * (3 if name.startswith("Q") else 12 if name.startswith(("Y", "A")) else 1)
         return np.asarray(months // per_step, dtype=np.int64)
-    step = pd.Timedelta(offset)
+    step = pd.Timedelta(weeks=offset.n) if name.startswith("W") else pd.Timedelta(offset)
     return np.asarray((stamps - pd.Timestamp(0)) // step, dtype=np.int64)
 
 
