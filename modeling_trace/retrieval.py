@@ -226,8 +226,11 @@ class _CorpusResultsMixin:
     def _results(self, scores, indices, return_rows: bool, columns: Sequence[str] | None) -> RetrievalResults:
         ids = rows = None
         if self.corpus is not None and self.id_column in self.corpus.column_names:
-            id_values = self._id_values()
-            ids = [[id_values[i] for i in row if i >= 0] for row in indices]
+            # Take only the hits' ids: reading the whole id column would cost O(corpus) per search.
+            flat = indices[indices >= 0]
+            taken = self.corpus.select_columns([self.id_column])[flat.tolist()][self.id_column] if flat.size else []
+            ends = np.cumsum((indices >= 0).sum(axis=1))
+            ids = [taken[end - count : end] for end, count in zip(ends, (indices >= 0).sum(axis=1))]
         if return_rows and self.corpus is not None:
             rows = _rows_for(self.corpus, indices, scores, self._default_row_columns() if columns is None else columns)
         return RetrievalResults(scores=scores, indices=indices, ids=ids, rows=rows)
@@ -905,6 +908,12 @@ class RetrievalEvaluator:
 
     def __call__(self, index: TraceRetrievalIndex, model=None) -> dict[str, float]:
         queries = self.queries if self.queries is not None else index.corpus
+        for where, columns in (("queries", queries.column_names), ("index corpus", index.corpus.column_names)):
+            if self.id_column not in columns:
+                raise ValueError(
+                    f"The {where} have no `{self.id_column}` column (columns: {columns}); the evaluator pairs queries "
+                    "with corpus items by id. Pass `id_column=`."
+                )
         prefix = f"{self.name}_" if self.name else ""
         query_ids = queries[self.id_column]
         has_labels = self.label_column is not None and self.label_column in queries.column_names and self.label_column in index.corpus.column_names
