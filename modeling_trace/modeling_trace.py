@@ -866,8 +866,14 @@ class TraceChannelTextCrossAttention(nn.Module):
         super().__init__()
         self.attention = TraceAttention(config, is_cross_attention=True)
         self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        # Channel texts arrive projected into the shared space (projection_dim); keys/values are d_model wide.
+        if config.projection_dim != config.d_model:
+            self.text_to_model = nn.Linear(config.projection_dim, config.d_model, bias=False)
+        else:
+            self.text_to_model = nn.Identity()
 
     def forward(self, channel_states, channel_text_states, channel_text_mask):
+        channel_text_states = self.text_to_model(channel_text_states)
         num_channels = channel_states.shape[1]
         mask = channel_text_mask.bool()[:, None, None, :].expand(-1, 1, num_channels, -1)
         # A sample without any channel text attends to nothing: keep its CITs as they are.
@@ -970,7 +976,7 @@ class TraceModel(TracePreTrainedModel):
             new_parts.append("time_series_model")
         logger.warning(
             "TraceModel assembled from %s and %s; newly initialised (train them): %s.",
-            time_series_model_name_or_path or "a new time-series encoder",
+            "a new time-series encoder" if ts_state is None else time_series_model_name_or_path,
             text_path,
             ", ".join(new_parts),
         )

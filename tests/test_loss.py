@@ -225,9 +225,10 @@ def test_pre_encoded_text_embeds_give_the_same_loss_as_token_ids():
     )
 
 
-def test_pre_encoded_embeds_with_cross_attention_match_token_ids():
+@pytest.mark.parametrize("projection_dim", [32, 16])  # d_model is 32
+def test_pre_encoded_embeds_with_cross_attention_match_token_ids(projection_dim):
     torch.manual_seed(0)
-    model = TraceModel(tiny_config(use_channel_cross_attention=True)).eval()
+    model = TraceModel(tiny_config(use_channel_cross_attention=True, projection_dim=projection_dim)).eval()
     batch = tiny_batch(model.config, seed=4)
     from_ids = model(**batch)
     with torch.no_grad():
@@ -244,3 +245,4 @@ def test_pre_encoded_embeds_with_cross_attention_match_token_ids():
     )
     torch.testing.assert_close(from_embeds.loss, from_ids.loss)
     torch.testing.assert_close(from_embeds.channel_embeds, from_ids.channel_embeds)
+    assert from_ids.channel_embeds.shape == (5, model.config.num_input_channels, projection_dim)
