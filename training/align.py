@@ -12,16 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from accelerate import PartialState  # noqa: E402
-
 from modeling_trace.training import AlignRecipe, parse_recipe  # noqa: E402
-from modeling_trace.training.loops import run_alignment  # noqa: E402
+from modeling_trace.training.loops import distributed_state, run_alignment  # noqa: E402
 from training.data import load_training_dataset  # noqa: E402
 
 
 def main(argv=None):
     recipe, extras = parse_recipe(AlignRecipe, argv, __doc__)
-    state = PartialState()
+    state = distributed_state()
     recipe.validate(num_processes=state.num_processes)  # before any data or model is built
     with state.main_process_first():
         dataset = load_training_dataset(

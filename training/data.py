@@ -1,7 +1,7 @@
 """Datasets for the training entry points, built by the `datasets_scripts` builders (one schema for all sources).
 
 `load_training_dataset(recipe.dataset, recipe.dataset_config, split, data_dir)` returns a `datasets.Dataset`.
-Supported sources: "timemmd" (builder `datasets_scripts.timemmd.build`), "ucr" (`datasets_scripts.ucr.load_ucr`),
+Supported sources: "disk" (a saved DatasetDict, `dataset_config.path`), "timemmd" (builder `datasets_scripts.timemmd.build`), "ucr" (`datasets_scripts.ucr.load_ucr`),
 and any other builder module `datasets_scripts.<source>` exposing `build(**dataset_config) -> DatasetDict`.
 """
 
@@ -29,7 +29,14 @@ def load_training_dataset(source: str, dataset_config: dict | None = None, split
                           describe_channels: bool = False, max_samples: int | None = None):
     """One split of a dataset in the shared schema, optionally with described channel texts and truncated."""
     options = dict(dataset_config or {})
-    if source == "ucr":
+    if source == "disk":
+        # a DatasetDict saved by a builder (`save_dataset_dict` / `DatasetDict.save_to_disk`)
+        from datasets import load_from_disk
+
+        if "path" not in options:
+            raise ValueError("dataset 'disk' needs dataset_config.path, the folder of a saved DatasetDict.")
+        dataset_dict = load_from_disk(options["path"])
+    elif source == "ucr":
         from datasets_scripts.ucr import load_ucr
 
         name = options.pop("name", None)

@@ -116,10 +116,33 @@ def resolve_mixed_precision(mixed_precision: str) -> str:
     return "no"
 
 
+def use_cpu_processes() -> bool:
+    """Whether to run on CPU: asked for (`ACCELERATE_USE_CPU`), or several processes launched by torchrun
+    (`accelerate launch --multi_gpu` / a MULTI_GPU config) on a machine without a GPU, which then use gloo.
+
+    accelerate 1.15 starts a single process for `accelerate launch --cpu --num_processes N` (several CPU
+    processes only through mpirun), and treats torchrun-launched processes without CUDA as non-distributed unless
+    told `cpu=True`; this makes `--multi_gpu --num_processes 2` a real 2-process gloo run on a CPU machine.
+    """
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        return True
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def distributed_state():
+    """The process-group state (initialised once per process), created before any data or model is built."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=use_cpu_processes())
+
+
 def build_accelerator(recipe: TrainingRecipe, run_name: str) -> Accelerator:
     from accelerate.utils import ProjectConfiguration
 
     accelerator = Accelerator(
+        cpu=use_cpu_processes(),
         mixed_precision=resolve_mixed_precision(recipe.mixed_precision),
         log_with=_trackers(recipe, run_name) or None,
         project_config=ProjectConfiguration(project_dir=recipe.output_dir, logging_dir=recipe.output_dir),
@@ -339,7 +362,6 @@ def train_loop(
         "num_processes": num_processes,
         "weight_digests": digests,
     }
-    accelerator.end_training()
     if accelerator.is_main_process:
         with open(Path(recipe.output_dir) / "summary.json", "w") as handle:
             json.dump(summary, handle, indent=2)
@@ -409,6 +431,7 @@ def run_pretraining(recipe: PretrainRecipe, dataset, accelerator: Accelerator | 
     result = train_loop(recipe, accelerator, model, len(dataset), get_batch, compute_loss, "pretrain", resume, stop_at_step)
     if result["summary"]["completed"]:
         result["final_dir"] = save_final(accelerator, result["model"], recipe.output_dir)
+    accelerator.end_training()  # also destroys the process group: last
     return result
 
 
@@ -463,4 +486,5 @@ def run_alignment(recipe: AlignRecipe, dataset, accelerator: Accelerator | None 
     result = train_loop(recipe, accelerator, model, len(dataset), get_batch, compute_loss, "align", resume, stop_at_step)
     if result["summary"]["completed"]:
         result["final_dir"] = save_final(accelerator, result["model"], recipe.output_dir, tokenizer)
+    accelerator.end_training()  # also destroys the process group: last
     return result
