@@ -30,7 +30,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_trace import TraceConfig
 
@@ -928,6 +928,17 @@ class TraceModel(TracePreTrainedModel):
         return self
 
     @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, then the text tower frozen again and the temperature's
+        `requires_grad` set from `config.learnable_logit_scale`: loading replaces every parameter by a new one that
+        requires grad, which would otherwise silently make the frozen tower trainable."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.freeze_text_model()
+        model.logit_scale.requires_grad_(model.config.learnable_logit_scale)
+        return loaded
+
+    @classmethod
     def from_time_series_text_pretrained(
         cls,
         time_series_model_name_or_path=None,
@@ -1143,16 +1154,28 @@ class TraceModel(TracePreTrainedModel):
                     "No tokenizer: pass tokenizer=..., set model.tokenizer, or load the model from a folder that "
                     "holds the processor / tokenizer files."
                 )
+            not_found = ValueError(
+                f"No tokenizer found in {source!r}, where this model was loaded from. Pass tokenizer=..., set "
+                "model.tokenizer, or save the tokenizer / TraceProcessor into that folder "
+                "(processor.save_pretrained(folder))."
+            )
+            # AutoTokenizer builds an empty-vocabulary tokenizer when the folder has no tokenizer files: check first.
+            if not any(
+                cached_file(
+                    source,
+                    name,
+                    _raise_exceptions_for_missing_entries=False,
+                    _raise_exceptions_for_connection_errors=False,
+                )
+                for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+            ):
+                raise not_found
             try:
                 # The text tower's config tells AutoTokenizer the tokenizer family; without it AutoTokenizer reads
                 # config.json (model_type "trace"), which asks for trust_remote_code where this package is absent.
                 self.tokenizer = AutoTokenizer.from_pretrained(source, config=self.config.text_config)
             except (OSError, ValueError) as err:
-                raise ValueError(
-                    f"No tokenizer found in {source!r}, where this model was loaded from. Pass tokenizer=..., set "
-                    "model.tokenizer, or save the tokenizer / TraceProcessor into that folder "
-                    "(processor.save_pretrained(folder))."
-                ) from err
+                raise not_found from err
         return self.tokenizer
 
     def save_pretrained(self, save_directory, *args, **kwargs):
