@@ -228,6 +228,20 @@ def _yaml_value(text: str):
     return yaml.safe_load(text)
 
 
+def _coerce_number(value, hint):
+    # YAML 1.1 reads "1e-4" (no dot) as a string; numeric fields accept it as the number it obviously is.
+    if not isinstance(value, str):
+        return value
+    options = typing.get_args(hint) or (hint,)
+    for kind in (int, float):
+        if kind in options:
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    return value
+
+
 def build_argument_parser(recipe_class: type[TrainingRecipe], description: str) -> argparse.ArgumentParser:
     """`--config FILE`, `--resume`, and one `--<field>` per recipe field, all defaulting to SUPPRESS."""
     parser = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS)
@@ -249,7 +263,8 @@ def parse_recipe(
     args = parser.parse_args(argv)
     values = load_recipe_file(args.config) if getattr(args, "config", None) else {}
     recipe_keys = {f.name for f in dataclasses.fields(recipe_class)}
-    cli = {k: v for k, v in vars(args).items() if k in recipe_keys}
+    hints = typing.get_type_hints(recipe_class)
+    cli = {k: _coerce_number(v, hints[k]) for k, v in vars(args).items() if k in recipe_keys}
     recipe = recipe_from_dict(recipe_class, {**values, **cli}, source=getattr(args, "config", None) or "arguments")
     extras = argparse.Namespace(
         config=getattr(args, "config", None),
