@@ -519,7 +519,7 @@ class SerafForForecasting(SerafPreTrainedModel):
                 f"windows within L+H-1={c.exclusion_radius} steps (which leak its future) are not retrieved. Use "
                 "-1 for queries from outside the training series."
             )
-        if window_index is not None:
+        if window_index is not None and c.use_retrieval:
             if window_index.shape != (batch,) or window_index.is_floating_point():
                 raise ValueError(f"window_index must be an integer tensor of shape ({batch},), got {tuple(window_index.shape)}.")
             if bool((window_index >= c.database_size).any()):
