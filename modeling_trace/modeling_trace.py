@@ -1214,15 +1214,24 @@ class TraceModel(TracePreTrainedModel):
         tokenizer = self._get_tokenizer(tokenizer)
         was_training = self.training
         self.eval()
+        # Longest first, as sentence-transformers does: texts of similar length share a batch, so little padding is
+        # computed; the results are put back in input order.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         chunks = []
         for start in _progress(range(0, len(texts), batch_size), show_progress_bar, len(texts) > batch_size, "Encoding texts"):
             batch = tokenizer(
-                texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+                [texts[i] for i in order[start : start + batch_size]],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
             ).to(self.device)
             sentence = self.get_text_sentence_embeddings(batch["input_ids"], batch["attention_mask"])
             chunks.append(self.project_text(sentence).float().cpu())
         self.train(was_training)
-        embeddings = torch.cat(chunks) if chunks else torch.zeros(0, self.config.projection_dim)
+        embeddings = torch.zeros(len(texts), self.config.projection_dim)
+        if chunks:
+            embeddings[torch.tensor(order)] = torch.cat(chunks)
         return embeddings.numpy() if convert_to_numpy else embeddings
 
     @torch.no_grad()

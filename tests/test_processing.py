@@ -227,3 +227,18 @@ def test_processor_save_and_load_round_trip(processor, tmp_path):
     assert before.keys() == after.keys()
     for key in before:
         assert torch.equal(before[key], after[key]), key
+
+
+def test_encode_text_keeps_input_order_across_length_sorted_batches(tokenizer):
+    torch.manual_seed(0)
+    text_config = dict(TINY_TEXT_CONFIG, vocab_size=tokenizer.vocab_size, max_position_embeddings=64)
+    model = TraceModel(tiny_config(text_config=text_config)).eval()
+    texts = ["short", "a much longer text about a heavy storm over the hills", "", "mid length text", "x y"]
+    batched = model.encode_text(texts, batch_size=2, tokenizer=tokenizer, max_length=64)
+    assert batched.shape == (5, 32)
+    for i, text in enumerate(texts):
+        alone = tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            expected = model.get_text_features(alone["input_ids"], alone["attention_mask"])[0].numpy()
+        np.testing.assert_allclose(batched[i], expected, rtol=1e-5, atol=1e-6, err_msg=repr(text))
+    assert model.encode_text([], tokenizer=tokenizer).shape == (0, 32)
