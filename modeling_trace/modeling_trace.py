@@ -955,7 +955,10 @@ class TraceModel(TracePreTrainedModel):
             config_kwargs: overrides for the [`TraceConfig`].
 
         The parts that start untrained (text projection, temperature, and the time-series tower when no
-        checkpoint is given) are named in a warning. The tokenizer is attached as `model.tokenizer`.
+        checkpoint is given) are named in a warning. The tokenizer is attached as `model.tokenizer` and saved by
+        `model.save_pretrained(folder)`; `TraceProcessor.from_model(model).save_pretrained(folder)` adds the processor
+        to the same folder, which then loads with `AutoModel` / `AutoProcessor` (`trust_remote_code=True` without
+        this package).
         """
         text_path = resolve_text_model_path(text_model_name_or_path)
         text_model = AutoModel.from_pretrained(text_path, add_pooling_layer=False)
