@@ -51,10 +51,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--large-dim", type=int, default=None, help="Defaults to the encoder's embedding size.")
     parser.add_argument("--large-factory", default="IVF1024,Flat")
     parser.add_argument("--large-train-size", type=int, default=65_536)
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--cluster-spread", type=float, default=1.0, help="Noise norm around each unit cluster centre.")
+    parser.add_argument("--skip-large", action="store_true", help="Only the TS -> TS part.")
+    parser.add_argument("--skip-windows", action="store_true", help="Only the large synthetic-index part.")
     return parser.parse_args()
 
 
@@ -114,7 +116,7 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def clustered_unit_vectors(num: int, dim: int, centres: np.ndarray, rng, spread: float = 0.35, chunk: int = 100_000) -> np.ndarray:
+def clustered_unit_vectors(num: int, dim: int, centres: np.ndarray, rng, spread: float = 1.0, chunk: int = 100_000) -> np.ndarray:
     """Unit vectors around random cluster centres (a stand-in for embeddings of many similar windows)."""
     out = np.empty((num, dim), dtype=np.float32)
     for start in range(0, num, chunk):
@@ -132,6 +134,9 @@ def main() -> None:
     from modeling_trace.retrieval import DTWSearcher, EuclideanScanSearcher, TraceRetrievalIndex
 
     rng = np.random.default_rng(args.seed)
+    if args.skip_windows:
+        run_large(args, args.large_dim or 384, rng)
+        return
     model, model_note = load_model(args)
     model.eval()
     num_channels = model.config.num_input_channels
@@ -199,13 +204,20 @@ def main() -> None:
     print()
     print(f"DTW timed on {dtw_pairs:,} pairs ({dtw_s:.2f} s) and extrapolated linearly to {q * n:,} pairs.")
 
-    if args.skip_large:
-        return
-    dim = args.large_dim or index.dim
+    if not args.skip_large:
+        run_large(args, args.large_dim or index.dim, rng)
+
+
+def run_large(args, dim: int, rng) -> None:
+    import faiss
+
+    from modeling_trace.retrieval import TraceRetrievalIndex
+
+    q = args.num_queries
     centres = rng.standard_normal((4096, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    vectors = clustered_unit_vectors(args.large_size, dim, centres, rng)
-    queries = clustered_unit_vectors(q, dim, centres, rng)
+    vectors = clustered_unit_vectors(args.large_size, dim, centres, rng, args.cluster_spread)
+    queries = clustered_unit_vectors(q, dim, centres, rng, args.cluster_spread)
     exact = faiss.IndexFlatIP(dim)
     exact.add(vectors)
     (_, truth), exact_s = timed(exact.search, queries, args.k)
@@ -214,7 +226,7 @@ def main() -> None:
         TraceRetrievalIndex.from_embeddings, vectors, index_factory=args.large_factory, train_size=args.large_train_size, seed=args.seed
     )
     print()
-    print(f"## {args.large_size:,} synthetic unit embeddings (d={dim}, 4,096 clusters), {q} queries, top-{args.k}")
+    print(f"## {args.large_size:,} synthetic unit embeddings (d={dim}, 4,096 clusters, spread {args.cluster_spread}), {q} queries, top-{args.k}")
     print()
     print(f"Index `{args.large_factory}` trained on {args.large_train_size:,} vectors and filled in {large_build_s:.1f} s.")
     print()
