@@ -371,7 +371,11 @@ class TraceEmbeddings(nn.Module):
 
 
 class TraceRotaryEmbedding(nn.Module):
-    """Rotary position embedding over the temporal patch index within each channel."""
+    """Rotary position embedding over the temporal patch index within each channel.
+
+    Dimension pairs (2i, 2i+1) of each head are rotated by angle `position * theta^(-2i / head_dim)`, applied as one
+    complex multiplication (fewer kernels than the rotate-half formulation on CPU).
+    """
 
     def __init__(self, config: TraceConfig):
         super().__init__()
@@ -382,20 +386,16 @@ class TraceRotaryEmbedding(nn.Module):
             persistent=False,
         )
 
-    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions.float()[:, None] * self.inv_freq[None, :]
-        emb = torch.cat([freqs, freqs], dim=-1)  # (L, head_dim)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """Unit complex rotations `(L, 1, head_dim / 2)` for token positions `(L,)` (position 0: no rotation)."""
+        angles = positions.float()[:, None] * self.inv_freq[None, :]
+        return torch.polar(torch.ones_like(angles), angles)[:, None, :]
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
-
-
-def apply_rotary_pos_emb(q, k, cos, sin):
-    """Rotate queries and keys `(batch, heads, L, head_dim)` by the per-token angles `(L, head_dim)`."""
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+def apply_rotary_pos_emb(states: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate `(batch, L, heads, head_dim)` queries or keys by `rotations` `(L, 1, head_dim / 2)`."""
+    pairs = torch.view_as_complex(states.float().reshape(*states.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * rotations).flatten(-2).to(states.dtype)
 
 
 class TraceAttention(nn.Module):
@@ -416,23 +416,24 @@ class TraceAttention(nn.Module):
         self.v_proj = nn.Linear(config.d_model, config.d_model)
         self.o_proj = nn.Linear(config.d_model, config.d_model)
 
-    def _shape(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rotations: torch.Tensor | None = None,
         key_value_states: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         kv = hidden_states if key_value_states is None else key_value_states
-        query = self._shape(self.q_proj(hidden_states))
-        key = self._shape(self.k_proj(kv))
-        value = self._shape(self.v_proj(kv))
-        if position_embeddings is not None:
-            query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
+        query = self._heads(self.q_proj(hidden_states))
+        key = self._heads(self.k_proj(kv))
+        value = self._heads(self.v_proj(kv)).transpose(1, 2)
+        if rotations is not None:
+            query, key = apply_rotary_pos_emb(query, rotations), apply_rotary_pos_emb(key, rotations)
+        query, key = query.transpose(1, 2), key.transpose(1, 2)  # (batch, heads, L, head_dim)
         dropout = self.dropout if self.training else 0.0
         if output_attentions:
             scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
@@ -463,15 +464,15 @@ class TraceEncoderLayer(GradientCheckpointingLayer):
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.fc2(self.dropout(self.activation_fn(self.fc1(x)))))
 
-    def forward(self, hidden_states, attention_mask, position_embeddings, output_attentions=False):
+    def forward(self, hidden_states, attention_mask, rotations, output_attentions=False):
         if self.norm_first:
             attn, weights = self.self_attn(
-                self.self_attn_layer_norm(hidden_states), attention_mask, position_embeddings, None, output_attentions
+                self.self_attn_layer_norm(hidden_states), attention_mask, rotations, None, output_attentions
             )
             hidden_states = hidden_states + self.dropout(attn)
             hidden_states = hidden_states + self._feed_forward(self.final_layer_norm(hidden_states))
         else:
-            attn, weights = self.self_attn(hidden_states, attention_mask, position_embeddings, None, output_attentions)
+            attn, weights = self.self_attn(hidden_states, attention_mask, rotations, None, output_attentions)
             hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attn))
             hidden_states = self.final_layer_norm(hidden_states + self._feed_forward(hidden_states))
         return hidden_states, weights
@@ -486,11 +487,11 @@ class TraceEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, hidden_states, attention_mask, rope_positions, output_attentions=False, output_hidden_states=False):
-        position_embeddings = self.rotary_emb(rope_positions, hidden_states.dtype)
+        rotations = self.rotary_emb(rope_positions)
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, attention_mask, position_embeddings, output_attentions)
+            hidden_states, weights = layer(hidden_states, attention_mask, rotations, output_attentions)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
