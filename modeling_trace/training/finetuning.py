@@ -141,7 +141,6 @@ def build_trainer(recipe: FinetuneRecipe, model, train_dataset, eval_dataset=Non
         label_names=LABEL_NAMES[recipe.task],
         remove_unused_columns=False,
         dataloader_num_workers=recipe.num_workers,
-        dataloader_drop_last=True,
         report_to=report_to,
         disable_tqdm=False,
     )
