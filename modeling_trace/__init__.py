@@ -20,7 +20,9 @@ from .modeling_trace import (
     trace_contrastive_loss,
 )
 from .processing_trace import TraceFeatureExtractor, TraceProcessor
-from .modeling_rag import TraceForRetrievalAugmentedForecasting  # noqa: F401  (retrieval-augmented forecasting)
+from .modeling_rag import TraceForRetrievalAugmentedForecasting
+from .retrieval import RetrievalEvaluator, TraceRetrievalIndex
+from .metrics import load_metric
 from .auto import AutoModelForTimeSeriesClassification, register_auto_classes
 
 register_auto_classes()
@@ -36,6 +38,10 @@ __all__ = [
     "TraceForecastingOutput",
     "TraceForForecasting",
     "TraceForPretraining",
+    "TraceForRetrievalAugmentedForecasting",
+    "TraceRetrievalIndex",
+    "RetrievalEvaluator",
+    "load_metric",
     "TraceModel",
     "TraceOutput",
     "TracePreTrainedModel",
