@@ -1335,6 +1335,33 @@ def pad_or_truncate_series(series, context_length: int, num_channels: int) -> tu
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def forecasting_loss(
+    prediction: torch.Tensor,
+    future_values: torch.Tensor,
+    future_observed_mask: torch.Tensor | None = None,
+    loss_type: str = "mse",
+) -> torch.Tensor:
+    """MSE or Huber loss of forecasts `(batch, horizon, channels)` over observed target points only.
+
+    NaN targets (and points where `future_observed_mask` is 0) take no part; a shape mismatch is a `ValueError`.
+    """
+    if future_values.shape != prediction.shape:
+        raise ValueError(
+            f"future_values must have shape {tuple(prediction.shape)} (batch, prediction_length, channels), "
+            f"got {tuple(future_values.shape)}."
+        )
+    target_mask = ~torch.isnan(future_values)
+    if future_observed_mask is not None:
+        target_mask &= future_observed_mask.bool()
+    target = torch.where(target_mask, future_values, prediction.detach())
+    if loss_type == "huber":
+        pointwise = F.huber_loss(prediction, target, reduction="none")
+    else:
+        pointwise = (prediction - target) ** 2
+    weights = target_mask.to(pointwise.dtype)
+    return (pointwise * weights).sum() / weights.sum().clamp(min=1.0)
+
+
 class TraceForForecasting(TracePreTrainedModel):
     """TRACE encoder with a forecasting head: per channel, the patch tokens are flattened and mapped to the horizon
     by one linear layer shared across channels; RevIN is undone on the output.
@@ -1380,19 +1407,7 @@ class TraceForForecasting(TracePreTrainedModel):
 
         loss = None
         if future_values is not None:
-            expected = (past_values.shape[0], self.config.prediction_length, self.config.num_input_channels)
-            if tuple(future_values.shape) != expected:
-                raise ValueError(f"future_values must have shape {expected}, got {tuple(future_values.shape)}.")
-            target_mask = ~torch.isnan(future_values)
-            if future_observed_mask is not None:
-                target_mask &= future_observed_mask.bool()
-            target = torch.where(target_mask, future_values, prediction.detach())
-            if self.config.forecast_loss == "huber":
-                pointwise = F.huber_loss(prediction, target, reduction="none")
-            else:
-                pointwise = (prediction - target) ** 2
-            weights = target_mask.to(pointwise.dtype)
-            loss = (pointwise * weights).sum() / weights.sum().clamp(min=1.0)
+            loss = forecasting_loss(prediction, future_values, future_observed_mask, self.config.forecast_loss)
 
         output = TraceForecastingOutput(
             loss=loss,
@@ -1486,4 +1501,5 @@ __all__ = [
     "trace_contrastive_loss",
     "hard_negative_info_nce",
     "pad_or_truncate_series",
+    "forecasting_loss",
 ]
