@@ -45,7 +45,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_trace import TraceConfig
-from .modeling_trace import TraceModel, TracePreTrainedModel
+from .modeling_trace import TraceModel, TracePreTrainedModel, forecasting_loss
 from .retrieval import TraceRetrievalIndex
 
 
@@ -411,19 +411,7 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
 
         loss = None
         if future_values is not None:
-            expected = (batch_size, self.config.prediction_length, self.config.num_input_channels)
-            if tuple(future_values.shape) != expected:
-                raise ValueError(f"future_values must have shape {expected}, got {tuple(future_values.shape)}.")
-            target_mask = ~torch.isnan(future_values)
-            if future_observed_mask is not None:
-                target_mask &= future_observed_mask.bool()
-            target = torch.where(target_mask, future_values, prediction.detach())
-            if self.config.forecast_loss == "huber":
-                pointwise = F.huber_loss(prediction, target, reduction="none")
-            else:
-                pointwise = (prediction - target) ** 2
-            weights = target_mask.to(pointwise.dtype)
-            loss = (pointwise * weights).sum() / weights.sum().clamp(min=1.0)
+            loss = forecasting_loss(prediction, future_values, future_observed_mask, self.config.forecast_loss)
 
         output = TraceRetrievalAugmentedForecastingOutput(
             loss=loss,
