@@ -46,7 +46,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_trace import TraceConfig
 from .modeling_trace import TraceModel, TracePreTrainedModel, forecasting_loss
-from .retrieval import TraceRetrievalIndex
+from .retrieval import TraceRetrievalIndex, overlapping_windows
 
 
 RETRIEVAL_INDEX_DIR = "retrieval_index"
@@ -277,11 +277,9 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
         corpus = self._corpus_tensors(query_embeds.device)
         exclude = None
         if window_start is not None:
-            # Same series and intersecting [start, end) step ranges: the query itself and every overlapping window.
-            overlap = (
-                (corpus["series_index"][None, :] == series_index[:, None])
-                & (corpus["window_start"][None, :] < window_end[:, None])
-                & (window_start[:, None] < corpus["window_end"][None, :])
+            # The query itself and every window of the same series that overlaps it.
+            overlap = (corpus["series_index"][None, :] == series_index[:, None]) & overlapping_windows(
+                window_start, window_end, corpus["window_start"], corpus["window_end"]
             )
             exclude = overlap.cpu().numpy()
             left = (~exclude).sum(axis=1)

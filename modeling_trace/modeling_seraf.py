@@ -54,7 +54,9 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .describe import seraf_template
+from .describe import make_timestamps, seraf_template
+from .modeling_trace import forecasting_loss, mean_pool, resolve_text_model_path, revin_statistics
+from .retrieval import overlapping_windows
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,7 +169,7 @@ class SerafForecastingOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
-            MSE against `future_values` (in the input scale), when they are given.
+            MSE against `future_values` (in the input scale; NaN targets ignored), when they are given.
         prediction_outputs (`torch.FloatTensor` of shape `(batch_size, prediction_length, num_input_channels)`):
             Forecasts in the scale of the input.
         time_series_indices (`torch.LongTensor` of shape `(batch_size, top_k)`, *optional*):
@@ -203,10 +205,9 @@ def zscore_windows(windows: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tens
     """Per-(window, channel) mean and standard deviation over time of `(n, length, channels)` windows.
 
     Returns `(normalised, loc, scale)` with `loc`, `scale` of shape `(n, 1, channels)`; population std, so a
-    normalised channel has unit mean square.
+    normalised channel has unit mean square. These are TRACE's RevIN statistics with every point observed.
     """
-    loc = windows.mean(dim=1, keepdim=True)
-    scale = torch.sqrt(windows.var(dim=1, keepdim=True, unbiased=False) + eps)
+    loc, scale = revin_statistics(windows, torch.ones_like(windows, dtype=torch.bool), eps)
     return (windows - loc) / scale, loc, scale
 
 
@@ -229,9 +230,10 @@ def exclusion_mask(query_indices: torch.Tensor | None, database_size: int, radiu
     """
     if query_indices is None:
         return None
+    # Window i spans steps [i, i + radius + 1), so |i - j| <= radius is exactly the package's overlap rule.
     positions = torch.arange(database_size, device=query_indices.device)
     inside = (query_indices >= 0)[:, None]
-    return inside & ((positions[None, :] - query_indices[:, None]).abs() <= radius)
+    return inside & overlapping_windows(query_indices, query_indices + radius + 1, positions, positions + radius + 1)
 
 
 def kernel_top_k(
@@ -275,8 +277,6 @@ class SentenceEmbedder:
     def __init__(self, model_name_or_path: str | None = None, device: str | torch.device = "cpu"):
         from transformers import AutoModel, AutoTokenizer
 
-        from .modeling_trace import resolve_text_model_path
-
         path = resolve_text_model_path(model_name_or_path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path, add_pooling_layer=False).to(device).eval()
@@ -287,8 +287,6 @@ class SentenceEmbedder:
     @torch.no_grad()
     def encode(self, texts, batch_size: int = 128, show_progress_bar: bool = False) -> np.ndarray:
         """L2-normalised float32 embeddings `(len(texts), dim)`."""
-        from .modeling_trace import mean_pool
-
         if isinstance(texts, str):
             texts = [texts]
         unique, inverse = np.unique(np.asarray(list(texts), dtype=object).astype(str), return_inverse=True)
@@ -416,8 +414,6 @@ class SerafForForecasting(SerafPreTrainedModel):
                         "(or pass description_embeddings)."
                     )
                 windows = values.unfold(0, self.config.context_length, 1)[:size].transpose(1, 2).numpy()
-                from .describe import make_timestamps
-
                 starts = make_timestamps(start_timestamp, freq, size)
                 texts = describe_windows(windows, starts, freq)
                 description_embeddings = self.embed_texts(texts, show_progress_bar=show_progress_bar)
@@ -587,7 +583,7 @@ class SerafForForecasting(SerafPreTrainedModel):
 
         loss = None
         if future_values is not None:
-            loss = F.mse_loss(prediction, future_values.to(prediction.dtype))
+            loss = forecasting_loss(prediction, future_values.to(prediction.dtype))
         output = SerafForecastingOutput(
             loss=loss,
             prediction_outputs=prediction,

@@ -178,6 +178,16 @@ class _Exclusion:
         return np.zeros(candidates.shape, dtype=bool)
 
 
+def overlapping_windows(query_start, query_end, corpus_start, corpus_end):
+    """`(num_queries, corpus_size)` bool matrix: True where query window `[query_start, query_end)` and corpus window
+    `[corpus_start, corpus_end)` share a step.
+
+    The one overlap rule of the package (numpy arrays or torch tensors, 1-D each): retrieval-augmented
+    forecasters leave such windows out, because they hold part of the query's future.
+    """
+    return (corpus_start[None, :] < query_end[:, None]) & (query_start[:, None] < corpus_end[None, :])
+
+
 def _top_k_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of a dense (num_queries, corpus_size) score matrix, ties broken by the lower row."""
     num_queries, corpus_size = scores.shape
@@ -1127,5 +1137,6 @@ __all__ = [
     "RetrievalIndexIntegrityError",
     "RetrievalResults",
     "TraceRetrievalIndex",
+    "overlapping_windows",
     "znormalize_windows",
 ]
