@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..modeling_trace import pad_or_truncate_series
+
 
 def _as_2d(values, what: str, index) -> np.ndarray:
     array = np.asarray(values if values is not None else [], dtype=np.float32)
@@ -37,11 +39,10 @@ class TraceDataCollator:
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         n = len(rows)
-        values = np.zeros((n, self.context_length, self.num_channels), dtype=np.float32)
-        observed = np.zeros_like(values, dtype=bool)
         future = None
         if self.prediction_length:
             future = np.full((n, self.prediction_length, self.num_channels), np.nan, dtype=np.float32)
+        pasts = []
         for i, row in enumerate(rows):
             index = row.get("id", i)
             past = _as_2d(row["past_values"], "past_values", index)
@@ -50,12 +51,9 @@ class TraceDataCollator:
                     f"Row {index} has {past.shape[1]} channels but the model takes {self.num_channels}; use a "
                     "model with more input channels or select channels in the dataset."
                 )
-            past = past[-self.context_length :]
-            length, channels = past.shape
-            if length:
-                mask = ~np.isnan(past)
-                values[i, self.context_length - length :, :channels] = np.where(mask, past, 0.0)
-                observed[i, self.context_length - length :, :channels] = mask
+            # Channels the row lacks are missing (NaN), so the model sees them as never observed.
+            missing_channels = np.full((past.shape[0], self.num_channels - past.shape[1]), np.nan, dtype=np.float32)
+            pasts.append(np.concatenate([past, missing_channels], axis=1))
             if future is not None:
                 target = _as_2d(row.get("future_values"), "future_values", index)
                 if target.shape[0] < self.prediction_length:
@@ -64,6 +62,7 @@ class TraceDataCollator:
                         f"{self.prediction_length}; build the dataset with a horizon >= prediction_length."
                     )
                 future[i, :, : target.shape[1]] = target[: self.prediction_length]
+        values, observed = pad_or_truncate_series(pasts, self.context_length, self.num_channels)
         batch = {
             "past_values": torch.from_numpy(values),
             "past_observed_mask": torch.from_numpy(observed),
