@@ -35,7 +35,7 @@ from .collate import TraceDataCollator, text_embedding_batch
 from .distributed import gather_embeddings_for_loss, gather_no_grad
 from .optimization import create_optimizer, create_scheduler
 from .recipes import AlignRecipe, PretrainRecipe, TrainingRecipe, save_recipe
-from .text_cache import build_text_embedding_cache
+from .text_cache import build_text_embedding_cache, update_tensor_digest
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
 
@@ -139,18 +139,19 @@ def distributed_state():
 
 
 def build_accelerator(recipe: TrainingRecipe, run_name: str) -> Accelerator:
+    """The `Accelerator` of a recipe: mixed precision, trackers (`report_to`) and `output_dir` as project folder."""
     from accelerate.utils import ProjectConfiguration
 
-    accelerator = Accelerator(
+    return Accelerator(
         cpu=use_cpu_processes(),
         mixed_precision=resolve_mixed_precision(recipe.mixed_precision),
         log_with=_trackers(recipe, run_name) or None,
         project_config=ProjectConfiguration(project_dir=recipe.output_dir, logging_dir=recipe.output_dir),
     )
-    return accelerator
 
 
 def is_checkpoint_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a saved model folder (has a `config.json`) rather than a preset name or a JSON file."""
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
@@ -172,9 +173,7 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 over the names and bytes of all parameters (to check that every process holds the same weights)."""
     digest = hashlib.sha256()
-    for name, parameter in sorted(model.named_parameters()):
-        digest.update(name.encode())
-        digest.update(parameter.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    update_tensor_digest(digest, model.named_parameters())
     return digest.hexdigest()
 
 

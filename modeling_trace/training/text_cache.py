@@ -17,15 +17,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def update_tensor_digest(digest, named_tensors) -> None:
+    """Feed `(name, tensor)` pairs into a `hashlib` digest in name order (values as CPU float32 bytes)."""
+    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+
+
 def text_model_fingerprint(text_model: torch.nn.Module) -> str:
     """sha256 of the text tower's config and weights (any change of either gives a new cache entry)."""
     digest = hashlib.sha256()
     config = getattr(text_model, "config", None)
     if config is not None:
         digest.update(config.to_json_string(use_diff=False).encode())
-    for name, tensor in sorted(text_model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    update_tensor_digest(digest, text_model.state_dict().items())
     return digest.hexdigest()
 
 
