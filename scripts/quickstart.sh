@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One command on a fresh machine: create .venv with the package and its extras (scripts/setup_env.sh), then run the
+# TRACE quickstart (datasets -> pretrain -> align -> index -> evaluation -> Hub-ready model folder, figures, table).
+# Usage: bash scripts/quickstart.sh [--output-dir DIR] [--data-dir DIR] [--smoke] [--seed N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+export HF_HUB_DISABLE_TELEMETRY=1
+exec .venv/bin/python -m modeling_trace.quickstart "$@"
