@@ -6,7 +6,6 @@ so PEFT can find them); the task head (`classifier` / `forecast_head`) is traine
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,9 @@ import torch
 
 from ..modeling_trace import TraceForClassification, TraceForForecasting
 from ..presets import load_preset
+from ..processing_trace import TraceFeatureExtractor
 from .collate import TraceDataCollator
+from .loops import is_checkpoint_folder, resolve_mixed_precision
 from .optimization import create_optimizer, create_scheduler
 from .recipes import FinetuneRecipe
 
@@ -26,13 +27,11 @@ LABEL_NAMES = {"classification": ["labels"], "forecasting": ["future_values"]}
 def build_finetune_model(recipe: FinetuneRecipe, num_labels: int | None = None, id2label: dict | None = None):
     """The head model of the recipe's task, from a checkpoint folder (any TRACE stage) or a preset."""
     model_class = TraceForClassification if recipe.task == "classification" else TraceForForecasting
-    task_values = {}
     if recipe.task == "classification":
         task_values = {"num_labels": num_labels, "id2label": id2label, "label2id": {v: k for k, v in (id2label or {}).items()}}
     else:
         task_values = {"prediction_length": recipe.prediction_length}
-    source = Path(recipe.model)
-    if source.is_dir() and (source / "config.json").is_file():
+    if is_checkpoint_folder(recipe.model):
         return model_class.from_pretrained(recipe.model, **recipe.model_overrides, **task_values)
     return model_class(load_preset(recipe.model, **recipe.model_overrides, **task_values))
 
@@ -100,8 +99,6 @@ def build_trainer(recipe: FinetuneRecipe, model, train_dataset, eval_dataset=Non
     """A `transformers.Trainer` with the recipe's batch, AdamW + warmup/cosine, label names and metrics."""
     from transformers import Trainer, TrainingArguments
 
-    from .loops import resolve_mixed_precision
-
     config = model.config
     collator = TraceDataCollator(
         config.context_length,
@@ -111,8 +108,7 @@ def build_trainer(recipe: FinetuneRecipe, model, train_dataset, eval_dataset=Non
     )
     per_device = recipe.per_device_batch_size(num_processes)
     steps_per_epoch = max(1, len(train_dataset) // recipe.global_batch_size)
-    total_steps = recipe.max_steps or max(1, math.ceil(recipe.num_epochs * steps_per_epoch))
-    warmup = recipe.warmup_steps if recipe.warmup_steps is not None else int(round(recipe.warmup_ratio * total_steps))
+    total_steps, warmup = recipe.schedule(steps_per_epoch)
     precision = resolve_mixed_precision(recipe.mixed_precision)
     report_to = "none" if recipe.report_to in ("none", "jsonl") else ("tensorboard" if recipe.report_to == "tensorboard" else "all")
     if report_to == "all":
@@ -171,12 +167,7 @@ def save_finetuned(model, output_dir: str | Path, mode: str) -> dict[str, Path]:
     else:
         merged = model
     merged.save_pretrained(output_dir / "final")
-    try:
-        from ..processing_trace import TraceFeatureExtractor
-    except ImportError:
-        pass
-    else:
-        TraceFeatureExtractor.from_model_config(merged.config).save_pretrained(output_dir / "final")
+    TraceFeatureExtractor.from_model_config(merged.config).save_pretrained(output_dir / "final")
     folders["final"] = output_dir / "final"
     return folders
 

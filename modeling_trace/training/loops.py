@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -262,8 +261,7 @@ def train_loop(
     order = GlobalBatchOrder(num_samples, per_device, num_processes, accelerator.process_index, recipe.seed)
     accumulation = recipe.gradient_accumulation_steps
     steps_per_epoch = max(1, order.micro_steps_per_epoch // accumulation)
-    total_steps = recipe.max_steps or max(1, math.ceil(recipe.num_epochs * steps_per_epoch))
-    warmup = recipe.warmup_steps if recipe.warmup_steps is not None else int(round(recipe.warmup_ratio * total_steps))
+    total_steps, warmup = recipe.schedule(steps_per_epoch)
 
     optimizer = create_optimizer(
         model, recipe.learning_rate, recipe.weight_decay, (recipe.adam_beta1, recipe.adam_beta2), recipe.adam_epsilon

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -65,7 +66,15 @@ class TrainingRecipe:
     num_workers: int = 0
 
     def per_device_batch_size(self, num_processes: int) -> int:
+        """Samples per process and micro-step: `global_batch_size / (num_processes * gradient_accumulation_steps)`."""
         return self.global_batch_size // (num_processes * self.gradient_accumulation_steps)
+
+    def schedule(self, steps_per_epoch: int) -> tuple[int, int]:
+        """`(total_steps, warmup_steps)` of the optimiser: `max_steps` or `num_epochs` epochs, and `warmup_steps`
+        or `warmup_ratio` of them."""
+        total_steps = self.max_steps or max(1, math.ceil(self.num_epochs * steps_per_epoch))
+        warmup = self.warmup_steps if self.warmup_steps is not None else int(round(self.warmup_ratio * total_steps))
+        return total_steps, warmup
 
     def validate(self, num_processes: int = 1) -> "TrainingRecipe":
         """Check types and ranges; raise `RecipeError` before anything is built or trained."""
