@@ -126,10 +126,6 @@ WEATHER_UNITS = {
 }
 WEATHER_KEYWORDS = ("Clear", "Cloudy", "Rainy", "Snowy", "Windy", "Foggy", "Hot", "Cold", "Humid", "Stormy")
 
-_TRENDS = ("up", "down", "stable")
-_VOLATILITIES = ("high", "medium", "low")
-
-
 def _as_1d(values, what: str = "values") -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1:
@@ -144,6 +140,16 @@ def _as_2d(values) -> np.ndarray:
             f"values must be (length, channels), got shape {arr.shape}; add a channel axis with values[:, None]."
         )
     return arr
+
+
+def _check_channel_names(arr: np.ndarray, channel_names: Sequence[str]) -> list[str]:
+    names = list(channel_names)
+    if len(names) != arr.shape[1]:
+        raise ValueError(
+            f"Got {len(names)} channel names {names} for values of shape {arr.shape} (length, channels); give one "
+            "name per channel, in the order of the last axis."
+        )
+    return names
 
 
 def _theil_sen_slope(t: np.ndarray, x: np.ndarray) -> float:
@@ -217,7 +223,10 @@ def describe_channel(values, name: str, timestamps=None, unit: str | None = None
     """
     arr = _as_1d(values)
     if timestamps is not None and len(timestamps) != len(arr):
-        raise ValueError(f"Got {len(timestamps)} timestamps for {len(arr)} values of channel {name!r}.")
+        raise ValueError(
+            f"Got {len(timestamps)} timestamps for {len(arr)} values of channel {name!r}; pass one timestamp per "
+            "value, or timestamps=None to report extremes by step."
+        )
     unit = WEATHER_UNITS.get(name) if unit is None else unit
     label = f"{name} ({unit})" if unit else name
     observed = ~np.isnan(arr)
@@ -253,9 +262,7 @@ def weather_keywords(values, channel_names: Sequence[str]) -> list[str]:
     whose channels are absent or all-NaN is never returned. Thresholds: module docstring.
     """
     arr = _as_2d(values)
-    names = list(channel_names)
-    if len(names) != arr.shape[1]:
-        raise ValueError(f"Got {len(names)} channel names for {arr.shape[1]} channels.")
+    names = _check_channel_names(arr, channel_names)
     found: set[str] = set()
     temp = _channel(arr, names, "temperature")
     precip = _channel(arr, names, "precipitation")
@@ -369,9 +376,7 @@ def describe_sample(
         freq: pandas-style step ("1h", "4h", "1D", ...), needed with `start_timestamp`.
     """
     arr = _as_2d(values)
-    names = list(channel_names)
-    if len(names) != arr.shape[1]:
-        raise ValueError(f"Got {len(names)} channel names for {arr.shape[1]} channels.")
+    names = _check_channel_names(arr, channel_names)
     parts = []
     keywords = weather_keywords(arr, names)
     if keywords:
