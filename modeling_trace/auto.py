@@ -13,6 +13,14 @@ Importing `modeling_trace` registers the classes with transformers' Auto API:
 | `AutoFeatureExtractor`               | `TraceFeatureExtractor`    |
 | `AutoProcessor`                      | `TraceProcessor`           |
 
+For model_type "seraf" (registered in this process only, see below):
+
+| Auto class                           | SERAF class                |
+|--------------------------------------|----------------------------|
+| `AutoConfig`                         | `SerafConfig`              |
+| `AutoModel`                          | `SerafForForecasting`      |
+| `AutoModelForTimeSeriesPrediction`   | `SerafForForecasting`      |
+
 transformers has no Auto class for time-series classification, so this package defines
 `AutoModelForTimeSeriesClassification` (same interface as the others). For checkpoints on the Hub, the
 classifier is also registered under `AutoModelForSequenceClassification` (a "sequence" being a time series
@@ -50,12 +58,16 @@ class AutoModelForTimeSeriesClassification(_BaseAutoModelClass):
     _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
 
 
-def register_auto_classes() -> None:
-    """Register TRACE with the Auto API (idempotent) and mark the classes for `auto_map` on save."""
+def _register(auto_class, key, value) -> None:
     try:
-        AutoConfig.register(TraceConfig.model_type, TraceConfig)
+        auto_class.register(key, value)
     except ValueError:
         pass  # already registered in this process
+
+
+def register_auto_classes() -> None:
+    """Register TRACE and SERAF with the Auto API (idempotent) and mark the TRACE classes for `auto_map` on save."""
+    _register(AutoConfig, TraceConfig.model_type, TraceConfig)
     pairs = [
         (AutoModel, TraceModel),
         (AutoModelForPreTraining, TraceForPretraining),
@@ -64,27 +76,15 @@ def register_auto_classes() -> None:
         (AutoModelForTimeSeriesClassification, TraceForClassification),
     ]
     for auto_class, model_class in pairs:
-        try:
-            auto_class.register(TraceConfig, model_class)
-        except ValueError:
-            pass  # already registered in this process
+        _register(auto_class, TraceConfig, model_class)
     TraceConfig.register_for_auto_class("AutoConfig")
     for auto_class, model_class in pairs[:-1]:
         model_class.register_for_auto_class(auto_class.__name__)
     for auto_class, processing_class in ((AutoFeatureExtractor, TraceFeatureExtractor), (AutoProcessor, TraceProcessor)):
-        try:
-            auto_class.register(TraceConfig, processing_class)
-        except ValueError:
-            pass  # already registered in this process
+        _register(auto_class, TraceConfig, processing_class)
         processing_class.register_for_auto_class(auto_class.__name__)
     # SERAF (model_type "seraf"): registered in-process only; its file uses the package's describer, so it is not
     # written into `auto_map` as Hub remote code.
-    try:
-        AutoConfig.register(SerafConfig.model_type, SerafConfig)
-    except ValueError:
-        pass  # already registered in this process
+    _register(AutoConfig, SerafConfig.model_type, SerafConfig)
     for auto_class in (AutoModel, AutoModelForTimeSeriesPrediction):
-        try:
-            auto_class.register(SerafConfig, SerafForForecasting)
-        except ValueError:
-            pass  # already registered in this process
+        _register(auto_class, SerafConfig, SerafForForecasting)
