@@ -219,13 +219,13 @@ class TraceFeatureExtractor(FeatureExtractionMixin):
         """
         if kwargs:
             raise TypeError(f"Unexpected arguments {sorted(kwargs)} for TraceFeatureExtractor.__call__.")
+        if return_tensors not in ("pt", "np", None):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}.")
         items = self._split_batch(time_series)
         if not items:
             raise ValueError("time_series is empty; give at least one series.")
         arrays = [self._to_array(item, i, fill_missing_channels) for i, item in enumerate(items)]
         values, observed = pad_or_truncate_series(arrays, self.context_length, self.num_input_channels)
-        if return_tensors not in ("pt", "np", None):
-            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}.")
         if return_tensors == "pt":
             data = {"past_values": torch.from_numpy(values), "past_observed_mask": torch.from_numpy(observed)}
         else:
@@ -278,6 +278,7 @@ class TraceProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
+        """Every key `__call__` can return (time-series inputs, then sample and channel text inputs)."""
         return [
             "past_values",
             "past_observed_mask",
