@@ -1,0 +1,426 @@
+"""Shared pieces of the evaluation benchmarks (`benchmarks/table_*.py`).
+
+Everything that trains or scores comes from the library: the Accelerate loops of stages 1 and 2
+(`modeling_trace.training.loops`), Trainer/PEFT finetuning (`modeling_trace.training.finetuning`),
+`TraceRetrievalIndex` / `RetrievalEvaluator` and the raw-window searchers (`modeling_trace.retrieval`), and
+the metric cores (`modeling_trace.metrics`). This module only adds what a benchmark needs around them:
+
+- leakage checks: every script asserts that its split is chronological and that no test window overlaps a
+  training window (`assert_no_temporal_leakage`);
+- budgets (`REDUCED` for CPU, `FULL` for the paper-sized runs behind `--full`);
+- encoder variants for the baselines and ablations, including the mean-pooled baseline (a thin wrapper,
+  `use_mean_pooled_sample_embedding`, because the library's `TraceModel` always embeds a sample by [CLS]);
+- a disk cache of built datasets and trained encoders, so that tables sharing an encoder train it once;
+- Markdown/CSV table writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Before tqdm is imported anywhere: it reads TQDM_DISABLE once, when the module loads.
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_CACHE_DIR = Path(os.environ.get("TRACE_BENCH_CACHE", "/tmp/trace_benchmarks_cache"))
+
+# ---------------------------------------------------------------------------------------------------------------
+# Leakage checks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class LeakageError(AssertionError):
+    """A test window is not strictly after / overlaps a training window."""
+
+
+def window_intervals(dataset, include_future: bool = True, group_column: str | None = "series_id"):
+    """`(group, start, end)` per row, `end` exclusive: `start_timestamp + (len(past) [+ len(future)]) * freq`.
+
+    Rows without a timestamp or frequency raise, because their time extent is unknown.
+    """
+    import pandas as pd
+
+    columns = dataset.select_columns(
+        [c for c in ("id", "start_timestamp", "freq", "past_values", "future_values", group_column) if c]
+    )
+    intervals = []
+    for row in columns:
+        if not row["start_timestamp"] or not row["freq"]:
+            raise ValueError(
+                f"Row {row['id']!r} has no start_timestamp/freq; its time extent is unknown, so the chronological "
+                "check cannot run (UCR-style sets have fixed archive splits; check them with assert_disjoint_ids)."
+            )
+        steps = len(row["past_values"]) + (len(row["future_values"] or []) if include_future else 0)
+        start = pd.Timestamp(row["start_timestamp"])
+        end = start + steps * pd.tseries.frequencies.to_offset(row["freq"])
+        intervals.append((row[group_column] if group_column else "", start, end))
+    return intervals
+
+
+def check_intervals(train_intervals: Iterable[tuple], test_intervals: Iterable[tuple]) -> dict:
+    """Raise `LeakageError` unless, per group, every test window starts after every training window starts
+    (chronological) and no test window `[start, end)` intersects a training window. Returns a summary."""
+    train_by_group: dict = {}
+    for group, start, end in train_intervals:
+        train_by_group.setdefault(group, []).append((start, end))
+    num_test = 0
+    for group, start, end in test_intervals:
+        num_test += 1
+        train = train_by_group.get(group)
+        if not train:
+            continue
+        latest_train_start = max(s for s, _ in train)
+        if start < latest_train_start:
+            raise LeakageError(
+                f"Split is not chronological in group {group!r}: a test window starts at {start}, before the "
+                f"latest training window start {latest_train_start}."
+            )
+        for train_start, train_end in train:
+            if start < train_end and train_start < end:
+                raise LeakageError(
+                    f"Test window [{start}, {end}) of group {group!r} overlaps training window "
+                    f"[{train_start}, {train_end})."
+                )
+    return {"groups": len(train_by_group), "train_windows": sum(map(len, train_by_group.values())), "test_windows": num_test}
+
+
+def assert_no_temporal_leakage(train, test, *, include_future: bool = True, group_column: str | None = "series_id") -> dict:
+    """The check every benchmark runs on its (train, test) datasets; see `check_intervals`."""
+    return check_intervals(
+        window_intervals(train, include_future, group_column), window_intervals(test, include_future, group_column)
+    )
+
+
+def assert_disjoint_ids(train, test) -> None:
+    """For sets without timestamps (UCR/UEA archive splits): no row id is in both splits."""
+    shared = set(train["id"]) & set(test["id"])
+    if shared:
+        raise LeakageError(f"{len(shared)} ids are in both splits, e.g. {sorted(shared)[:3]}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Budgets and encoder variants
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    name: str
+    model: str  # preset
+    pretrain_steps: int
+    align_steps: int
+    batch_size: int
+    finetune_steps: int
+    finetune_batch_size: int
+    baseline_d_model: int  # PatchTST width, matched to the TRACE preset
+    baseline_layers: int
+    seeds: tuple[int, ...]
+
+    def describe(self) -> str:
+        return (
+            f"budget `{self.name}`: encoder preset `{self.model}`, pretraining {self.pretrain_steps} steps + alignment "
+            f"{self.align_steps} steps at batch {self.batch_size}; finetuning {self.finetune_steps} steps at batch "
+            f"{self.finetune_batch_size}; seeds {list(self.seeds)}"
+        )
+
+
+REDUCED = Budget("reduced (CPU)", "trace-tiny", 30, 30, 64, 150, 64, 32, 2, (0, 1, 2))
+FULL = Budget("full (paper-sized encoder)", "trace-small", 5000, 3000, 256, 3000, 64, 384, 6, (0, 1, 2, 3, 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderVariant:
+    """How an encoder differs from TRACE; every variant gets the same pretraining + alignment."""
+
+    name: str
+    label: str
+    attention_type: str = "channel_biased"
+    use_channel_identity_tokens: bool = True
+    num_hard_negatives: int | None = 32
+    mean_pooled_sample_embedding: bool = False
+
+    def config_overrides(self) -> dict:
+        return {"attention_type": self.attention_type, "use_channel_identity_tokens": self.use_channel_identity_tokens}
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        EncoderVariant("trace", "TRACE (CIT + CbA, K=32 hard negatives)"),
+        EncoderVariant(
+            "mean_pooled", "Transformer, mean-pooled (no CIT, full attention)", "full", False, 32, True
+        ),
+        EncoderVariant("no_hard_negatives", "TRACE, all negatives (K=all, no hard-negative selection)", num_hard_negatives=None),
+        EncoderVariant("full_attention", "TRACE with full attention (CIT kept)", attention_type="full"),
+        EncoderVariant("causal_attention", "TRACE with causal attention (CIT kept)", attention_type="causal"),
+        EncoderVariant("no_cit", "TRACE without CIT (CbA rule, [CLS] embedding)", use_channel_identity_tokens=False),
+    )
+}
+
+
+def use_mean_pooled_sample_embedding(model):
+    """Make a `TraceModel` embed a sample by the mean of its observed patch tokens instead of [CLS].
+
+    The baseline of paper Table 1 pools patch tokens; the library has no such switch for `TraceModel` (only
+    `TraceForClassification.pooling_type`), so the benchmark swaps the class of its encoder for this subclass,
+    which replaces `cls_embedding` in the output every caller reads (forward, encode_time_series, loss).
+    """
+    from modeling_trace.modeling_trace import TraceTimeSeriesModel
+
+    class MeanPooledTraceTimeSeriesModel(TraceTimeSeriesModel):
+        def forward(self, *args, **kwargs):
+            return_dict = kwargs.pop("return_dict", None)
+            output = super().forward(*args, return_dict=True, **kwargs)
+            weights = output.patch_observed_mask.to(output.patch_embeddings.dtype)[..., None]
+            output.cls_embedding = (output.patch_embeddings * weights).sum((1, 2)) / weights.sum((1, 2)).clamp(min=1.0)
+            return output if return_dict is not False else output.to_tuple()
+
+    encoder = model.time_series_model
+    if not isinstance(encoder, MeanPooledTraceTimeSeriesModel):
+        encoder.__class__ = MeanPooledTraceTimeSeriesModel
+    return model
+
+
+@contextlib.contextmanager
+def _mean_pooled_alignment(enabled: bool):
+    """During `run_alignment`, build the model through `use_mean_pooled_sample_embedding`."""
+    from modeling_trace.training import loops
+
+    if not enabled:
+        yield
+        return
+    original = loops.build_alignment_model
+    loops.build_alignment_model = lambda recipe: use_mean_pooled_sample_embedding(original(recipe))
+    try:
+        yield
+    finally:
+        loops.build_alignment_model = original
+
+
+def _quiet():
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("transformers", "accelerate", "datasets", "datasets_scripts", "modeling_trace"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+@contextlib.contextmanager
+def _silenced():
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def train_encoder(
+    corpus: str,
+    train_dataset,
+    variant: EncoderVariant,
+    seed: int,
+    budget: Budget,
+    model_overrides: dict,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+):
+    """Pretrain (masked reconstruction) then align (dual-level contrastive loss) an encoder variant with the
+    library loops, cached in `<cache_dir>/encoders/...`. Returns `(TraceModel, final_dir, seconds)`; `seconds` is
+    0.0 when the encoder came from the cache."""
+    from modeling_trace import TraceModel
+    from modeling_trace.training import AlignRecipe, PretrainRecipe
+    from modeling_trace.training.loops import run_alignment, run_pretraining
+
+    run_dir = cache_dir / "encoders" / corpus / budget.model / f"p{budget.pretrain_steps}a{budget.align_steps}b{budget.batch_size}" / variant.name / f"seed{seed}"
+    final = run_dir / "align" / "final"
+    seconds = 0.0
+    if not (final / "config.json").is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        started = time.perf_counter()
+        overrides = {**model_overrides, **variant.config_overrides()}
+        common = dict(
+            seed=seed, global_batch_size=min(budget.batch_size, len(train_dataset)), learning_rate=1e-3, weight_decay=0.05,
+            warmup_ratio=0.1, mixed_precision="no", report_to="none", logging_steps=50, save_steps=None,
+        )
+        pretrain = PretrainRecipe(
+            model=budget.model, model_overrides=overrides, output_dir=str(run_dir / "pretrain"),
+            max_steps=budget.pretrain_steps, **common,
+        ).validate()
+        with _silenced():
+            result = run_pretraining(pretrain, train_dataset)
+        align = AlignRecipe(
+            model=str(result["final_dir"]), output_dir=str(run_dir / "align"), max_steps=budget.align_steps,
+            num_hard_negatives=variant.num_hard_negatives, text_cache_dir=str(cache_dir / "text_cache" / corpus), **common,
+        ).validate()
+        with _silenced(), _mean_pooled_alignment(variant.mean_pooled_sample_embedding):
+            run_alignment(align, train_dataset)
+        seconds = time.perf_counter() - started
+    model = TraceModel.from_pretrained(final)
+    model.eval()
+    if variant.mean_pooled_sample_embedding:
+        use_mean_pooled_sample_embedding(model)
+    return model, final, seconds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cached_dataset_dict(name: str, build, cache_dir: Path = DEFAULT_CACHE_DIR):
+    """`build()` once, then load the saved DatasetDict from `<cache_dir>/data/<name>`."""
+    from datasets import load_from_disk
+
+    folder = cache_dir / "data" / name
+    if (folder / "dataset_dict.json").is_file():
+        return load_from_disk(str(folder))
+    dataset_dict = build()
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset_dict.save_to_disk(str(tmp))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return load_from_disk(str(folder))
+
+
+NOAA_CHANNELS = 7
+NOAA_CONTEXT = 180  # daily windows are 180 steps; hourly / 4-hourly ones (168) are left-padded as unobserved
+TIMEMMD_RETRIEVAL_DOMAINS = ("Energy", "Health_US", "Environment", "Climate")
+TIMEMMD_CONTEXT = 96  # Environment's input length; Energy/Health_US/Climate windows (36) are left-padded
+
+
+def noaa(cache_dir: Path = DEFAULT_CACHE_DIR):
+    """NOAA Storm Events windows (`datasets_scripts.noaa.build()` defaults): train/validation/test."""
+    from datasets_scripts import noaa as builder
+
+    return cached_dataset_dict("noaa", builder.build, cache_dir)
+
+
+def timemmd_retrieval(cache_dir: Path = DEFAULT_CACHE_DIR):
+    """Time-MMD retrieval windows (search texts, per-domain input lengths, stride 8); label = domain."""
+    from datasets_scripts import timemmd
+
+    return cached_dataset_dict(
+        "timemmd_retrieval_s8",
+        lambda: timemmd.build(config="retrieval", domains=list(TIMEMMD_RETRIEVAL_DOMAINS), stride=8),
+        cache_dir,
+    )
+
+
+CORPORA = {
+    "noaa": dict(load=noaa, overrides={"num_input_channels": NOAA_CHANNELS, "context_length": NOAA_CONTEXT}),
+    "timemmd": dict(
+        load=timemmd_retrieval, overrides={"num_input_channels": 1, "channel_names": None, "context_length": TIMEMMD_CONTEXT}
+    ),
+}
+
+CORPUS_DESCRIPTIONS = {
+    "noaa": "NOAA Storm Events windows (`datasets_scripts.noaa.build()`, 7 channels, hourly/4-hourly/daily), "
+    "train 153 / test 113 rows; test labels: none 95, other 17, Thunderstorm Wind 1",
+    "timemmd": "Time-MMD retrieval windows (`datasets_scripts.timemmd.build(config='retrieval', domains=[Energy, "
+    "Health_US, Environment, Climate], stride=8)`, univariate OT, search-file texts, label = domain), train 1751 / "
+    "test 484 rows",
+}
+
+
+def pad_windows(dataset, length: int, column: str = "past_values") -> np.ndarray:
+    """`(N, length, channels)` float32, the most recent `length` steps, left-padded with NaN."""
+    rows = [np.asarray(v, dtype=np.float32) for v in dataset[column]]
+    channels = max(r.shape[1] for r in rows)
+    out = np.full((len(rows), length, channels), np.nan, dtype=np.float32)
+    for i, r in enumerate(rows):
+        r = r[-length:]
+        out[i, length - len(r) :, : r.shape[1]] = r
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics and tables
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def mean_std(values: Sequence[float], digits: int = 3) -> str:
+    values = [float(v) for v in values if v is not None and not np.isnan(v)]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def environment_line() -> str:
+    import torch
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), no GPU used"
+    )
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_table(name: str, title: str, notes: Sequence[str], header: Sequence[str], rows: Sequence[Sequence],
+                extra_sections: Sequence[tuple[str, Sequence[str], Sequence[Sequence]]] = (), results_dir: Path = RESULTS_DIR) -> str:
+    """Write `<results_dir>/<name>.md` (title, notes, table[s]) and `<name>.csv` (all rows, with a `table` column),
+    print the Markdown and return it."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    parts = [f"# {title}", "", *[f"- {n}" for n in notes], "", markdown_table(header, rows)]
+    for section_title, section_header, section_rows in extra_sections:
+        parts += ["", f"## {section_title}", "", markdown_table(section_header, section_rows)]
+    text = "\n".join(parts) + "\n"
+    (results_dir / f"{name}.md").write_text(text)
+    with open(results_dir / f"{name}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["table", *header])
+        writer.writerows([[title, *row] for row in rows])
+        for section_title, section_header, section_rows in extra_sections:
+            writer.writerow(["table", *section_header])
+            writer.writerows([[section_title, *row] for row in section_rows])
+    print(text)
+    return text
+
+
+def common_arguments(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--full", action="store_true", help="paper-sized budget (trace-small, long training); GPU advised")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the budget's seeds")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="built datasets and trained encoders")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    return parser
+
+
+def budget_from_args(args) -> Budget:
+    _quiet()
+    budget = FULL if args.full else REDUCED
+    if args.seeds:
+        budget = dataclasses.replace(budget, seeds=tuple(args.seeds))
+    return budget
+
+
+def json_dump(path: Path, payload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=float))
