@@ -26,6 +26,8 @@ from multiprocessing import Pool
 import numpy as np
 import torch
 
+from modeling_trace.metrics import forecasting_metrics
+
 logger = logging.getLogger("training.rag")
 
 
@@ -85,12 +87,6 @@ def predict(model, rows, collator, batch_size: int = 256) -> tuple[np.ndarray, n
     return np.concatenate(predictions), np.concatenate(targets)
 
 
-def score(predictions, targets) -> dict[str, float]:
-    from modeling_trace.metrics import forecasting_metrics
-
-    return forecasting_metrics(predictions, targets)
-
-
 def markdown_table(title: str, results: dict[str, list[dict]]) -> str:
     """One row per model: mean ± std over seeds of MSE and MAE."""
     lines = [f"**{title}**", "", "| model | MSE | MAE | seeds |", "|---|---|---|---|"]
@@ -103,6 +99,7 @@ def markdown_table(title: str, results: dict[str, list[dict]]) -> str:
 
 
 def seraf_collate(rows: list[dict]) -> dict:
+    """Stack the tensors of `seraf_rows` rows into a batch."""
     return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
 
 
@@ -140,6 +137,7 @@ def describe_parallel(windows: np.ndarray, starts, freq: str, processes: int = 2
 
 
 def seraf_variants() -> dict[str, dict]:
+    """The SERAF ablations: table name -> `SerafConfig` overrides."""
     return {
         "SERAF (full)": {},
         "SERAF w/o text": {"use_text": False},
@@ -152,6 +150,7 @@ def run_seraf(
     name, overrides, series_train, freq, start_timestamp, db_embeddings, train_rows_fn, test_rows, args, seed, tmp,
     length, horizon, channels,
 ):
+    """Train one SERAF variant (`overrides` of `SerafConfig`) with `seed` and return its test MSE / MAE."""
     from modeling_trace.modeling_seraf import SerafConfig, SerafForForecasting
 
     torch.manual_seed(seed)
@@ -167,7 +166,7 @@ def run_seraf(
     train_rows = train_rows_fn(use_text)
     trainer_fit(model, train_rows, seraf_collate, args.seraf_epochs, args.batch_size, args.seraf_learning_rate, seed, tmp)
     test = test_rows if use_text else [{k: v for k, v in r.items() if k != "description_embeds"} for r in test_rows]
-    return score(*predict(model, test, seraf_collate))
+    return forecasting_metrics(*predict(model, test, seraf_collate))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,6 +175,7 @@ def run_seraf(
 
 
 def standardize(dataset, stats: dict, domain: str):
+    """Z-score `past_values` / `future_values` of a Time-MMD split with the training statistics of `domain`."""
     channel_stats = stats[domain]
 
     def apply(row):
@@ -193,18 +193,13 @@ def align_trace(train, args, input_length: int):
     from modeling_trace import TraceModel
     from modeling_trace.presets import load_preset
     from modeling_trace.training.collate import TraceDataCollator
+    from modeling_trace.training.text_cache import encode_texts
 
     torch.manual_seed(args.seed)
     config = load_preset("trace-tiny", num_input_channels=1, context_length=input_length, channel_names=None, dropout=0.1)
     model = TraceModel.from_time_series_text_pretrained(config)
     paired = train.filter(lambda row: bool(row["text"].strip()))
-    tokenizer = model.tokenizer
-    with torch.no_grad():
-        text_embeds = []
-        for start in range(0, len(paired), 64):
-            tokens = tokenizer(paired["text"][start : start + 64], padding=True, truncation=True, max_length=256, return_tensors="pt")
-            text_embeds.append(model.get_text_sentence_embeddings(tokens["input_ids"], tokens["attention_mask"]))
-        text_embeds = torch.cat(text_embeds)
+    text_embeds = encode_texts(model, model.tokenizer, paired["text"])
     collate = TraceDataCollator(context_length=input_length, num_channels=1)
     batch_all = collate([paired[i] for i in range(len(paired))])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.align_learning_rate)
@@ -225,6 +220,7 @@ def align_trace(train, args, input_length: int):
 
 
 def run_timemmd(args) -> str:
+    """The `timemmd` command: TRACE RAG variants and SERAF ablations on one domain; returns the Markdown report."""
     from datasets_scripts.timemmd import DOMAIN_SETTINGS, build, load_statistics, read_numeric, split_bounds
     from modeling_trace import TraceForRetrievalAugmentedForecasting
     from modeling_trace.modeling_rag import RetrievalForecastingCollator, window_positions
@@ -260,7 +256,7 @@ def run_timemmd(args) -> str:
                 model.set_retrieval_index(indexes[mode])
                 collator = RetrievalForecastingCollator(model.config, use_retrieval=use_retrieval)
                 trainer_fit(model, train_rows, collator, args.rag_epochs, args.batch_size, args.rag_learning_rate, seed, tmp)
-                rag[name].append(score(*predict(model, test_rows, collator)))
+                rag[name].append(forecasting_metrics(*predict(model, test_rows, collator)))
                 logger.info("%s seed %d: %s", name, seed, rag[name][-1])
 
         # -- SERAF on the same domain -----------------------------------------------------------------------
@@ -312,6 +308,7 @@ def run_timemmd(args) -> str:
 
 
 def run_ett(args) -> str:
+    """The `ett` command: SERAF vs RAFT-style vs linear on an ETT set; returns the Markdown report."""
     from datasets_scripts.ett import load_ett_standardized
     from modeling_trace.modeling_seraf import SentenceEmbedder
 
@@ -379,6 +376,7 @@ def run_ett(args) -> str:
 
 
 def main(argv=None) -> None:
+    """Parse the command line, run `timemmd` or `ett`, print (and optionally write) the tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="folder holding timemmd/ and ett/ (default: the shared data)")
     parser.add_argument("--seeds", type=int, default=2, help="training seeds per model (tables give mean ± std)")
