@@ -198,6 +198,7 @@ class GlobalBatchOrder:
         self._epoch, self._order = None, None
 
     def indices(self, micro_step: int) -> list[int]:
+        """Dataset rows of this process at `micro_step` (the epoch's seeded permutation, sliced by rank)."""
         epoch, position = divmod(micro_step, self.micro_steps_per_epoch)
         if epoch != self._epoch:
             generator = torch.Generator().manual_seed(self.seed + epoch)

@@ -222,6 +222,7 @@ def recipe_from_dict(recipe_class: type[TrainingRecipe], values: dict, source: s
 
 
 def load_recipe_file(path: str | os.PathLike) -> dict:
+    """The values of a YAML recipe file as a dict (a missing file or a non-mapping is an error)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Recipe file {path} does not exist; see configuration/recipes/ for the shipped ones.")
@@ -285,5 +286,6 @@ def parse_recipe(
 
 
 def save_recipe(recipe: TrainingRecipe, path: str | os.PathLike) -> None:
+    """Write every value of `recipe` to a YAML file that `load_recipe_file` reads back."""
     with open(path, "w") as handle:
         yaml.safe_dump(dataclasses.asdict(recipe), handle, sort_keys=False)
