@@ -39,7 +39,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from transformers.utils import ModelOutput
@@ -392,7 +391,7 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
 
         with torch.no_grad():
             outputs = self.trace.time_series_model(past_values, past_observed_mask, return_dict=True)
-            query_embeds = F.normalize(self.trace.time_series_projection(outputs.cls_embedding), dim=-1)
+            query_embeds = self.trace.project_time_series(outputs.cls_embedding)
         patches = outputs.patch_embeddings  # H_q: (B, C, N, d)
         batch_size, num_channels = patches.shape[:2]
 

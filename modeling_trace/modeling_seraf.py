@@ -55,7 +55,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .describe import make_timestamps, seraf_template
-from .modeling_trace import forecasting_loss, mean_pool, resolve_text_model_path, revin_statistics
+from .modeling_trace import encode_sentences, forecasting_loss, resolve_text_model_path, revin_statistics
 from .retrieval import overlapping_windows
 
 
@@ -290,20 +290,9 @@ class SentenceEmbedder:
         if isinstance(texts, str):
             texts = [texts]
         unique, inverse = np.unique(np.asarray(list(texts), dtype=object).astype(str), return_inverse=True)
-        chunks = []
-        starts = range(0, len(unique), batch_size)
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="Embedding descriptions")
-        for start in starts:
-            batch = self.tokenizer(
-                list(unique[start : start + batch_size]), padding=True, truncation=True, max_length=256,
-                return_tensors="pt",
-            ).to(self.model.device)
-            tokens = self.model(**batch).last_hidden_state
-            chunks.append(F.normalize(mean_pool(tokens, batch["attention_mask"]), dim=-1).float().cpu())
-        embeddings = torch.cat(chunks) if chunks else torch.zeros(0, self.dim)
+        embeddings = encode_sentences(
+            self.model, self.tokenizer, list(unique), batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
         return embeddings.numpy()[inverse]
 
 

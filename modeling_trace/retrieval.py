@@ -28,7 +28,6 @@ return the same `RetrievalResults`, for the speed/quality benchmarks.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .metrics.trace_retrieval.trace_retrieval import retrieval_metrics
+from .modeling_trace import sha256_file
 
 
 TS_EMBEDDING_COLUMN = "ts_embedding"
@@ -103,14 +103,6 @@ def _l2_normalize(vectors: np.ndarray, name: str) -> np.ndarray:
     if (norms == 0).any():
         raise ValueError(f"`{name}` contains {int((norms == 0).sum())} all-zero vector(s), which have no direction.")
     return np.ascontiguousarray(vectors / norms, dtype=np.float32)
-
-
-def _sha256(path: str, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Exclusion:
@@ -681,7 +673,7 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
             manifest["indexes"][modality] = {
                 "file": INDEX_FILES[modality],
                 "embedding_column": MODALITIES[modality],
-                "sha256": _sha256(path),
+                "sha256": sha256_file(path),
                 "num_bytes": os.path.getsize(path),
                 "num_vectors": int(index.ntotal),
                 "dim": int(index.d),
@@ -743,7 +735,7 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
                         f"The {modality} index file {path} is {size} bytes but the manifest records "
                         f"{entry['num_bytes']}: it is truncated or was replaced. {rebuild}"
                     )
-                digest = _sha256(path)
+                digest = sha256_file(path)
                 if digest != entry["sha256"]:
                     raise RetrievalIndexIntegrityError(
                         f"The {modality} index file {path} has sha256 {digest} but the manifest records "

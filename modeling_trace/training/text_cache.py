@@ -12,9 +12,10 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..modeling_trace import encode_sentences
 
 
 def update_tensor_digest(digest, named_tensors) -> None:
@@ -48,22 +49,8 @@ def dataset_fingerprint(dataset) -> str:
 
 @torch.no_grad()
 def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 256) -> torch.Tensor:
-    """Sentence embeddings `(len(texts), hidden)` of the frozen tower (mean pooling + L2), longest texts first."""
-    was_training = model.training
-    model.eval()
-    device = next(model.text_model.parameters()).device
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    hidden = model.config.text_config.hidden_size
-    output = torch.zeros(len(texts), hidden, dtype=torch.float32)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        tokens = tokenizer(
-            [texts[i] for i in chunk], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        ).to(device)
-        embeds = model.get_text_sentence_embeddings(tokens["input_ids"], tokens["attention_mask"])
-        output[chunk] = embeds.float().cpu()
-    model.train(was_training)
-    return output
+    """Sentence embeddings `(len(texts), hidden)` of the model's frozen tower (mean pooling + L2)."""
+    return encode_sentences(model.text_model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
 
 
 def build_text_embedding_cache(
