@@ -145,7 +145,7 @@ class Budget:
         )
 
 
-REDUCED = Budget("reduced (CPU)", "trace-tiny", 30, 30, 64, 150, 64, 32, 2, (0, 1, 2))
+REDUCED = Budget("reduced (CPU)", "trace-tiny", 20, 20, 64, 150, 64, 32, 2, (0, 1, 2))
 FULL = Budget("full (paper-sized encoder)", "trace-small", 5000, 3000, 256, 3000, 64, 384, 6, (0, 1, 2, 3, 4))
 
 
@@ -243,6 +243,7 @@ def train_encoder(
     budget: Budget,
     model_overrides: dict,
     cache_dir: Path = DEFAULT_CACHE_DIR,
+    batch_size: int | None = None,
 ):
     """Pretrain (masked reconstruction) then align (dual-level contrastive loss) an encoder variant with the
     library loops, cached in `<cache_dir>/encoders/...`. Returns `(TraceModel, final_dir, seconds)`; `seconds` is
@@ -251,7 +252,8 @@ def train_encoder(
     from modeling_trace.training import AlignRecipe, PretrainRecipe
     from modeling_trace.training.loops import run_alignment, run_pretraining
 
-    run_dir = cache_dir / "encoders" / corpus / budget.model / f"p{budget.pretrain_steps}a{budget.align_steps}b{budget.batch_size}" / variant.name / f"seed{seed}"
+    batch_size = min(batch_size or budget.batch_size, len(train_dataset))
+    run_dir = cache_dir / "encoders" / corpus / budget.model / f"p{budget.pretrain_steps}a{budget.align_steps}b{batch_size}" / variant.name / f"seed{seed}"
     final = run_dir / "align" / "final"
     seconds = 0.0
     if not (final / "config.json").is_file():
@@ -259,7 +261,7 @@ def train_encoder(
         started = time.perf_counter()
         overrides = {**model_overrides, **variant.config_overrides()}
         common = dict(
-            seed=seed, global_batch_size=min(budget.batch_size, len(train_dataset)), learning_rate=1e-3, weight_decay=0.05,
+            seed=seed, global_batch_size=batch_size, learning_rate=1e-3, weight_decay=0.05,
             warmup_ratio=0.1, mixed_precision="no", report_to="none", logging_steps=50, save_steps=None,
         )
         pretrain = PretrainRecipe(
@@ -280,6 +282,27 @@ def train_encoder(
     if variant.mean_pooled_sample_embedding:
         use_mean_pooled_sample_embedding(model)
     return model, final, seconds
+
+
+def sentence_embeddings(model, dataset, name: str, cache_dir: Path = DEFAULT_CACHE_DIR, column: str = "text") -> np.ndarray:
+    """The frozen text tower's sentence embeddings (before TRACE's projection) of `dataset[column]`, cached as
+    `<cache_dir>/sentences/<name>.npy`; every aligned encoder shares the tower, only its projection differs."""
+    import torch
+
+    path = cache_dir / "sentences" / f"{name}.npy"
+    if path.is_file():
+        return np.load(path)
+    tokenizer = model._get_tokenizer()
+    texts = ["" if t is None else str(t) for t in dataset[column]]
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(texts), 64):
+            batch = tokenizer(texts[start : start + 64], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            chunks.append(model.get_text_sentence_embeddings(batch["input_ids"], batch["attention_mask"]).float().numpy())
+    out = np.concatenate(chunks).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -328,7 +351,9 @@ def timemmd_retrieval(cache_dir: Path = DEFAULT_CACHE_DIR):
 
 
 CORPORA = {
-    "noaa": dict(load=noaa, overrides={"num_input_channels": NOAA_CHANNELS, "context_length": NOAA_CONTEXT}),
+    # NOAA windows have 7 x 31 tokens: batch 16 keeps a shared-CPU step under a second; its channel-level loss still
+    # has 16 x 7 - 1 = 111 negatives, so K=32 differs from "all" there (the sample level has 15 = all at this batch).
+    "noaa": dict(load=noaa, overrides={"num_input_channels": NOAA_CHANNELS, "context_length": NOAA_CONTEXT}, batch_size=16),
     "timemmd": dict(
         load=timemmd_retrieval, overrides={"num_input_channels": 1, "channel_names": None, "context_length": TIMEMMD_CONTEXT}
     ),

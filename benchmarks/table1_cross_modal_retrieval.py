@@ -25,10 +25,18 @@ DIRECTIONS = {"text_to_ts": "Text→TS", "ts_to_text": "TS→Text"}
 KEYS = ("label_precision@1", "label_precision@5", "label_mrr@10", "modality_precision@1", "modality_precision@5", "modality_mrr@10")
 
 
-def evaluate_encoder(model, test, modes=tuple(DIRECTIONS)) -> dict:
+def evaluate_encoder(model, test, sentence_embeddings: np.ndarray, modes=tuple(DIRECTIONS)) -> dict:
+    """Index the test split (series encoded by `model`, texts = the frozen tower's sentence embeddings projected
+    by `model`, which is what `encode_text` computes) and score it with `RetrievalEvaluator`."""
+    import torch
+
     from modeling_trace.retrieval import RetrievalEvaluator, TraceRetrievalIndex
 
-    index = TraceRetrievalIndex.build(test, model, show_progress_bar=False)
+    series = [np.asarray(v, dtype=np.float32) for v in test["past_values"]]
+    ts = model.encode_time_series(series, batch_size=128, show_progress_bar=False)
+    with torch.no_grad():
+        text = model.project_text(torch.from_numpy(sentence_embeddings)).float().numpy()
+    index = TraceRetrievalIndex.from_embeddings(ts, text, corpus=test.select_columns(["id", "label"]), model=model)
     return RetrievalEvaluator(modes=modes)(index)
 
 
@@ -51,12 +59,15 @@ def run_corpus(corpus: str, budget, cache_dir, methods=METHODS, modes=tuple(DIRE
     train, test = dataset_dict["train"], dataset_dict["test"]
     leakage = harness.assert_no_temporal_leakage(train, test)
     scores = {"random": [evaluate_random(test, seed, modes=modes) for seed in budget.seeds]}
+    sentence_embeddings = None
     seconds = {}
     for name in methods:
         variant = harness.VARIANTS[name]
         for seed in budget.seeds:
-            model, _, took = harness.train_encoder(corpus, train, variant, seed, budget, spec["overrides"], cache_dir)
-            scores.setdefault(name, []).append(evaluate_encoder(model, test, modes))
+            model, _, took = harness.train_encoder(corpus, train, variant, seed, budget, spec["overrides"], cache_dir, spec.get("batch_size"))
+            if sentence_embeddings is None:  # the tower is frozen and shared: encode the test texts once
+                sentence_embeddings = harness.sentence_embeddings(model, test, f"{corpus}_test", cache_dir)
+            scores.setdefault(name, []).append(evaluate_encoder(model, test, sentence_embeddings, modes))
             seconds.setdefault(name, []).append(took)
             print(f"[{corpus}] {name} seed {seed}: trained in {took:.0f} s (0 = cached)", flush=True)
     return scores, seconds, leakage
@@ -77,6 +88,7 @@ def main(argv=None):
         notes.append(
             f"`{corpus}`: {harness.CORPUS_DESCRIPTIONS[corpus]}; leakage check passed ({leakage['train_windows']} train / "
             f"{leakage['test_windows']} test windows, {leakage['groups']} series: test strictly after train, no overlap)"
+            + (f"; batch {spec_batch} for this corpus" if (spec_batch := harness.CORPORA[corpus].get("batch_size")) else "")
         )
         for name in ("random", *METHODS):
             for mode, direction in DIRECTIONS.items():
