@@ -99,9 +99,17 @@ def test_text_pairing_rule_on_a_hand_checked_window(data_dir):
     assert row["start_timestamp"] == "1993-04-05T00:00:00Z"
     assert row["source_file"].endswith("Energy_search.csv#727") and row["narrative_type"] == "search"
     with open(data_dir / "timemmd" / "textual" / "Energy" / "Energy_search.csv", newline="") as fh:
-        text_row = next(r for r in csv.DictReader(fh) if r[""] == "727")
+        text_rows = list(csv.DictReader(fh))
+    text_row = next(r for r in text_rows if r[""] == "727")
     assert (text_row["start_date"], text_row["end_date"]) == ("1993-12-06", "1993-12-12")
     assert row["text"] == text_row["fact"].strip()
+    # And 727 is what the rule gives: no other usable text ends inside the span later than it does.
+    L = timemmd.DOMAIN_SETTINGS["Energy"].input_length
+    span_end = (date(1993, 4, 5) + timedelta(weeks=L) - timedelta(days=1)).isoformat()
+    assert span_end == "1993-12-12"
+    in_span = [r for r in text_rows if "1993-04-05" <= r["end_date"] <= span_end and not is_missing_text(r["fact"])]
+    assert max(r["end_date"] for r in in_span) == "1993-12-12"
+    assert [r[""] for r in in_span if r["end_date"] == "1993-12-12"] == ["727"]
 
 
 def test_text_pairing_matches_an_independent_scan(data_dir):

@@ -78,8 +78,10 @@ def test_ranking_metrics_from_relevance_matrix_and_num_relevant():
 
 
 def test_ndcg_matches_sentence_transformers_formula():
-    st_ir = pytest.importorskip("sentence_transformers.sentence_transformer.evaluation.information_retrieval")
-    dcg = st_ir.InformationRetrievalEvaluator.compute_dcg_at_k
+    # A hard dependency of the test environment (see test_alignment): a failed import must fail, not skip.
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    dcg = InformationRetrievalEvaluator.compute_dcg_at_k
     rng = np.random.default_rng(0)
     relevance = rng.integers(0, 2, size=(20, 12))
     num_relevant = relevance.sum(axis=1) + rng.integers(0, 4, size=20)

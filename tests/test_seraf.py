@@ -193,3 +193,72 @@ def test_bad_inputs_give_clear_errors():
         bad = random_walk(100)
         bad[5, 0] = np.nan
         empty.set_database(bad)
+
+
+def reference_forecast(model: SerafForForecasting, series: np.ndarray, past: np.ndarray, descriptions: np.ndarray):
+    """SERAF's forward pass written out in float64 numpy from the paper's equations and the model's weights.
+
+    Database window j has history series[j:j+L] and future series[j+L:j+L+H]; its future is z-scored with its own
+    history's statistics, and the fused forecast is mapped back with the query's.
+    """
+    c = model.config
+    eps, tau, k = c.normalization_eps, c.kernel_temperature, c.top_k
+    size = len(series) - L - H + 1
+    histories = np.stack([series[j : j + L] for j in range(size)]).astype(np.float64)
+    futures = np.stack([series[j + L : j + L + H] for j in range(size)]).astype(np.float64)
+    h_loc, h_scale = histories.mean(1, keepdims=True), np.sqrt(histories.var(1, keepdims=True) + eps)
+    futures = (futures - h_loc) / h_scale
+
+    def weighted_future(scores):
+        top = np.argsort(-scores, kind="stable")[:k]
+        logits = -((1.0 - scores[top]) ** 2) / (2 * tau**2)
+        alpha = np.exp(logits - logits.max())
+        alpha /= alpha.sum()
+        return top, np.einsum("k,khc->hc", alpha, futures[top])
+
+    def linear(layer, x):  # x: (length_in, channels), the layer maps along time for each channel
+        w, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
+        return w @ x + b[:, None]
+
+    stored_text = model.description_embeddings.double().numpy()
+    w = 1.0 / (1.0 + np.exp(-model.fusion_logit.item()))
+    predictions, ts_tops, text_tops = [], [], []
+    for query, description in zip(past.astype(np.float64), descriptions.astype(np.float64)):
+        rho = np.array(
+            [np.mean([np.corrcoef(query[:, ch], hist[:, ch])[0, 1] for ch in range(C)]) for hist in histories]
+        )
+        ts_top, f_t = weighted_future(rho)
+        cosine = stored_text @ (description / np.linalg.norm(description))
+        text_top, f_s = weighted_future(cosine)
+        fused = w * f_s + (1 - w) * f_t
+        loc, scale = query.mean(0), np.sqrt(query.var(0) + eps)
+        x_hat = linear(model.linear_encoder, (query - loc) / scale)
+        beta = 1.0 / (1.0 + np.exp(-linear(model.gate, np.concatenate([x_hat, fused], axis=0))))
+        g = beta * x_hat + (1 - beta) * fused
+        predictions.append(linear(model.output_projection, g) * scale + loc)
+        ts_tops.append(ts_top)
+        text_tops.append(text_top)
+    return np.stack(predictions), np.stack(ts_tops), np.stack(text_tops)
+
+
+def test_forecast_equals_the_paper_equations_written_out_in_numpy():
+    model, series = make_model(steps=200)
+    torch.manual_seed(5)
+    with torch.no_grad():  # move every trained part away from its initial value so each one matters
+        model.fusion_logit.fill_(-0.8)
+        for layer in (model.linear_encoder, model.gate, model.output_projection):
+            layer.weight.normal_(0.0, 0.3)
+            layer.bias.normal_(0.0, 0.3)
+    model.eval()
+    # Two database windows and one query from outside the database (a different random walk).
+    outside = random_walk(L, seed=9)
+    past = np.stack([series[10 : 10 + L], series[120 : 120 + L], outside])
+    descriptions = np.concatenate(
+        [model.description_embeddings[[10, 120]].numpy(), random_unit_rows(1, TEXT_DIM, seed=7)]
+    )
+    out = model(torch.from_numpy(past), description_embeds=torch.from_numpy(descriptions))
+    expected, ts_top, text_top = reference_forecast(model, series, past, descriptions)
+    assert out.time_series_indices.tolist() == ts_top.tolist()
+    assert out.text_indices.tolist() == text_top.tolist()
+    np.testing.assert_allclose(out.prediction_outputs.detach().double().numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert out.fusion_weight.item() == pytest.approx(1.0 / (1.0 + np.exp(0.8)), rel=1e-6)

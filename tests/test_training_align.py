@@ -13,6 +13,15 @@ from safetensors.torch import load_file
 from tests.conftest import REPO_ROOT
 
 
+def free_port() -> int:
+    """A TCP port free right now, so that concurrent runs of the suite on one machine do not collide."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_process_alignment(tmp_path):
     from datasets import DatasetDict
     from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
@@ -35,7 +44,7 @@ def test_two_process_alignment(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(REPO_ROOT / "configuration/accelerate/cpu_2proc.yaml"), "--main_process_port", "29630",
+         str(REPO_ROOT / "configuration/accelerate/cpu_2proc.yaml"), "--main_process_port", str(free_port()),
          str(REPO_ROOT / "training/align.py"), "--config", str(REPO_ROOT / "configuration/recipes/align-quick.yaml"),
          "--output_dir", str(out), "--text_model", str(text_dir), "--dataset", "disk",
          "--dataset_config", f"{{path: {data_dir}}}", "--max_samples", "null", "--max_steps", "24",

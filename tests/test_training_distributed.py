@@ -12,6 +12,15 @@ import torch
 from modeling_trace.training import gather_with_grad
 from tests.conftest import REPO_ROOT, tiny_config
 
+
+def free_port() -> int:
+    """A TCP port free right now, so that concurrent runs of the suite on one machine do not collide."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 # Builds the same tiny dual encoder and the same global batch in every process (seeded), so the test can compare a
 # DDP run over 2 processes with 1 process holding all 8 samples.
 SETUP = """
@@ -64,7 +73,7 @@ def test_two_process_loss_and_gradients_equal_one_process_on_the_global_batch(tm
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(REPO_ROOT / "configuration/accelerate/cpu_2proc.yaml"), "--main_process_port", "29611", str(script), str(tmp_path)],
+         str(REPO_ROOT / "configuration/accelerate/cpu_2proc.yaml"), "--main_process_port", str(free_port()), str(script), str(tmp_path)],
         capture_output=True, text=True, timeout=240, cwd=REPO_ROOT, env=env,
     )
     assert result.returncode == 0, result.stderr[-4000:]

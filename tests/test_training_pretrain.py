@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,16 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import REPO_ROOT
+
+
+def free_port() -> int:
+    """A TCP port free right now, so that concurrent runs of the suite on one machine do not collide."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 QUICK = str(REPO_ROOT / "configuration/recipes/pretrain-quick.yaml")
 
@@ -29,17 +40,30 @@ def pretrain_data(tmp_path_factory):
     return str(folder)
 
 
-def run(args, processes=1, port=29620, timeout=240):
+def start(args, processes=1):
+    """Launch training/pretrain.py with the quick recipe and `args`, without waiting for it."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     if processes > 1:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                   str(REPO_ROOT / "configuration/accelerate/cpu_2proc.yaml"), "--main_process_port", str(port)]
+                   str(REPO_ROOT / "configuration/accelerate/cpu_2proc.yaml"), "--main_process_port", str(free_port())]
     else:
         command = [sys.executable]
-    result = subprocess.run(command + [str(REPO_ROOT / "training/pretrain.py"), "--config", QUICK, *args],
-                            capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
+    return subprocess.Popen(command + [str(REPO_ROOT / "training/pretrain.py"), "--config", QUICK, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
+
+
+def finish(process, timeout=240):
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    assert process.returncode == 0, stderr[-4000:]
+
+
+def run(args, processes=1, timeout=240):
+    finish(start(args, processes), timeout)
 
 
 def test_two_process_pretraining(pretrain_data, tmp_path):
@@ -66,13 +90,17 @@ def test_two_process_pretraining(pretrain_data, tmp_path):
 
 
 def test_resume_reaches_the_unbroken_weights_bit_identically(pretrain_data, tmp_path):
+    from modeling_trace.training.loops import read_log
+
     common = ["--dataset", "disk", "--dataset_config", f"{{path: {pretrain_data}}}", "--max_samples", "null",
               "--max_steps", "8", "--save_steps", "3", "--logging_steps", "1", "--global_batch_size", "16",
               "--report_to", "jsonl", "--model_overrides", "{num_input_channels: 1, channel_names: null, context_length: 48}"]
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-    run(common + ["--output_dir", str(unbroken)])
-    run(common + ["--output_dir", str(broken), "--stop_at_step", "3"])
-    assert not (broken / "final").exists() and (broken / "checkpoints" / "step_000003").is_dir()
+    run(common + ["--output_dir", str(unbroken), "--save_total_limit", "10"])
+    # A run broken off after step 3 leaves exactly its step-3 checkpoint; the unbroken run wrote that same state
+    # (save_steps 3), so it is copied into a fresh output folder instead of paying for a third interpreter start.
+    (broken / "checkpoints").mkdir(parents=True)
+    shutil.copytree(unbroken / "checkpoints" / "step_000003", broken / "checkpoints" / "step_000003")
     stopped_at = load_file(str(broken / "checkpoints" / "step_000003" / "model.safetensors"))
     run(common + ["--output_dir", str(broken), "--resume"])
     a = load_file(str(unbroken / "final" / "model.safetensors"))
@@ -82,3 +110,5 @@ def test_resume_reaches_the_unbroken_weights_bit_identically(pretrain_data, tmp_
         assert torch.equal(a[name], b[name]), name  # bit-identical, not merely close
     # the resumed steps changed the weights (the comparison is not between two copies of the step-3 state)
     assert any(not torch.equal(stopped_at[n], a[n]) for n in stopped_at)
+    resumed_log = [r["step"] for r in read_log(broken)]
+    assert resumed_log and min(resumed_log) == 4, resumed_log  # it started after step 3, not from scratch
