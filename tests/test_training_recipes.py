@@ -116,12 +116,10 @@ def test_optimizer_decays_weight_matrices_only():
     # Expected from the module types, not from the optimizer's own rule: the weight of every Linear layer is
     # decayed; biases, LayerNorm parameters, the [CLS]/CIT/mask tokens and the like are not.
     linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
-    # The (channels, d_model) channel-embedding table is decayed too: its name has no "token" in it. Reported to
-    # the optimizer's owner (an embedding table, like the CIT table, arguably belongs to the no-decay group).
-    channel_table = id(model.time_series_model.embeddings.channel_embeddings)
-    assert linear_weights and decayed - {channel_table} == linear_weights
+    assert linear_weights and decayed == linear_weights
     names = {id(p): n for n, p in model.named_parameters()}
-    for token in ("embeddings.cls_token", "embeddings.channel_identity_tokens", "embeddings.mask_token"):
+    for token in ("cls_token", "channel_identity_tokens", "mask_token", "channel_embeddings"):
+        token = f"embeddings.{token}"
         assert id(model.get_parameter(f"time_series_model.{token}")) in not_decayed, token
     assert all(not isinstance(model.get_submodule(names[i].rsplit(".", 1)[0]), torch.nn.Linear)
                or names[i].endswith(".bias") for i in not_decayed)

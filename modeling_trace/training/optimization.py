@@ -15,16 +15,14 @@ def create_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; biases, norms, tokens and the temperature are not decayed."""
+    """AdamW over the trainable parameters: weight matrices of `nn.Linear` layers are decayed; biases, norms,
+    token / embedding tables ([CLS], CITs, mask token, channel embeddings) and the temperature are not."""
+    linear_weights = {id(module.weight) for module in model.modules() if isinstance(module, nn.Linear)}
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
-        # 1-D tensors (biases, LayerNorm, [CLS]/mask tokens, logit scale) and token tables are not decayed.
-        if parameter.ndim < 2 or "token" in name or "logit_scale" in name:
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
+        (decay if id(parameter) in linear_weights else no_decay).append(parameter)
     if not decay and not no_decay:
         raise ValueError("The model has no trainable parameter; unfreeze something before creating the optimizer.")
     groups = [
