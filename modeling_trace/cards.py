@@ -66,13 +66,14 @@ def retrieval_eval_results(
         dataset_type: Hub id or short type of the dataset (defaults to `dataset_name`).
         dataset_split, dataset_config: where the queries came from.
         include_timings: also keep the `seconds_per_1k_queries` timings (machine-dependent; off by default).
+            The `*_num_queries` counts are never reported as metrics.
     """
     from huggingface_hub import EvalResult
 
     results = []
     for key, value in metrics.items():
-        if not include_timings and "seconds" in key:
-            continue
+        if (not include_timings and "seconds" in key) or key.endswith("num_queries"):
+            continue  # timings depend on the machine; query counts are not scores
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
             raise ModelCardError(f"Metric {key!r} must be a finite number, got {value!r}.")
         mode, metric = _metric_parts(key)
@@ -89,6 +90,45 @@ def retrieval_eval_results(
                 dataset_config=dataset_config,
                 metric_type=key,
                 metric_name=f"{MODE_NAMES.get(mode, '')} {metric}".strip(),
+                metric_value=float(value),
+            )
+        )
+    return results
+
+
+def metric_eval_results(
+    metrics: Mapping[str, Any],
+    *,
+    task_type: str,
+    task_name: str,
+    dataset_name: str,
+    dataset_type: str | None = None,
+    dataset_split: str = "test",
+    strip_prefix: str = "",
+) -> list:
+    """`EvalResult`s for any flat metric dict (e.g. `Trainer.evaluate()` output), one per finite numeric value.
+
+    Keys containing "runtime", "per_second" or "epoch" (timings, bookkeeping) are left out; `strip_prefix` (e.g.
+    "test_") is removed from the metric names.
+    """
+    from huggingface_hub import EvalResult
+
+    results = []
+    for key, value in metrics.items():
+        if any(word in key for word in ("runtime", "per_second", "epoch")):
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+            continue
+        name = key[len(strip_prefix):] if strip_prefix and key.startswith(strip_prefix) else key
+        results.append(
+            EvalResult(
+                task_type=task_type,
+                task_name=task_name,
+                dataset_type=dataset_type or dataset_name,
+                dataset_name=dataset_name,
+                dataset_split=dataset_split,
+                metric_type=name,
+                metric_name=name,
                 metric_value=float(value),
             )
         )
@@ -263,4 +303,4 @@ def write_model_card(folder: str | os.PathLike, config=None, **kwargs) -> Path:
     return path
 
 
-__all__ = ["ModelCardError", "render_model_card", "retrieval_eval_results", "write_model_card"]
+__all__ = ["ModelCardError", "metric_eval_results", "render_model_card", "retrieval_eval_results", "write_model_card"]

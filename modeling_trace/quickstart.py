@@ -52,9 +52,10 @@ class QuickstartSettings:
     noaa_resolutions: tuple = ("hourly", "4h", "daily")
     noaa_non_event_windows: int = 40
     timemmd_domains: tuple = ("Energy", "Health_US", "Environment", "Climate")
-    pretrain_max_samples: int | None = 2048
-    pretrain_steps: int | None = None  # None = the recipe's
-    align_max_samples: int | None = None  # all training pairs
+    # None = the quick recipe's value (pretrain 2048 samples x 60 steps, align 1024 samples x 40 steps)
+    pretrain_max_samples: int | None = None
+    pretrain_steps: int | None = None
+    align_max_samples: int | None = None
     align_steps: int | None = None
     batch_size: int | None = None  # None = the recipe's global batch
     max_test_rows: int | None = None
@@ -179,10 +180,11 @@ def _stage_argv(recipe: str, dataset_path: Path, output_dir: Path, max_samples, 
         # the trace-tiny preset as is: 7 NOAA channels, 96 steps (the quick recipes' overrides make it univariate)
         "--model_overrides", "{}",
         "--output_dir", str(output_dir),
-        "--max_samples", "null" if max_samples is None else str(max_samples),
         "--save_steps", "null",  # no resumable checkpoints in a quickstart: only final/
         "--report_to", "jsonl",
     ]  # fmt: skip
+    if max_samples is not None:
+        argv += ["--max_samples", str(max_samples)]
     if steps is not None:
         argv += ["--max_steps", str(steps), "--logging_steps", "1"]
     if batch_size is not None:

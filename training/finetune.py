@@ -50,6 +50,14 @@ def main(argv=None):
         metrics = {**before, **after, "trainable_parameters": trainable, "total_parameters": total}
         (Path(recipe.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print(json.dumps(metrics, indent=2))
+        from modeling_trace.cards import metric_eval_results, write_model_card  # README.md card in each saved folder
+
+        for folder in folders.values():
+            write_model_card(folder, config=trainer.model.config, model_name=Path(recipe.output_dir).name,
+                             datasets=[recipe.dataset], recipes={"finetune": vars(recipe)},
+                             training_description=f"Task tuning ({recipe.task}, mode {recipe.mode}) with transformers.Trainer.",
+                             eval_results=metric_eval_results(after, task_type=f"time-series-{recipe.task}",
+                                                              task_name=recipe.task, dataset_name=recipe.dataset, strip_prefix="test_"))
         print(f"Saved {', '.join(str(p) for p in folders.values())}")
 
 

@@ -26,6 +26,10 @@ def main(argv=None):
         )
     result = run_pretraining(recipe, dataset, resume=extras.resume, stop_at_step=extras.stop_at_step)
     if state.is_main_process and "final_dir" in result:
+        from modeling_trace.cards import write_model_card  # README.md card next to the final save_pretrained
+
+        write_model_card(result["final_dir"], model_name=Path(recipe.output_dir).name, datasets=[recipe.dataset],
+                         training_description="Stage 1 of TRACE: masked patch reconstruction (training/pretrain.py).")
         print(f"Saved {result['final_dir']}")
 
 
