@@ -61,8 +61,12 @@ _WRITERS = {
 
 def load_model(path: str):
     """A `TraceModel` from a checkpoint folder (must hold the tokenizer for text queries)."""
+    from transformers.utils import logging as transformers_logging
+
     from .modeling_trace import TraceModel
 
+    # the weight-loading bar would precede every result and error line; the package's own bars stay on
+    transformers_logging.disable_progress_bar()
     folder = _existing_dir(path, "model")
     if not (folder / "config.json").is_file():
         raise CliError(f"Model folder {path!r} has no config.json; give a folder written by save_pretrained.")
