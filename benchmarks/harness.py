@@ -359,13 +359,22 @@ CORPORA = {
     ),
 }
 
-CORPUS_DESCRIPTIONS = {
-    "noaa": "NOAA Storm Events windows (`datasets_scripts.noaa.build()`, 7 channels, hourly/4-hourly/daily), "
-    "train 153 / test 113 rows; test labels: none 95, other 17, Thunderstorm Wind 1",
+CORPUS_SOURCES = {
+    "noaa": "NOAA Storm Events windows (`datasets_scripts.noaa.build()`, 7 channels, hourly/4-hourly/daily)",
     "timemmd": "Time-MMD retrieval windows (`datasets_scripts.timemmd.build(config='retrieval', domains=[Energy, "
-    "Health_US, Environment, Climate], stride=8)`, univariate OT, search-file texts, label = domain), train 1751 / "
-    "test 484 rows",
+    "Health_US, Environment, Climate], stride=8)`, univariate OT, input 36 steps (96 for Environment), search-file "
+    "texts, label = domain)",
 }
+
+
+def describe_corpus(corpus: str, dataset_dict) -> str:
+    """Source, split sizes and test label counts, counted from the data."""
+    from collections import Counter
+
+    test = dataset_dict["test"]
+    names = test.features["label"].names
+    counts = ", ".join(f"{names[label]} {n}" for label, n in Counter(test["label"]).most_common())
+    return f"{CORPUS_SOURCES[corpus]}, train {len(dataset_dict['train'])} / test {len(test)} rows; test labels: {counts}"
 
 
 def pad_windows(dataset, length: int, column: str = "past_values") -> np.ndarray:

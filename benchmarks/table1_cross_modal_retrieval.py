@@ -86,7 +86,7 @@ def main(argv=None):
     for corpus in args.corpus:
         scores, seconds, leakage = run_corpus(corpus, budget, args.cache_dir)
         notes.append(
-            f"`{corpus}`: {harness.CORPUS_DESCRIPTIONS[corpus]}; leakage check passed ({leakage['train_windows']} train / "
+            f"`{corpus}`: {harness.describe_corpus(corpus, harness.CORPORA[corpus]['load'](args.cache_dir))}; leakage check passed ({leakage['train_windows']} train / "
             f"{leakage['test_windows']} test windows, {leakage['groups']} series: test strictly after train, no overlap)"
             + (f"; batch {spec_batch} for this corpus" if (spec_batch := harness.CORPORA[corpus].get("batch_size")) else "")
         )

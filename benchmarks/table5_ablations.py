@@ -57,7 +57,7 @@ def main(argv=None):
         [
             f"{budget.describe()}; retrieval mean ± std over {len(budget.seeds)} seeds; forecasting: linear probe of the "
             f"seed-{budget.seeds[0]} encoder on Time-MMD {FORECAST_TASK[0]} H={FORECAST_TASK[1]} (standardised MSE, one run)",
-            f"retrieval corpus `{args.corpus}`: {harness.CORPUS_DESCRIPTIONS[args.corpus]}; leakage check passed",
+            f"retrieval corpus `{args.corpus}`: {harness.describe_corpus(args.corpus, dataset_dict)}; leakage check passed",
             harness.environment_line(),
         ],
         ["variant", "attention", "CIT", "hard negatives K", "Text→TS label MRR", "TS→Text label MRR",
