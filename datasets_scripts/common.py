@@ -346,6 +346,11 @@ def push_dataset_dict(
     )
 
 
+def parse_channels_arg(value: str):
+    """`--channels` value: "all" or "OT" as they are, else a comma-separated list of column names."""
+    return value if value in ("all", "OT") else value.split(",")
+
+
 def add_common_cli_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the options every builder's CLI shares: data/output folders, seed, parquet, Hub upload."""
     group = parser.add_argument_group("common builder options")

