@@ -1,6 +1,6 @@
 """Forward throughput of the TRACE encoder vs transformers' PatchTST with the same size and patching.
 
-    python benchmarks/encoder_throughput.py [--batch-size 64] [--steps 20] [--threads N]
+    python -m benchmarks.encoder_throughput [--batch-size 64] [--steps 20] [--threads N]
 
 Both models: trace-small (6 layers, d_model 384, 6 heads, FFN 1536), 7 channels x 186 steps, patch 6 / stride 6,
 eval mode, no gradients, float32 on CPU. TRACE attends over all channels at once (1 + 7 x 32 = 225 tokens with

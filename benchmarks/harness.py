@@ -1,7 +1,7 @@
 """Shared pieces of the evaluation benchmarks (`benchmarks/table_*.py`).
 
 Everything that trains or scores comes from the library: the Accelerate loops of stages 1 and 2
-(`modeling_trace.training.loops`), Trainer/PEFT finetuning (`modeling_trace.training.finetuning`),
+(`trace_training.loops`), Trainer/PEFT finetuning (`trace_training.finetuning`),
 `TraceRetrievalIndex` / `RetrievalEvaluator` and the raw-window searchers (`modeling_trace.retrieval`), and
 the metric cores (`modeling_trace.metrics`). This module only adds what a benchmark needs around them:
 
@@ -34,8 +34,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # Before tqdm is imported anywhere: it reads TQDM_DISABLE once, when the module loads.
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -205,7 +203,7 @@ def use_mean_pooled_sample_embedding(model):
 @contextlib.contextmanager
 def _mean_pooled_alignment(enabled: bool):
     """During `run_alignment`, build the model through `use_mean_pooled_sample_embedding`."""
-    from modeling_trace.training import loops
+    from trace_training import loops
 
     if not enabled:
         yield
@@ -249,8 +247,8 @@ def train_encoder(
     library loops, cached in `<cache_dir>/encoders/...`. Returns `(TraceModel, final_dir, seconds)`; `seconds` is
     0.0 when the encoder came from the cache."""
     from modeling_trace import TraceModel
-    from modeling_trace.training import AlignRecipe, PretrainRecipe
-    from modeling_trace.training.loops import run_alignment, run_pretraining
+    from trace_training import AlignRecipe, PretrainRecipe
+    from trace_training.loops import run_alignment, run_pretraining
 
     batch_size = min(batch_size or budget.batch_size, len(train_dataset))
     run_dir = cache_dir / "encoders" / corpus / budget.model / f"p{budget.pretrain_steps}a{budget.align_steps}b{batch_size}" / variant.name / f"seed{seed}"
@@ -333,15 +331,15 @@ TIMEMMD_CONTEXT = 96  # Environment's input length; Energy/Health_US/Climate win
 
 
 def noaa(cache_dir: Path = DEFAULT_CACHE_DIR):
-    """NOAA Storm Events windows (`datasets_scripts.noaa.build()` defaults): train/validation/test."""
-    from datasets_scripts import noaa as builder
+    """NOAA Storm Events windows (`trace_datasets.noaa.build()` defaults): train/validation/test."""
+    from trace_datasets import noaa as builder
 
     return cached_dataset_dict("noaa", builder.build, cache_dir)
 
 
 def timemmd_retrieval(cache_dir: Path = DEFAULT_CACHE_DIR):
     """Time-MMD retrieval windows (search texts, per-domain input lengths, stride 8); label = domain."""
-    from datasets_scripts import timemmd
+    from trace_datasets import timemmd
 
     return cached_dataset_dict(
         "timemmd_retrieval_s8",
@@ -360,8 +358,8 @@ CORPORA = {
 }
 
 CORPUS_SOURCES = {
-    "noaa": "NOAA Storm Events windows (`datasets_scripts.noaa.build()`, 7 channels, hourly/4-hourly/daily)",
-    "timemmd": "Time-MMD retrieval windows (`datasets_scripts.timemmd.build(config='retrieval', domains=[Energy, "
+    "noaa": "NOAA Storm Events windows (`trace_datasets.noaa.build()`, 7 channels, hourly/4-hourly/daily)",
+    "timemmd": "Time-MMD retrieval windows (`trace_datasets.timemmd.build(config='retrieval', domains=[Energy, "
     "Health_US, Environment, Climate], stride=8)`, univariate OT, input 36 steps (96 for Environment), search-file "
     "texts, label = domain)",
 }

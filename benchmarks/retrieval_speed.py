@@ -10,9 +10,9 @@ Part 2 — an IVF (or HNSW) index over >= 1,000,000 synthetic unit embeddings sa
 centres: recall@10 against the exact index and milliseconds per query.
 
 Run (trained checkpoint):
-    python benchmarks/retrieval_speed.py --model path/to/trace-checkpoint
+    python -m benchmarks.retrieval_speed --model path/to/trace-checkpoint
 Run (no trained model yet; random-initialised encoder, timings only, said so in the output):
-    python benchmarks/retrieval_speed.py --config configuration/models/trace-tiny.json --projection-dim 384
+    python -m benchmarks.retrieval_speed --config configuration/models/trace-tiny.json --projection-dim 384
 
 Prints a Markdown table.
 """

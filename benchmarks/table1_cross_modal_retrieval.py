@@ -1,8 +1,8 @@
 """Paper Table 1: cross-modal retrieval (Text -> TS, TS -> Text), label and modality matching P@1, P@5, MRR@10.
 
-    python benchmarks/table1_cross_modal_retrieval.py                  # reduced CPU budget, both corpora
-    python benchmarks/table1_cross_modal_retrieval.py --corpus noaa    # one corpus
-    python benchmarks/table1_cross_modal_retrieval.py --full           # paper-sized encoder and training
+    python -m benchmarks.table1_cross_modal_retrieval                  # reduced CPU budget, both corpora
+    python -m benchmarks.table1_cross_modal_retrieval --corpus noaa    # one corpus
+    python -m benchmarks.table1_cross_modal_retrieval --full           # paper-sized encoder and training
 
 Every encoder is pretrained (masked reconstruction) and aligned (dual-level contrastive loss) on the same training
 split by the library loops; only the variant switches differ. Corpus and queries = the test split; the paired item
@@ -14,11 +14,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 METHODS = ("trace", "mean_pooled", "no_hard_negatives")
 DIRECTIONS = {"text_to_ts": "Text→TS", "ts_to_text": "TS→Text"}

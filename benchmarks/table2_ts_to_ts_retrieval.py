@@ -1,6 +1,6 @@
 """Paper Table 11: TS -> TS retrieval, label-matching P@1 / P@5 / MRR@10 and seconds per 1,000 queries.
 
-    python benchmarks/table2_ts_to_ts_retrieval.py [--corpus noaa timemmd] [--dtw-queries N] [--full]
+    python -m benchmarks.table2_ts_to_ts_retrieval [--corpus noaa timemmd] [--dtw-queries N] [--full]
 
 Queries and corpus = the test split; each query is left out of its own results. TRACE uses the encoders of Table 1
 (same cache; trained here when missing). Euclidean = `EuclideanScanSearcher`, DTW = `DTWSearcher` (dtaidistance,
@@ -14,11 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 KEYS = ("label_precision@1", "label_precision@5", "label_mrr@10")
 

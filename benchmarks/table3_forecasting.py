@@ -1,7 +1,7 @@
 """Paper Table 4: forecasting on Time-MMD (univariate OT, chronological 70/10/20), MSE / MAE in the standardised
 space (z-scored with the training statistics the builder stores).
 
-    python benchmarks/table3_forecasting.py [--tasks Health_US:12 Energy:48 ...] [--full]
+    python -m benchmarks.table3_forecasting [--tasks Health_US:12 Energy:48 ...] [--full]
 
 TRACE = the Table 1 Time-MMD encoder (pretrained + aligned on the retrieval training windows, context 96; shorter
 inputs are left-padded as unobserved), finetuned with the library's Trainer/PEFT code as a linear probe (head only)
@@ -16,15 +16,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers import PretrainedConfig, PreTrainedModel  # noqa: E402
-from transformers.utils import ModelOutput  # noqa: E402
-
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 TASKS = (("Health_US", 12), ("Health_US", 48), ("Energy", 12), ("Energy", 48), ("Environment", 48), ("Environment", 336))
 PAPER_TRACE_MSE = {("Health_US", 12): 0.768, ("Energy", 12): 0.113, ("Environment", 48): 0.403}
@@ -88,7 +86,7 @@ def standardise(dataset, mean: float, std: float):
 
 
 def load_task(domain: str, horizon: int, cache_dir):
-    from datasets_scripts import timemmd
+    from trace_datasets import timemmd
 
     dataset_dict = harness.cached_dataset_dict(
         f"timemmd_forecasting_{domain}_H{horizon}",
@@ -102,7 +100,7 @@ def load_task(domain: str, horizon: int, cache_dir):
 
 
 def finetune_recipe(budget, horizon: int, mode: str, output_dir: Path, model: str = "trace-tiny", seed: int = 0):
-    from modeling_trace.training import FinetuneRecipe
+    from trace_training import FinetuneRecipe
 
     return FinetuneRecipe(
         task="forecasting", mode=mode, model=model, prediction_length=horizon, output_dir=str(output_dir), seed=seed,
@@ -113,7 +111,7 @@ def finetune_recipe(budget, horizon: int, mode: str, output_dir: Path, model: st
 
 
 def train_and_predict(recipe, model, train, test) -> np.ndarray:
-    from modeling_trace.training.finetuning import build_trainer, predict
+    from trace_training.finetuning import build_trainer, predict
 
     with harness._silenced():
         trainer = build_trainer(recipe, model, train)
@@ -122,7 +120,7 @@ def train_and_predict(recipe, model, train, test) -> np.ndarray:
 
 
 def trace_forecaster(encoder_dir: Path, recipe):
-    from modeling_trace.training.finetuning import apply_finetune_mode, build_finetune_model
+    from trace_training.finetuning import apply_finetune_mode, build_finetune_model
 
     model = build_finetune_model(recipe)
     return apply_finetune_mode(model, "forecasting", recipe.mode, recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout)

@@ -1,6 +1,6 @@
 """Classification on the shipped UCR/UEA sets: TRACE linear probe and LoRA vs 1-NN DTW and 1-NN Euclidean, accuracy.
 
-    python benchmarks/table4_classification.py [--datasets GunPoint ...] [--full]
+    python -m benchmarks.table4_classification [--datasets GunPoint ...] [--full]
 
 TRACE: an encoder pretrained by masked reconstruction (library stage-1 loop) on the set's training split only, then
 tuned with the library's Trainer/PEFT code (`linear_probe`: classifier only; `lora`: r=8 on q/k/v/o + classifier).
@@ -15,19 +15,17 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 DATASETS = ("GunPoint", "BasicMotions", "ItalyPowerDemand")
 
 
 def pretrain_encoder(name, train, budget, length, channels, cache_dir, seed=0) -> Path:
-    from modeling_trace.training import PretrainRecipe
-    from modeling_trace.training.loops import run_pretraining
+    from trace_training import PretrainRecipe
+    from trace_training.loops import run_pretraining
 
     out = cache_dir / "ucr_encoders" / name / budget.model / f"p{budget.pretrain_steps}" / f"seed{seed}"
     if not (out / "final" / "config.json").is_file():
@@ -44,8 +42,8 @@ def pretrain_encoder(name, train, budget, length, channels, cache_dir, seed=0) -
 
 def tune(encoder_dir, mode, train, test, budget, num_labels, cache_dir, name, seed=0) -> float:
     from modeling_trace.metrics import classification_metrics
-    from modeling_trace.training import FinetuneRecipe
-    from modeling_trace.training.finetuning import apply_finetune_mode, build_finetune_model, build_trainer, predict
+    from trace_training import FinetuneRecipe
+    from trace_training.finetuning import apply_finetune_mode, build_finetune_model, build_trainer, predict
 
     recipe = FinetuneRecipe(
         task="classification", mode=mode, model=str(encoder_dir), model_overrides={"dropout": 0.0},
@@ -76,7 +74,7 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     args = parser.parse_args(argv)
     budget = harness.budget_from_args(args)
-    from datasets_scripts.ucr import load_ucr
+    from trace_datasets.ucr import load_ucr
     from modeling_trace.retrieval import DTWSearcher, EuclideanScanSearcher
 
     rows, sizes = [], []

@@ -1,7 +1,7 @@
 """Paper Table 5: ablations — CbA vs full vs causal attention, with vs without CIT, hard negatives K=32 vs all —
 on cross-modal retrieval MRR@10 (Time-MMD retrieval corpus) and one forecasting task (Health_US, H=12, linear probe).
 
-    python benchmarks/table5_ablations.py [--corpus timemmd|noaa] [--full]
+    python -m benchmarks.table5_ablations [--corpus timemmd|noaa] [--full]
 
 Every variant is pretrained and aligned exactly as TRACE (same data, steps, seeds; encoders shared with Tables 1-4
 through the cache); only the switch in the row name differs. Writes `benchmarks/results/table5_ablations.{md,csv}`.
@@ -12,11 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import harness  # noqa: E402
-from benchmarks.table1_cross_modal_retrieval import evaluate_encoder  # noqa: E402
-from benchmarks.table3_forecasting import run_task  # noqa: E402
+from benchmarks import harness
+from benchmarks.table1_cross_modal_retrieval import evaluate_encoder
+from benchmarks.table3_forecasting import run_task
 
 ABLATIONS = ("trace", "full_attention", "causal_attention", "no_cit", "no_hard_negatives")
 FORECAST_TASK = ("Health_US", 12)

@@ -1,1 +1,1 @@
-"""Dataset builders for TRACE: every source is turned into one schema (`datasets_scripts.schema`)."""
+"""Dataset builders for TRACE: every source is turned into one schema (`trace_datasets.schema`)."""

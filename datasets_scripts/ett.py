@@ -69,7 +69,7 @@ def read_ett_csv(name: str, data_dir: str | Path | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(
             f"ETT file {path} not found. Download it from {RAW_URL.format(name=name)} into {path.parent} "
-            "(or run `python -m datasets_scripts.ett --download`)."
+            "(or run `python -m trace_datasets.ett --download`)."
         )
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -245,7 +245,7 @@ def dataset_card(dd, input_length: int, horizon: int) -> str:
         source_description="Electricity Transformer Temperature, hourly / 15-minute loads and oil temperature, "
         "from https://github.com/zhouhaoyi/ETDataset (Zhou et al., 2021).",
         license="cc-by-nd-4.0",
-        how_built=f"`python -m datasets_scripts.ett --input-length {input_length} --horizon {horizon}`: standard "
+        how_built=f"`python -m trace_datasets.ett --input-length {input_length} --horizon {horizon}`: standard "
         "12/4/4-month split; validation/test windows take their history from the previous split's tail, "
         "their future lies in the split. Raw values; z-score with the train statistics in `train_statistics`.",
         citation=CITATION,
@@ -269,8 +269,8 @@ def download_ett(dest: str | Path, names: Sequence[str] = ("ETTh1", "ETTh2")) ->
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m datasets_scripts.ett --name ETTh1 ETTh2 --output-dir out/``."""
-    parser = argparse.ArgumentParser(prog="python -m datasets_scripts.ett", description=__doc__.split("\n")[0])
+    """Command line: ``python -m trace_datasets.ett --name ETTh1 ETTh2 --output-dir out/``."""
+    parser = argparse.ArgumentParser(prog="python -m trace_datasets.ett", description=__doc__.split("\n")[0])
     parser.add_argument("--name", nargs="+", default=["ETTh1"], choices=ETT_NAMES)
     parser.add_argument("--input-length", type=int, default=96)
     parser.add_argument("--horizon", type=int, default=96)

@@ -343,7 +343,7 @@ def storm_event_files(data_dir: str | Path | None = None) -> list[Path]:
     if not files:
         raise FileNotFoundError(
             f"No {STORM_EVENTS_GLOB} files in {folder}. Download them with "
-            "`python -m datasets_scripts.noaa --download-storm-events YEAR ...` or from " + STORM_EVENTS_URL
+            "`python -m trace_datasets.noaa --download-storm-events YEAR ...` or from " + STORM_EVENTS_URL
         )
     return files
 
@@ -907,7 +907,7 @@ def download_iem_asos(station: str, start: str, end: str, dest: str | Path, over
 def dataset_card(dd: datasets.DatasetDict, stats: Mapping | None = None) -> str:
     """The dataset card, with counts computed from `dd`."""
     how = (
-        "Built with `python -m datasets_scripts.noaa` from NCEI Storm Events details files and hourly station "
+        "Built with `python -m trace_datasets.noaa` from NCEI Storm Events details files and hourly station "
         "observations. Event windows end at the event onset (UTC) at three resolutions (hourly x 168, 4-hourly x 168, "
         "daily x 180); non-event windows are sampled (seeded) from the same stations away from any matched event. "
         "Texts: the event narrative (event windows) or a deterministic description (non-event windows); channel "
@@ -931,8 +931,8 @@ def dataset_card(dd: datasets.DatasetDict, stats: Mapping | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m datasets_scripts.noaa --output-dir out/noaa``."""
-    parser = argparse.ArgumentParser(prog="python -m datasets_scripts.noaa", description=__doc__.split("\n")[0])
+    """Command line: ``python -m trace_datasets.noaa --output-dir out/noaa``."""
+    parser = argparse.ArgumentParser(prog="python -m trace_datasets.noaa", description=__doc__.split("\n")[0])
     parser.add_argument("--resolutions", nargs="+", choices=tuple(RESOLUTIONS), default=list(RESOLUTIONS))
     parser.add_argument("--radius-km", type=float, default=50.0)
     parser.add_argument("--num-non-event-windows", type=int, default=40, help="per station and resolution")

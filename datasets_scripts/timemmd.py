@@ -204,7 +204,7 @@ def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(
             f"Time-MMD file {path} not found. Point --data-dir at the folder holding timemmd/, or run "
-            "`python -m datasets_scripts.timemmd --download` to fetch it."
+            "`python -m trace_datasets.timemmd --download` to fetch it."
         )
     try:
         return pd.read_csv(path, **kwargs)
@@ -604,7 +604,7 @@ def dataset_card(dd, config: str, text_source: str = "search") -> str:
     for domain, per_channel in stats.items():
         for channel, s in per_channel.items():
             lines.append(f"| {domain} | {channel} | {s['mean']:.6g} | {s['std']:.6g} |")
-    how = f"""`python -m datasets_scripts.timemmd --config {config} --text-source {text_source}` from the Time-MMD
+    how = f"""`python -m trace_datasets.timemmd --config {config} --text-source {text_source}` from the Time-MMD
 CSV files. Chronological 70/10/20 split of each domain's time steps; no window crosses a split
 boundary. Text: the `fact` of the most recent {text_source} text whose end date falls inside the
 input window (see `datasets_scripts/timemmd.py`). Values are raw; z-score them with the training
@@ -628,8 +628,8 @@ report standardised MSE as the paper does.
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m datasets_scripts.timemmd --config forecasting --output-dir out/``."""
-    parser = argparse.ArgumentParser(prog="python -m datasets_scripts.timemmd", description=__doc__.split("\n")[0])
+    """Command line: ``python -m trace_datasets.timemmd --config forecasting --output-dir out/``."""
+    parser = argparse.ArgumentParser(prog="python -m trace_datasets.timemmd", description=__doc__.split("\n")[0])
     parser.add_argument("--config", choices=("forecasting", "retrieval"), default="forecasting")
     parser.add_argument("--domains", nargs="+", choices=DOMAINS, default=None, help="default: all domains")
     parser.add_argument("--text-source", choices=TEXT_SOURCES, default="search")

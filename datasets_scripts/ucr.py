@@ -238,7 +238,7 @@ def dataset_card(dd, name: str) -> str:
             "(https://www.timeseriesclassification.com), original train/test split."
         ),
         license="other",
-        how_built=f"`python -m datasets_scripts.ucr --name {name}` from `{name}_TRAIN.ts` / `{name}_TEST.ts`; "
+        how_built=f"`python -m trace_datasets.ucr --name {name}` from `{name}_TRAIN.ts` / `{name}_TEST.ts`; "
         "series right-padded with NaN to the longest, labels from the `@classLabel` header.",
         citation=CITATION,
         task_categories=("feature-extraction",),
@@ -247,8 +247,8 @@ def dataset_card(dd, name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m datasets_scripts.ucr --name GunPoint --output-dir out/``."""
-    parser = argparse.ArgumentParser(prog="python -m datasets_scripts.ucr", description=__doc__.split("\n")[0])
+    """Command line: ``python -m trace_datasets.ucr --name GunPoint --output-dir out/``."""
+    parser = argparse.ArgumentParser(prog="python -m trace_datasets.ucr", description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True, help="dataset folder under <data-dir>/ucr, e.g. GunPoint")
     parser.add_argument("--no-pad", action="store_true", help="keep each series at its own length")
     add_common_cli_args(parser)

@@ -19,7 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "model_cards" / "trace_model_card.md"
+from .resources import resource_dir
+
+TEMPLATE_NAME = "trace_model_card.md"
 DEFAULT_TAGS = ("time-series", "retrieval", "trace", "multimodal", "feature-extraction")
 TEXT_ENCODER_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -229,7 +231,7 @@ def render_model_card(
     from huggingface_hub import ModelCard, ModelCardData
 
     config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    template = Path(template_path) if template_path is not None else TEMPLATE_PATH
+    template = Path(template_path) if template_path is not None else resource_dir("model_cards") / TEMPLATE_NAME
     if not template.is_file():
         raise ModelCardError(
             f"Model card template not found at {template}. It ships in the project's model_cards/ folder; run from a "

@@ -434,7 +434,7 @@ class RetrievalForecastingCollator:
     use_retrieval: bool = True
 
     def __call__(self, rows: list[dict]) -> dict:
-        from .training.collate import TraceDataCollator
+        from .data_collator import TraceDataCollator
 
         base = TraceDataCollator(
             context_length=self.config.context_length,

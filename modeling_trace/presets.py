@@ -5,20 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from .configuration_trace import TraceConfig
-
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configuration" / "models"
+from .resources import configuration_dir
 
 
 def available_presets() -> list[str]:
     """Names of the model presets shipped in `configuration/models`."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+    return sorted(p.stem for p in configuration_dir("models").glob("*.json"))
 
 
 def load_preset(name_or_path: str | Path, **overrides) -> TraceConfig:
     """Load a preset by name (`"trace-tiny"`, `"trace-small"`) or JSON path, applying `overrides`."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = PRESET_DIR / f"{name_or_path}.json"
+        path = configuration_dir("models") / f"{name_or_path}.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"No preset {name_or_path!r} (looked for {path}). Available: {', '.join(available_presets())}."

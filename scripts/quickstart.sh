@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export HF_HUB_DISABLE_TELEMETRY=1
-exec .venv/bin/python -m modeling_trace.quickstart "$@"
+exec .venv/bin/python -m trace_training.quickstart "$@"

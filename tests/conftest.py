@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets_scripts.paths import default_data_dir
+from trace_datasets.paths import default_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

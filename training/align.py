@@ -1,20 +1,17 @@
 """Stage 2 of TRACE: dual-level contrastive alignment of the encoder with the frozen text tower.
 
-    accelerate launch [--config_file configuration/accelerate/<x>.yaml] training/align.py \
+    accelerate launch [--config_file configuration/accelerate/<x>.yaml] -m trace_training.align \
         --config configuration/recipes/align.yaml [--model runs/pretrain/final ...] [--resume]
 
 Negatives are gathered from all processes (gradients kept for the local shard), so N processes see the same
 negatives as one process with the combined batch. Values come from the recipe; only typed flags override it.
 """
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from modeling_trace.training import AlignRecipe, parse_recipe  # noqa: E402
-from modeling_trace.training.loops import distributed_state, run_alignment  # noqa: E402
-from training.data import load_training_dataset  # noqa: E402
+from . import AlignRecipe, parse_recipe
+from .loops import distributed_state, run_alignment
+from .data import load_training_dataset
 
 
 def main(argv=None):
@@ -35,7 +32,7 @@ def main(argv=None):
         from modeling_trace.cards import write_model_card  # README.md card next to the final save_pretrained
 
         write_model_card(result["final_dir"], model_name=Path(recipe.output_dir).name, datasets=[recipe.dataset],
-                         training_description="Stage 2 of TRACE: dual-level contrastive alignment (training/align.py).")
+                         training_description="Stage 2 of TRACE: dual-level contrastive alignment (python -m trace_training.align).")
         print(f"Saved {result['final_dir']}")
 
 

@@ -1,7 +1,7 @@
 """Datasets for the training entry points, built by the `datasets_scripts` builders (one schema for all sources).
 
 `load_training_dataset(recipe.dataset, recipe.dataset_config, split, data_dir)` returns a `datasets.Dataset`.
-Supported sources: "disk" (a saved DatasetDict, `dataset_config.path`), "timemmd" (builder `datasets_scripts.timemmd.build`), "ucr" (`datasets_scripts.ucr.load_ucr`),
+Supported sources: "disk" (a saved DatasetDict, `dataset_config.path`), "timemmd" (builder `trace_datasets.timemmd.build`), "ucr" (`trace_datasets.ucr.load_ucr`),
 and any other builder module `datasets_scripts.<source>` exposing `build(**dataset_config) -> DatasetDict`.
 """
 
@@ -37,7 +37,7 @@ def load_training_dataset(source: str, dataset_config: dict | None = None, split
             raise ValueError("dataset 'disk' needs dataset_config.path, the folder of a saved DatasetDict.")
         dataset_dict = load_from_disk(options["path"])
     elif source == "ucr":
-        from datasets_scripts.ucr import load_ucr
+        from trace_datasets.ucr import load_ucr
 
         name = options.pop("name", None)
         if name is None:
@@ -45,7 +45,7 @@ def load_training_dataset(source: str, dataset_config: dict | None = None, split
         dataset_dict = load_ucr(name, data_dir=data_dir, **options)
     else:
         try:
-            module = importlib.import_module(f"datasets_scripts.{source}")
+            module = importlib.import_module(f"trace_datasets.{source}")
         except ModuleNotFoundError as err:
             raise ValueError(
                 f"Unknown dataset source {source!r}: no builder datasets_scripts/{source}.py. "

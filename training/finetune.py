@@ -1,7 +1,7 @@
 """Task tuning of a TRACE encoder with `transformers.Trainer`: linear probe, LoRA (PEFT) or full finetune.
 
-    python training/finetune.py --config configuration/recipes/finetune.yaml [--mode lora] [--model runs/align/final]
-    accelerate launch --config_file configuration/accelerate/multi_gpu_ddp.yaml training/finetune.py --config ...
+    python -m trace_training.finetune --config configuration/recipes/finetune.yaml [--mode lora] [--model runs/align/final]
+    accelerate launch --config_file configuration/accelerate/multi_gpu_ddp.yaml -m trace_training.finetune --config ...
 
 Writes `<output_dir>/base` (the model before tuning; the LoRA adapter's base), `adapter/` (LoRA),
 `final/` (merged, loadable with `AutoModelForTimeSeriesPrediction` / `AutoModelForTimeSeriesClassification`)
@@ -9,21 +9,18 @@ and `metrics.json`. Values come from the recipe; only typed flags override it.
 """
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from modeling_trace.training import FinetuneRecipe, parse_recipe  # noqa: E402
-from modeling_trace.training.finetuning import (  # noqa: E402
+from . import FinetuneRecipe, parse_recipe
+from .finetuning import (
     apply_finetune_mode,
     build_finetune_model,
     build_trainer,
     count_parameters,
     save_finetuned,
 )
-from modeling_trace.training.loops import distributed_state  # noqa: E402
-from training.data import load_training_dataset  # noqa: E402
+from .loops import distributed_state
+from .data import load_training_dataset
 
 
 def main(argv=None):

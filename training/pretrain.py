@@ -1,19 +1,16 @@
 """Stage 1 of TRACE: masked patch reconstruction pretraining of the time-series encoder.
 
-    accelerate launch [--config_file configuration/accelerate/<x>.yaml] training/pretrain.py \
+    accelerate launch [--config_file configuration/accelerate/<x>.yaml] -m trace_training.pretrain \
         --config configuration/recipes/pretrain.yaml [--learning_rate 5e-4 ...] [--resume]
 
 Values come from the recipe file; only flags typed on the command line override it.
 """
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from modeling_trace.training import PretrainRecipe, parse_recipe  # noqa: E402
-from modeling_trace.training.loops import distributed_state, run_pretraining  # noqa: E402
-from training.data import load_training_dataset  # noqa: E402
+from . import PretrainRecipe, parse_recipe
+from .loops import distributed_state, run_pretraining
+from .data import load_training_dataset
 
 
 def main(argv=None):
@@ -29,7 +26,7 @@ def main(argv=None):
         from modeling_trace.cards import write_model_card  # README.md card next to the final save_pretrained
 
         write_model_card(result["final_dir"], model_name=Path(recipe.output_dir).name, datasets=[recipe.dataset],
-                         training_description="Stage 1 of TRACE: masked patch reconstruction (training/pretrain.py).")
+                         training_description="Stage 1 of TRACE: masked patch reconstruction (python -m trace_training.pretrain).")
         print(f"Saved {result['final_dir']}")
 
 

@@ -1,0 +1,615 @@
+# Copyright 2025 The TRACE package authors. Licensed under the Apache License, Version 2.0.
+"""Retrieval over TRACE embeddings: the corpus index, its evaluator, and raw-series baselines.
+
+`TraceRetrievalIndex` is the one index of the project. It keeps the corpus as a `datasets.Dataset`
+(ids, labels, texts, metadata, and the `ts_embedding` / `text_embedding` columns) next to one FAISS
+inner-product index per modality. Embeddings are L2-normalised, so inner product = cosine similarity
+(design §1 "Retrieval"). Modes:
+
+* Text -> TS: `search_by_text(texts, k)` (queries the time-series index),
+* TS -> Text: `search_by_time_series(series, k, target="text")`,
+* TS -> TS: `search_by_time_series(series, k)`.
+
+Every search can leave out items per query (`exclude`): the query itself, or — for retrieval-
+augmented forecasting — windows overlapping it. Excluded items are removed after over-fetching from
+FAISS, and the fetch grows until each query has `k` results or the corpus is exhausted.
+
+    >>> from modeling_trace import TraceModel
+    >>> from modeling_trace.retrieval import TraceRetrievalIndex
+    >>> model = TraceModel.from_pretrained("path/to/checkpoint")
+    >>> index = TraceRetrievalIndex.build(dataset, model)          # encodes both modalities
+    >>> hits = index.search_by_text(["heavy rain and flash flooding"], k=5)
+    >>> hits.rows[0][0]["id"], hits.scores[0, 0]
+    >>> index.save("storm_index"); index = TraceRetrievalIndex.load("storm_index", model=model)
+
+The baselines (`EuclideanScanSearcher`, `DTWSearcher`, `RandomSearcher`) search raw windows and
+return the same `RetrievalResults`, for the speed/quality benchmarks.
+"""
+
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..modeling_trace import sha256_file
+from .results import (
+    CORPUS_DIR,
+    INDEX_FILES,
+    INDEX_FORMAT_VERSION,
+    MANIFEST_NAME,
+    MODALITIES,
+    TEXT_EMBEDDING_COLUMN,
+    TS_EMBEDDING_COLUMN,
+    ExcludeSpec,
+    RetrievalResults,
+    _column_to_numpy,
+    _CorpusResultsMixin,
+    _Exclusion,
+    _l2_normalize,
+    _series_list,
+)
+
+
+class RetrievalIndexIntegrityError(ValueError):
+    """A saved `TraceRetrievalIndex` is incomplete, corrupted or inconsistent with its corpus."""
+
+
+
+class TraceRetrievalIndex(_CorpusResultsMixin):
+    """A corpus of time series and texts with FAISS inner-product indexes over their TRACE embeddings.
+
+    Build it with `TraceRetrievalIndex.build(dataset, model)` (encodes the corpus) or
+    `TraceRetrievalIndex.from_embeddings(...)` (embeddings already computed), search it with
+    `search_by_text` / `search_by_time_series`, persist it with `save` / `load`.
+
+    Args:
+        corpus (`datasets.Dataset`): one row per item, with the embedding columns `ts_embedding`
+            and/or `text_embedding` (float32, unit norm) and any metadata (`id`, `label`, `text`...).
+        indexes (`dict[str, faiss.Index]`): `"time_series"` and/or `"text"` index over the rows of
+            `corpus`, in row order.
+        index_factory (`str`, *optional*): the FAISS factory string the indexes were built with
+            (`None` = exact `IndexFlatIP`).
+        model (*optional*): an object with `encode_time_series` / `encode_text` (e.g. `TraceModel`),
+            used when queries are given as raw series or strings.
+        id_column (`str`, defaults to `"id"`): the corpus column holding item ids (used by
+            `exclude` and in `RetrievalResults.ids`).
+    """
+
+    def __init__(self, corpus, indexes: dict, *, index_factory: str | None = None, model=None, id_column: str = "id"):
+        for modality, index in indexes.items():
+            if modality not in MODALITIES:
+                raise ValueError(f"Unknown modality {modality!r}; expected one of {list(MODALITIES)}.")
+            if index.ntotal != len(corpus):
+                raise ValueError(
+                    f"The {modality} index holds {index.ntotal} vectors but the corpus has {len(corpus)} rows; "
+                    "they must describe the same items in the same order."
+                )
+        if not indexes:
+            raise ValueError("A TraceRetrievalIndex needs at least one of the time-series or text embeddings.")
+        self.corpus = corpus
+        self.indexes = dict(indexes)
+        self.index_factory = index_factory
+        self.model = model
+        self.id_column = id_column
+        self._id_cache = None
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        ts_embeddings: np.ndarray | None = None,
+        text_embeddings: np.ndarray | None = None,
+        corpus=None,
+        index_factory: str | None = None,
+        *,
+        model=None,
+        id_column: str = "id",
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        train_size: int | None = None,
+        seed: int = 0,
+    ) -> "TraceRetrievalIndex":
+        """Index precomputed embeddings.
+
+        Args:
+            ts_embeddings (`np.ndarray` of shape `(N, d)`, *optional*): time-series embeddings;
+                taken from the corpus column `ts_embedding` when omitted and present.
+            text_embeddings (`np.ndarray` of shape `(N, d)`, *optional*): text embeddings; likewise
+                from `text_embedding`.
+            corpus (`datasets.Dataset` or `dict` of columns, *optional*): metadata of the N items,
+                in the order of the embeddings. Defaults to an `id` column `"0".."N-1"`.
+            index_factory (`str`, *optional*): FAISS factory string (e.g. `"IVF1024,Flat"`,
+                `"HNSW32"`, `"IVF256,PQ32"`); `None` = exact `IndexFlatIP`. Trainable indexes are
+                trained on the corpus vectors (or a random `train_size` subset of them).
+            model (*optional*): encoder kept for searches with raw queries.
+            id_column (`str`): the id column of the corpus.
+            nprobe (`int`, *optional*): IVF lists visited per query (FAISS default 1).
+            ef_search (`int`, *optional*): HNSW search breadth `efSearch` (FAISS default 16).
+            train_size (`int`, *optional*): number of vectors used to train an IVF/PQ index.
+            seed (`int`): seed of that subset.
+
+        Embeddings are re-normalised to unit L2 norm and stored as float32 columns of the corpus.
+        """
+        import datasets
+
+        if corpus is None:
+            corpus_ds = None
+        elif isinstance(corpus, datasets.Dataset):
+            corpus_ds = corpus.flatten_indices() if corpus._indices is not None else corpus
+        elif isinstance(corpus, dict):
+            corpus_ds = datasets.Dataset.from_dict(corpus)
+        else:
+            raise TypeError(f"`corpus` must be a datasets.Dataset, a dict of columns or None; got {type(corpus).__name__}.")
+
+        given = {"time_series": ts_embeddings, "text": text_embeddings}
+        vectors: dict[str, np.ndarray] = {}
+        for modality, column in MODALITIES.items():
+            array = given[modality]
+            if array is None and corpus_ds is not None and column in corpus_ds.column_names:
+                array = _column_to_numpy(corpus_ds, column)
+            if array is not None:
+                vectors[modality] = _l2_normalize(array, f"{modality} embeddings")
+        if not vectors:
+            raise ValueError(
+                "No embeddings to index: pass `ts_embeddings` and/or `text_embeddings`, or a corpus with "
+                f"`{TS_EMBEDDING_COLUMN}` / `{TEXT_EMBEDDING_COLUMN}` columns."
+            )
+        sizes = {m: v.shape[0] for m, v in vectors.items()}
+        num_rows = next(iter(sizes.values()))
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"Time-series and text embeddings must describe the same items; got counts {sizes}.")
+        if corpus_ds is None:
+            corpus_ds = datasets.Dataset.from_dict({id_column: [str(i) for i in range(num_rows)]})
+        if len(corpus_ds) != num_rows:
+            raise ValueError(f"The corpus has {len(corpus_ds)} rows but the embeddings have {num_rows}; pass one row per vector.")
+
+        corpus_ds = corpus_ds.remove_columns([MODALITIES[m] for m in vectors if MODALITIES[m] in corpus_ds.column_names])
+        corpus_ds = _append_embedding_columns(corpus_ds, {MODALITIES[m]: v for m, v in vectors.items()})
+
+        indexes = {
+            modality: _make_faiss_index(v, index_factory, train_size=train_size, seed=seed, name=modality)
+            for modality, v in vectors.items()
+        }
+        index = cls(corpus_ds, indexes, index_factory=index_factory, model=model, id_column=id_column)
+        index.set_search_parameters(nprobe=nprobe, ef_search=ef_search)
+        return index
+
+    @classmethod
+    def build(
+        cls,
+        dataset,
+        model,
+        *,
+        batch_size: int = 64,
+        show_progress_bar: bool = True,
+        text_column: str | None = "text",
+        values_column: str | None = "past_values",
+        index_factory: str | None = None,
+        id_column: str = "id",
+        **index_kwargs,
+    ) -> "TraceRetrievalIndex":
+        """Encode a dataset with `model` and index it.
+
+        Args:
+            dataset (`datasets.Dataset`): the corpus, in the shared TRACE schema (`id`, `label`,
+                `text`, `past_values` of shape (length, channels) with NaN = missing, ...).
+            model: an object with `encode_time_series(series, batch_size=, show_progress_bar=,
+                convert_to_numpy=True)` and `encode_text(texts, ...)` returning L2-normalised float32
+                arrays `(N, d)` — `TraceModel` provides both.
+            batch_size (`int`): items per forward pass.
+            show_progress_bar (`bool`): tqdm bars while encoding.
+            text_column (`str` or `None`): texts to embed; `None` = no text index.
+            values_column (`str` or `None`): series to embed; `None` = no time-series index.
+            index_factory (`str`, *optional*): FAISS factory string, see `from_embeddings`.
+            id_column (`str`): the id column.
+            **index_kwargs: `nprobe`, `ef_search`, `train_size`, `seed` of `from_embeddings`.
+        """
+        ts_embeddings = text_embeddings = None
+        for column in (text_column, values_column):
+            if column is not None and column not in dataset.column_names:
+                raise ValueError(
+                    f"Column {column!r} is not in the dataset (columns: {dataset.column_names}); pass the right "
+                    "`text_column` / `values_column`, or None to skip that modality."
+                )
+        if values_column is not None:
+            series = _series_list(dataset, values_column)
+            ts_embeddings = model.encode_time_series(
+                series, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
+            )
+        if text_column is not None:
+            texts = ["" if t is None else str(t) for t in dataset[text_column]]
+            text_embeddings = model.encode_text(
+                texts, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
+            )
+        return cls.from_embeddings(
+            ts_embeddings,
+            text_embeddings,
+            corpus=dataset,
+            index_factory=index_factory,
+            model=model,
+            id_column=id_column,
+            **index_kwargs,
+        )
+
+    # ---------------------------------------------------------------- properties
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def __repr__(self) -> str:
+        dims = {m: idx.d for m, idx in self.indexes.items()}
+        return f"TraceRetrievalIndex(num_rows={len(self)}, dims={dims}, index_factory={self.index_factory!r})"
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension (the same for both modalities)."""
+        return next(iter(self.indexes.values())).d
+
+    def embeddings(self, modality: str = "time_series", rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """The stored unit-norm embeddings `(len(rows), d)` of `modality` (all rows by default).
+
+        Retrieval-augmented forecasting uses this to fetch `[h_ts ; z_txt]` of the retrieved pairs.
+        """
+        column = MODALITIES[self._check_modality(modality)]
+        subset = self.corpus if rows is None else self.corpus.select(np.asarray(rows, dtype=np.int64).tolist())
+        return _column_to_numpy(subset, column)
+
+    def set_search_parameters(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Set IVF `nprobe` and/or HNSW `efSearch` on every index (recall/speed trade-off)."""
+        import faiss
+
+        for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+            if value is None:
+                continue
+            for modality, index in self.indexes.items():
+                try:
+                    faiss.ParameterSpace().set_index_parameter(index, name, int(value))
+                except RuntimeError as err:
+                    raise ValueError(
+                        f"The {modality} index ({self.index_factory or 'Flat'}) has no `{name}` parameter; "
+                        f"`nprobe` applies to IVF indexes and `ef_search` to HNSW ones."
+                    ) from err
+
+    def _check_modality(self, modality: str) -> str:
+        if modality not in MODALITIES:
+            raise ValueError(f"Unknown modality {modality!r}; expected 'time_series' or 'text'.")
+        if modality not in self.indexes:
+            raise ValueError(
+                f"This index has no {modality} embeddings (it has {list(self.indexes)}); build it with "
+                f"{'`values_column`' if modality == 'time_series' else '`text_column`'} set, or pass them to from_embeddings."
+            )
+        return modality
+
+    # ---------------------------------------------------------------- search
+
+    def search(
+        self,
+        query_embeddings: np.ndarray,
+        k: int = 10,
+        *,
+        target: str = "time_series",
+        exclude: ExcludeSpec = None,
+        batch_size: int = 1024,
+        return_rows: bool = True,
+        columns: Sequence[str] | None = None,
+    ) -> RetrievalResults:
+        """Search the `target` index with query embeddings (any modality; cosine similarity).
+
+        Args:
+            query_embeddings (`np.ndarray` of shape `(num_queries, d)`): re-normalised to unit norm.
+            k (`int`): results per query.
+            target (`str`): `"time_series"` or `"text"` — which side of the corpus to search.
+            exclude: items to leave out per query: a list with, per query, an id / a collection of
+                ids / None; a boolean `(num_queries, corpus_size)` matrix (True = leave out); or a
+                callable `f(query_position, candidate_rows) -> bool array` (True = leave out), e.g.
+                to drop windows overlapping the query.
+            batch_size (`int`): queries per FAISS call.
+            return_rows (`bool`): also return the corpus rows of the hits.
+            columns (`list[str]`, *optional*): corpus columns in the rows (default: all but the
+                embeddings, `past_values` and `future_values`).
+        """
+        target = self._check_modality(target)
+        index = self.indexes[target]
+        queries = _l2_normalize(query_embeddings, "query_embeddings")
+        if queries.shape[1] != index.d:
+            raise ValueError(f"Query embeddings have dimension {queries.shape[1]} but the {target} index has {index.d}.")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}.")
+        exclusion = _Exclusion(exclude, len(queries), len(self), self._id_to_rows)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        indices = np.full((len(queries), k), -1, dtype=np.int64)
+        for start in range(0, len(queries), batch_size):
+            positions = np.arange(start, min(start + batch_size, len(queries)))
+            self._search_batch(index, queries, positions, k, exclusion, scores, indices)
+        return self._results(scores, indices, return_rows, columns)
+
+    def _search_batch(self, index, queries, positions, k, exclusion: _Exclusion, scores, indices) -> None:
+        ntotal = index.ntotal
+        if not exclusion.active:
+            s, i = index.search(queries[positions], min(k, ntotal))
+            s = np.where(i >= 0, s, -np.inf)
+            scores[positions, : s.shape[1]] = s
+            indices[positions, : i.shape[1]] = i
+            return
+        extra = exclusion.max_excluded(positions)
+        fetch = min(ntotal, k + (extra if extra is not None else k))
+        pending = positions
+        while pending.size:
+            s, i = index.search(queries[pending], fetch)
+            retry = []
+            for row, position in enumerate(pending):
+                candidates = i[row]
+                found = candidates >= 0
+                keep = found.copy()
+                keep[found] = ~exclusion.mask(int(position), candidates[found])
+                chosen = np.flatnonzero(keep)[:k]
+                # A full fetch that still lacks k survivors may hide more candidates further down.
+                if chosen.size < k and fetch < ntotal and found.all():
+                    retry.append(position)
+                    continue
+                scores[position, : chosen.size] = s[row, chosen]
+                indices[position, : chosen.size] = candidates[chosen]
+            pending = np.asarray(retry, dtype=np.int64)
+            fetch = min(ntotal, fetch * 2)
+
+    def search_by_text(
+        self,
+        texts: Sequence[str] | str | np.ndarray | None = None,
+        k: int = 10,
+        *,
+        query_embeddings: np.ndarray | None = None,
+        exclude: ExcludeSpec = None,
+        batch_size: int = 64,
+        show_progress_bar: bool = False,
+        model=None,
+        **search_kwargs,
+    ) -> RetrievalResults:
+        """Text -> TS: find the time series that match each text.
+
+        Args:
+            texts (`list[str]` or `str`): query texts, encoded with `model` (or the index's model).
+                A float array is taken as text embeddings.
+            k (`int`): results per query.
+            query_embeddings (`np.ndarray`, *optional*): text embeddings instead of `texts`.
+            exclude: see `search`.
+            batch_size, show_progress_bar: encoding options.
+            model (*optional*): encoder to use instead of the index's.
+            **search_kwargs: `return_rows`, `columns`, `batch_size` of `search` (as `search_batch_size`).
+        """
+        if isinstance(texts, np.ndarray) and texts.dtype.kind == "f":
+            query_embeddings, texts = texts, None
+        embeddings = self._query_embeddings(
+            "text", texts, query_embeddings, model, batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
+        return self._search_kw(embeddings, k, "time_series", exclude, search_kwargs)
+
+    def search_by_time_series(
+        self,
+        series=None,
+        k: int = 10,
+        *,
+        target: str = "time_series",
+        query_embeddings: np.ndarray | None = None,
+        exclude: ExcludeSpec = None,
+        batch_size: int = 64,
+        show_progress_bar: bool = False,
+        model=None,
+        **search_kwargs,
+    ) -> RetrievalResults:
+        """TS -> TS (`target="time_series"`) or TS -> Text (`target="text"`).
+
+        Args:
+            series: query series, an array `(num_queries, length, channels)` or a list of
+                `(length_i, channels)` arrays (NaN = missing), encoded with the model.
+            k (`int`): results per query.
+            target (`str`): `"time_series"` for similar series, `"text"` for matching texts.
+            query_embeddings (`np.ndarray`, *optional*): time-series embeddings instead of `series`.
+            exclude: see `search` — e.g. `exclude=[[qid] for qid in query_ids]` drops each query
+                from its own TS -> TS results.
+            batch_size, show_progress_bar: encoding options.
+            model (*optional*): encoder to use instead of the index's.
+            **search_kwargs: `return_rows`, `columns`, `search_batch_size`.
+        """
+        embeddings = self._query_embeddings(
+            "time_series", series, query_embeddings, model, batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
+        return self._search_kw(embeddings, k, target, exclude, search_kwargs)
+
+    def _search_kw(self, embeddings, k, target, exclude, search_kwargs) -> RetrievalResults:
+        unknown = set(search_kwargs) - {"return_rows", "columns", "search_batch_size"}
+        if unknown:
+            raise TypeError(f"Unexpected arguments {sorted(unknown)}; accepted: return_rows, columns, search_batch_size.")
+        if "search_batch_size" in search_kwargs:
+            search_kwargs["batch_size"] = search_kwargs.pop("search_batch_size")
+        return self.search(embeddings, k, target=target, exclude=exclude, **search_kwargs)
+
+    def _query_embeddings(self, modality, raw, embeddings, model, **encode_kwargs) -> np.ndarray:
+        if (raw is None) == (embeddings is None):
+            what = "texts" if modality == "text" else "series"
+            raise ValueError(f"Pass exactly one of `{what}` and `query_embeddings`.")
+        if embeddings is not None:
+            return np.asarray(embeddings, dtype=np.float32)
+        model = model if model is not None else self.model
+        if model is None:
+            raise ValueError(
+                "Raw queries need an encoder: pass `model=` (e.g. a TraceModel) here or when building/loading "
+                "the index, or pass `query_embeddings`."
+            )
+        if modality == "text":
+            texts = [raw] if isinstance(raw, str) else list(raw)
+            return model.encode_text(texts, convert_to_numpy=True, **encode_kwargs)
+        return model.encode_time_series(raw, convert_to_numpy=True, **encode_kwargs)
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, directory: str) -> None:
+        """Write the corpus (`save_to_disk`), one FAISS file per modality and a JSON manifest.
+
+        The manifest records the format version, factory string, row count, and per index its
+        file, sha256, vector count and dimension, so that `load` can detect truncated, swapped or
+        stale files.
+        """
+        import faiss
+
+        os.makedirs(directory, exist_ok=True)
+        self.corpus.save_to_disk(os.path.join(directory, CORPUS_DIR))
+        manifest = {
+            "format_version": INDEX_FORMAT_VERSION,
+            "index_factory": self.index_factory,
+            "metric": "inner_product",
+            "num_rows": len(self.corpus),
+            "id_column": self.id_column,
+            "indexes": {},
+        }
+        for modality, index in self.indexes.items():
+            path = os.path.join(directory, INDEX_FILES[modality])
+            faiss.write_index(index, path)
+            manifest["indexes"][modality] = {
+                "file": INDEX_FILES[modality],
+                "embedding_column": MODALITIES[modality],
+                "sha256": sha256_file(path),
+                "num_bytes": os.path.getsize(path),
+                "num_vectors": int(index.ntotal),
+                "dim": int(index.d),
+            }
+        with open(os.path.join(directory, MANIFEST_NAME), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+
+    @classmethod
+    def load(cls, directory: str, *, model=None, keep_in_memory: bool = False, verify: bool = True) -> "TraceRetrievalIndex":
+        """Load an index written by `save`, checking its integrity.
+
+        Args:
+            directory (`str`): the folder given to `save`.
+            model (*optional*): encoder for raw queries.
+            keep_in_memory (`bool`): load the corpus into memory instead of memory-mapping it.
+            verify (`bool`): check each index file's size and sha256 against the manifest.
+
+        Raises:
+            RetrievalIndexIntegrityError: a missing, truncated or modified index file, an index whose
+                vector count or dimension differs from the manifest, or a corpus whose row count differs.
+        """
+        import datasets
+        import faiss
+
+        manifest_path = os.path.join(directory, MANIFEST_NAME)
+        if not os.path.isfile(manifest_path):
+            raise RetrievalIndexIntegrityError(
+                f"{manifest_path} not found: {directory!r} is not a saved TraceRetrievalIndex (expected "
+                f"{MANIFEST_NAME}, {CORPUS_DIR}/ and the .faiss files written by TraceRetrievalIndex.save)."
+            )
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        version = manifest.get("format_version")
+        if version != INDEX_FORMAT_VERSION:
+            raise RetrievalIndexIntegrityError(
+                f"{manifest_path} has format_version {version!r}; this version of modeling_trace reads "
+                f"{INDEX_FORMAT_VERSION}. Rebuild the index with TraceRetrievalIndex.build and save it again."
+            )
+        rebuild = "Rebuild it (TraceRetrievalIndex.build / from_embeddings) and save it again, or restore the original file."
+        corpus_path = os.path.join(directory, CORPUS_DIR)
+        try:
+            corpus = datasets.load_from_disk(corpus_path, keep_in_memory=keep_in_memory)
+        except FileNotFoundError as err:
+            raise RetrievalIndexIntegrityError(f"The corpus folder {corpus_path} is missing or unreadable. {rebuild}") from err
+        if len(corpus) != manifest["num_rows"]:
+            raise RetrievalIndexIntegrityError(
+                f"The corpus in {corpus_path} has {len(corpus)} rows but the manifest {manifest_path} records "
+                f"{manifest['num_rows']}: the corpus and the index files come from different saves. {rebuild}"
+            )
+        indexes = {}
+        for modality, entry in manifest["indexes"].items():
+            path = os.path.join(directory, entry["file"])
+            if not os.path.isfile(path):
+                raise RetrievalIndexIntegrityError(f"The {modality} index file {path} is missing. {rebuild}")
+            if verify:
+                size = os.path.getsize(path)
+                if size != entry["num_bytes"]:
+                    raise RetrievalIndexIntegrityError(
+                        f"The {modality} index file {path} is {size} bytes but the manifest records "
+                        f"{entry['num_bytes']}: it is truncated or was replaced. {rebuild}"
+                    )
+                digest = sha256_file(path)
+                if digest != entry["sha256"]:
+                    raise RetrievalIndexIntegrityError(
+                        f"The {modality} index file {path} has sha256 {digest} but the manifest records "
+                        f"{entry['sha256']}: the file is corrupted or was modified. {rebuild}"
+                    )
+            try:
+                index = faiss.read_index(path)
+            except RuntimeError as err:
+                raise RetrievalIndexIntegrityError(f"FAISS cannot read the {modality} index file {path} ({err}). {rebuild}") from err
+            if index.ntotal != entry["num_vectors"] or index.d != entry["dim"]:
+                raise RetrievalIndexIntegrityError(
+                    f"The {modality} index file {path} holds {index.ntotal} vectors of dimension {index.d}, but the "
+                    f"manifest records {entry['num_vectors']} of dimension {entry['dim']}. {rebuild}"
+                )
+            if index.ntotal != len(corpus):
+                raise RetrievalIndexIntegrityError(
+                    f"The {modality} index file {path} holds {index.ntotal} vectors but the corpus {corpus_path} has "
+                    f"{len(corpus)} rows; each corpus row needs exactly one vector. {rebuild}"
+                )
+            indexes[modality] = index
+        return cls(
+            corpus,
+            indexes,
+            index_factory=manifest.get("index_factory"),
+            model=model,
+            id_column=manifest.get("id_column", "id"),
+        )
+
+
+def _make_faiss_index(vectors: np.ndarray, factory: str | None, *, train_size: int | None, seed: int, name: str):
+    import faiss
+
+    dim = vectors.shape[1]
+    if factory is None or factory.strip() in ("", "Flat"):
+        index = faiss.IndexFlatIP(dim)
+    else:
+        try:
+            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as err:
+            raise ValueError(
+                f"FAISS cannot build index_factory={factory!r} for dimension {dim} ({err}). Use a factory string such "
+                "as 'IVF1024,Flat', 'HNSW32' or 'IVF256,PQ16'."
+            ) from err
+    if not index.is_trained:
+        train = vectors
+        if train_size is not None and train_size < len(vectors):
+            rows = np.random.default_rng(seed).choice(len(vectors), size=train_size, replace=False)
+            train = vectors[np.sort(rows)]
+        nlist = getattr(faiss.try_extract_index_ivf(index), "nlist", 0) if _is_ivf(index) else 0
+        if nlist and len(train) < nlist:
+            raise ValueError(
+                f"index_factory={factory!r} has {nlist} IVF lists but only {len(train)} {name} vectors to train them; "
+                f"use fewer lists (about sqrt(N), e.g. 'IVF{max(1, int(np.sqrt(len(vectors))))},Flat') or the exact index."
+            )
+        index.train(train)
+    index.add(vectors)
+    return index
+
+
+def _is_ivf(index) -> bool:
+    import faiss
+
+    try:
+        return faiss.try_extract_index_ivf(index) is not None
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def _append_embedding_columns(corpus, columns: dict[str, np.ndarray]):
+    import datasets
+    import pyarrow as pa
+
+    arrays = {
+        name: pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+        for name, values in columns.items()
+    }
+    embeddings = datasets.Dataset(datasets.table.InMemoryTable(pa.table(arrays)))
+    return datasets.concatenate_datasets([corpus, embeddings], axis=1)

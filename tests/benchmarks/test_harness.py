@@ -1,0 +1,74 @@
+"""The leakage assertion every benchmark runs (`benchmarks/harness.py`), on constructed windows."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from datasets import Dataset
+
+from benchmarks.harness import (
+    LeakageError,
+    assert_disjoint_ids,
+    assert_no_temporal_leakage,
+    check_intervals,
+    window_intervals,
+)
+
+T = pd.Timestamp
+
+
+def rows(starts, length, horizon=0, freq="1D", series="s"):
+    return Dataset.from_dict(
+        {
+            "id": [f"{series}/{s}" for s in starts],
+            "start_timestamp": [f"{s}T00:00:00Z" for s in starts],
+            "freq": [freq] * len(starts),
+            "past_values": [[[0.0]] * length for _ in starts],
+            "future_values": [[[0.0]] * horizon for _ in starts],
+            "series_id": [series] * len(starts),
+        }
+    )
+
+
+def test_intervals_include_the_horizon_and_handle_month_steps():
+    (group, start, end), = window_intervals(rows(["2020-01-01"], 3, 2))
+    assert (group, start, end) == ("s", T("2020-01-01", tz="UTC"), T("2020-01-06", tz="UTC"))
+    (_, _, end), = window_intervals(rows(["2020-01-01"], 3, 2), include_future=False)
+    assert end == T("2020-01-04", tz="UTC")
+    (_, _, end), = window_intervals(rows(["2020-01-01"], 2, 0, freq="1MS"))
+    assert end == T("2020-03-01", tz="UTC")
+
+
+def test_adjacent_windows_pass():
+    # train covers days 1-5 (past 3 + future 2), test starts on day 6: touching, not overlapping
+    summary = assert_no_temporal_leakage(rows(["2020-01-01"], 3, 2), rows(["2020-01-06", "2020-01-09"], 3, 2))
+    assert summary == {"groups": 1, "train_windows": 1, "test_windows": 2}
+
+
+def test_overlapping_future_is_caught():
+    with pytest.raises(LeakageError, match="overlaps"):
+        assert_no_temporal_leakage(rows(["2020-01-01"], 3, 2), rows(["2020-01-05"], 3, 2))
+    # without the horizon the same windows do not overlap
+    assert_no_temporal_leakage(rows(["2020-01-01"], 3, 2), rows(["2020-01-05"], 3, 2), include_future=False)
+
+
+def test_test_window_before_training_is_not_chronological():
+    with pytest.raises(LeakageError, match="not chronological"):
+        assert_no_temporal_leakage(rows(["2020-03-01"], 3), rows(["2020-01-01"], 3))
+
+
+def test_groups_are_independent_and_overlap_inside_a_long_window():
+    train = [("a", T("2020-01-01"), T("2020-07-01"))]  # a 180-day window
+    check_intervals(train, [("b", T("2020-02-01"), T("2020-02-08"))])  # other station: no constraint
+    with pytest.raises(LeakageError):
+        check_intervals(train, [("a", T("2020-02-01"), T("2020-02-08"))])
+
+
+def test_rows_without_time_and_shared_ids():
+    no_time = rows(["2020-01-01"], 3).map(lambda r: {"start_timestamp": ""})
+    with pytest.raises(ValueError, match="time extent is unknown"):
+        window_intervals(no_time)
+    assert_disjoint_ids(rows(["2020-01-01"], 3), rows(["2020-01-02"], 3))
+    with pytest.raises(LeakageError, match="in both splits"):
+        assert_disjoint_ids(rows(["2020-01-01"], 3), rows(["2020-01-01"], 3))

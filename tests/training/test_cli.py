@@ -1,0 +1,181 @@
+"""The `trace` command: every subcommand's happy path at tiny sizes, and bad input ending with a one-line error."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from trace_training.cli import main
+
+RECIPES = "configuration/recipes"
+TINY_RUN = ["--max_samples", "32", "--max_steps", "2", "--global_batch_size", "16", "--save_steps", "null", "--report_to", "jsonl"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A Time-MMD retrieval dataset built by `trace build-dataset`, and a model aligned on it by `trace align`."""
+    from trace_datasets.paths import default_data_dir
+
+    data_dir = default_data_dir()
+    if not data_dir.is_dir():
+        pytest.fail(f"Real data not found at {data_dir}; set TRACE_DATA_DIR to the shared data folder.")
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["build-dataset", "timemmd", "--config", "retrieval", "--domains", "Energy", "Health_US",
+                 "--input-length", "24", "--stride", "24", "--data-dir", str(data_dir), "--output-dir", str(root / "data")]) == 0
+    assert main(["align", "--config", f"{RECIPES}/align-quick.yaml", "--dataset", "disk",
+                 "--dataset_config", json.dumps({"path": str(root / "data")}),
+                 "--model_overrides", "{num_input_channels: 1, channel_names: [OT], context_length: 24}",
+                 "--output_dir", str(root / "align"), *TINY_RUN]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def indexed(workspace):
+    assert main(["index", "--model", str(workspace / "align" / "final"), "--dataset", str(workspace / "data"),
+                 "--split", "test", "--output", str(workspace / "index")]) == 0
+    return workspace
+
+
+def test_build_dataset_and_align_write_a_dataset_and_a_carded_model(workspace):
+    from datasets import load_from_disk
+
+    data = load_from_disk(str(workspace / "data"))
+    assert set(data) >= {"train", "test"} and len(data["test"]) > 0
+    final = workspace / "align" / "final"
+    card = ModelCard.load(final / "README.md")  # written by training/align.py after its final save
+    assert card.data.library_name == "transformers" and "trace" in card.data.tags
+    assert json.loads((final / "config.json").read_text())["auto_map"]
+
+
+def test_pretrain_and_finetune_delegate_and_card_their_folders(tmp_path, data_dir):
+    assert main(["pretrain", "--config", f"{RECIPES}/pretrain-quick.yaml", "--dataset", "ucr",
+                 "--dataset_config", "{name: ItalyPowerDemand}", "--data_dir", str(data_dir),
+                 "--model_overrides", "{num_input_channels: 1, channel_names: null, context_length: 24}",
+                 "--output_dir", str(tmp_path / "pre"), *TINY_RUN]) == 0
+    assert ModelCard.load(tmp_path / "pre" / "final" / "README.md").data.pipeline_tag == "feature-extraction"
+    assert main(["finetune", "--config", f"{RECIPES}/finetune-quick.yaml", "--data_dir", str(data_dir),
+                 "--max_eval_samples", "32", "--output_dir", str(tmp_path / "ft"), *TINY_RUN[:6]]) == 0
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    for folder in ("adapter", "final"):
+        _, results = model_index_to_eval_results(ModelCard.load(tmp_path / "ft" / folder / "README.md").data.to_dict()["model-index"])
+        reported = {r.metric_type: r.metric_value for r in results}
+        assert reported["accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+def test_search_by_text_and_by_csv_prints_a_table_and_plots(indexed, tmp_path, capsys):
+    model, index = str(indexed / "align" / "final"), str(indexed / "index")
+    code, out, err = run(capsys, "search", "--model", model, "--index", index, "--text", "influenza cases rising", "-k", "3")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("Text->TS") and "score" in lines[1]
+    assert len(lines) == 3 + 3  # title, header, rule, 3 hits
+    scores = [float(line.split()[1]) for line in lines[3:]]
+    assert scores == sorted(scores, reverse=True)
+
+    csv = tmp_path / "series.csv"
+    pd.DataFrame({"date": pd.date_range("2020-01-01", periods=24, freq="W").astype(str),
+                  "OT": np.sin(np.arange(24) / 3.0)}).to_csv(csv, index=False)
+    code, out, err = run(capsys, "search", "--model", model, "--index", index, "--csv", str(csv), "--target", "text",
+                         "-k", "2", "--plot", str(tmp_path / "hits.png"))
+    assert code == 0, err
+    assert out.startswith("TS->Text") and "Figure:" in out
+    with Image.open(tmp_path / "hits.png") as image:
+        image.verify()
+
+
+def test_evaluate_reports_trace_and_baselines(indexed, tmp_path, capsys):
+    code, out, err = run(capsys, "evaluate", "--model", str(indexed / "align" / "final"), "--index", str(indexed / "index"),
+                         "--output", str(tmp_path / "metrics.json"))
+    assert code == 0, err
+    assert "| TS→TS | Euclidean (raw) |" in out and "| Text→TS | random |" in out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    value = metrics["trace"]["text_to_ts_label_mrr@10"]
+    assert 0.0 <= value <= 1.0 and f"{value:.3f}" in out
+
+
+def test_push_checks_then_uploads(indexed, monkeypatch, capsys, tmp_path):
+    import shutil
+
+    import huggingface_hub
+
+    uploads = []
+
+    class RecordingHfApi:  # stand-in for the Hub (the one place a stand-in is acceptable: tests cannot reach it)
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            uploads.append((repo_id, folder_path))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingHfApi)
+    final = indexed / "align" / "final"
+    code, out, err = run(capsys, "push", str(final), "me/trace-cli")
+    assert code == 0, err
+    assert uploads == [("me/trace-cli", str(final))]
+    copy = tmp_path / "no_card"
+    shutil.copytree(final, copy)
+    (copy / "README.md").unlink()
+    code, out, err = run(capsys, "push", str(copy), "me/trace-cli")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "README.md" in err
+    assert len(uploads) == 1
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ({"temperature": [1.0, 2.0]}, "does not know"),  # unknown channel name
+        ({"OT": ["a", "b"]}, "not numeric"),
+        ({"date": ["2020-01-01"]}, "no channel columns"),
+    ],
+)
+def test_bad_csv_gives_one_line_error(indexed, tmp_path, capsys, columns, message):
+    csv = tmp_path / "bad.csv"
+    pd.DataFrame(columns).to_csv(csv, index=False)
+    code, out, err = run(capsys, "search", "--model", str(indexed / "align" / "final"), "--index", str(indexed / "index"), "--csv", str(csv))
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_missing_files_and_bad_flags(indexed, tmp_path, capsys):
+    model, index = str(indexed / "align" / "final"), str(indexed / "index")
+    code, _, err = run(capsys, "search", "--model", model, "--index", index, "--csv", str(tmp_path / "nope.csv"))
+    assert code == 1 and "does not exist" in err
+    code, _, err = run(capsys, "index", "--model", str(tmp_path / "nope"), "--dataset", str(indexed / "data"), "--output", str(tmp_path / "i"))
+    assert code == 1 and "not a folder" in err
+    code, _, err = run(capsys, "index", "--model", model, "--dataset", str(indexed / "data"), "--split", "bogus", "--output", str(tmp_path / "i"))
+    assert code == 1 and "available" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--model", model, "--index", index, "--text", "x", "--bogus-flag"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--bogus-flag" in err
+    # a recipe value out of range is caught by the delegated script's validation: one line, exit 1
+    code, _, err = run(capsys, "pretrain", "--config", f"{RECIPES}/pretrain-quick.yaml", "--learning_rate", "-1")
+    assert code == 1 and "learning_rate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_errors_have_no_traceback_unless_debug(tmp_path):
+    command = [sys.executable, "-m", "trace_training.cli", "search", "--model", str(tmp_path / "m"), "--index", "i", "--text", "x"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "Traceback" not in result.stderr
+    debug = subprocess.run(command[:3] + ["--debug"] + command[3:], capture_output=True, text=True, timeout=120)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    help_text = subprocess.run(command[:3] + ["--help"], capture_output=True, text=True, timeout=120).stdout
+    for name in ("build-dataset", "pretrain", "align", "finetune", "index", "search", "evaluate", "push", "accelerate launch"):
+        assert name in help_text

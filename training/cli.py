@@ -1,0 +1,349 @@
+"""The `trace` command: one entry point for every stage of the TRACE package.
+
+    trace build-dataset noaa --output-dir out/noaa          # datasets_scripts builders (noaa, timemmd, ucr, ett)
+    trace pretrain --config configuration/recipes/pretrain-quick.yaml
+    trace align --config configuration/recipes/align-quick.yaml --model runs/pretrain-quick/final
+    trace finetune --config configuration/recipes/finetune-quick.yaml
+    trace index --model MODEL --dataset out/noaa --split test --output storm_index
+    trace search --model MODEL --index storm_index --text "heavy snow" -k 5 --plot hits.png
+    trace search --model MODEL --index storm_index --csv series.csv --target text
+    trace evaluate --model MODEL --index storm_index
+    trace push MODEL user/trace-tiny-noaa
+
+`pretrain`, `align` and `finetune` run the training scripts in this process (one process). For several processes
+(CPU gloo, GPUs, FSDP) launch the scripts themselves with Accelerate, e.g.
+`accelerate launch --config_file configuration/accelerate/multi_gpu_ddp.yaml -m trace_training.align --config ...`.
+
+Expected errors (missing files, bad CSV columns, unknown channels, invalid values) end with exit status 1 and one line
+on stderr; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+BUILDERS = ("noaa", "timemmd", "ucr", "ett")
+STAGES = ("pretrain", "align", "finetune")
+TIME_COLUMNS = ("date", "time", "timestamp", "datetime")
+
+
+class CliError(Exception):
+    """An expected problem with the user's input; printed as one line, without traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage before its error line; one line (and a pointer to --help) is easier to read.
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _existing_dir(path: str, what: str) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CliError(f"{what} {path!r} is not a folder; give the directory written by {_WRITERS.get(what, 'the package')}.")
+    return folder
+
+
+_WRITERS = {
+    "model": "save_pretrained (e.g. runs/align-quick/final or quickstart_output/model)",
+    "index": "`trace index` (TraceRetrievalIndex.save)",
+    "dataset": "`trace build-dataset ... --output-dir` (save_to_disk)",
+}
+
+
+def load_model(path: str):
+    """A `TraceModel` from a checkpoint folder (must hold the tokenizer for text queries)."""
+    from transformers.utils import logging as transformers_logging
+
+    from modeling_trace.modeling_trace import TraceModel
+
+    # the weight-loading bar would precede every result and error line; the package's own bars stay on
+    transformers_logging.disable_progress_bar()
+    folder = _existing_dir(path, "model")
+    if not (folder / "config.json").is_file():
+        raise CliError(f"Model folder {path!r} has no config.json; give a folder written by save_pretrained.")
+    return TraceModel.from_pretrained(str(folder))
+
+
+def load_split(path: str, split: str):
+    """One split of a saved DatasetDict (or a saved Dataset)."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    folder = _existing_dir(path, "dataset")
+    data = load_from_disk(str(folder))
+    if isinstance(data, DatasetDict):
+        if split not in data:
+            raise CliError(f"Split {split!r} is not in {path}; available: {', '.join(data)}. Pass --split.")
+        return data[split]
+    assert isinstance(data, Dataset)
+    return data
+
+
+def read_series_csv(path: str, model):
+    """A CSV with one column per channel (named as `model.config.channel_names`; an optional date/time column is
+    ignored) -> `(length, channels)` float32 array in model order, NaN = missing / absent channel."""
+    import numpy as np
+    import pandas as pd
+
+    from modeling_trace.processing_trace import TraceFeatureExtractor
+
+    file = Path(path)
+    if not file.is_file():
+        raise CliError(f"CSV file {path!r} does not exist.")
+    try:
+        frame = pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise CliError(f"Cannot read {path} as CSV: {err}") from err
+    frame = frame.drop(columns=[c for c in frame.columns if str(c).strip().lower() in TIME_COLUMNS])
+    names = model.config.channel_names
+    if frame.shape[1] == 0 or len(frame) == 0:
+        raise CliError(f"{path} has no channel columns or no rows; expected columns {names or 'one per channel'} and one row per time step.")
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise CliError(f"Columns {non_numeric} of {path} are not numeric; channel values must be numbers (empty = missing).")
+    if names is None and frame.shape[1] != model.config.num_input_channels:
+        raise CliError(
+            f"{path} has {frame.shape[1]} columns {list(frame.columns)}, the model takes {model.config.num_input_channels} "
+            "unnamed channels in order."
+        )
+    if names is None:
+        frame.columns = [str(i) for i in range(frame.shape[1])]
+        return frame.to_numpy(dtype=np.float32)
+    extractor = TraceFeatureExtractor(
+        context_length=max(len(frame), 1), num_input_channels=len(names), channel_names=list(names)
+    )
+    try:
+        batch = extractor(frame, return_tensors="np", fill_missing_channels=True)
+    except ValueError as err:
+        raise CliError(f"{path}: {err}") from err
+    return np.where(batch["past_observed_mask"][0], batch["past_values"][0], np.nan).astype(np.float32)
+
+
+def _label_name(features, value):
+    label = features.get("label") if features is not None else None
+    if label is not None and hasattr(label, "int2str") and isinstance(value, int) and value >= 0:
+        return label.int2str(value)
+    return value
+
+
+def format_hits(hits, features=None, width: int = 70) -> str:
+    """A plain-text table of one query's hits: rank, score, id, label, text (truncated)."""
+    lines = [f"{'rank':>4}  {'score':>7}  {'id':<28} {'label':<18} text", "-" * (70 + width // 2)]
+    for rank, row in enumerate(hits.rows[0], start=1):
+        text = " ".join(str(row.get("text") or "").split())
+        text = text if len(text) <= width else text[: width - 1] + "…"
+        label = str(_label_name(features, row.get("label", "")))
+        lines.append(f"{rank:>4}  {row['score']:>7.3f}  {str(row.get('id', ''))[:28]:<28} {label[:18]:<18} {text}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Subcommands
+# --------------------------------------------------------------------------------------------------------------
+
+
+def cmd_build_dataset(args) -> int:
+    import importlib
+
+    module = importlib.import_module(f"trace_datasets.{args.source}")
+    module.main(args.args)
+    return 0
+
+
+def cmd_stage(args) -> int:
+    import importlib
+
+    module = importlib.import_module(f"trace_training.{args.command}")
+    module.main(args.args)
+    return 0
+
+
+def cmd_index(args) -> int:
+    from modeling_trace.retrieval import TraceRetrievalIndex
+
+    model = load_model(args.model)
+    dataset = load_split(args.dataset, args.split)
+    if args.max_rows is not None and len(dataset) > args.max_rows:
+        dataset = dataset.select(range(args.max_rows))
+    index = TraceRetrievalIndex.build(
+        dataset, model, batch_size=args.batch_size, show_progress_bar=True, index_factory=args.index_factory
+    )
+    index.save(args.output)
+    print(f"Indexed {len(index)} rows of {args.dataset} [{args.split}] (dim {index.dim}) -> {args.output}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from modeling_trace.retrieval import TraceRetrievalIndex
+
+    if args.k < 1:
+        raise CliError(f"-k must be >= 1, got {args.k}.")
+    model = load_model(args.model)
+    index = TraceRetrievalIndex.load(str(_existing_dir(args.index, "index")), model=model)
+    columns = [c for c in ("id", "text", "label", "past_values", "channel_names") if c in index.corpus.column_names]
+    series = None
+    if args.text is not None:
+        if args.target == "text":
+            raise CliError("--target text with --text would be Text->Text, which TRACE does not index; use --csv for TS->Text.")
+        hits = index.search_by_text([args.text], k=args.k, columns=columns)
+        what = f"Text->TS for {args.text!r}"
+    else:
+        series = read_series_csv(args.csv, model)
+        hits = index.search_by_time_series([series], k=args.k, target=args.target, columns=columns)
+        what = f"TS->{'Text' if args.target == 'text' else 'TS'} for {args.csv} ({series.shape[0]} steps)"
+    print(what)
+    print(format_hits(hits, index.corpus.features))
+    if args.plot:
+        from modeling_trace.plotting import plot_retrieval
+
+        for row in hits.rows[0]:
+            row["label"] = _label_name(index.corpus.features, row.get("label"))
+        if "past_values" not in columns:
+            raise CliError("The index corpus has no past_values column to draw; --plot needs it.")
+        plot_retrieval(series, hits, args.plot, query_text=args.text, channel_names=model.config.channel_names)
+        print(f"Figure: {args.plot}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .quickstart import evaluate, results_table
+    from modeling_trace.retrieval import TraceRetrievalIndex
+
+    model = load_model(args.model)
+    index = TraceRetrievalIndex.load(str(_existing_dir(args.index, "index")), model=model)
+    queries = load_split(args.queries, args.split) if args.queries else None
+    evaluation = evaluate(model, index, queries, k=args.k, seed=args.seed)
+    print(results_table(evaluation))
+    if args.output:
+        Path(args.output).write_text(json.dumps(evaluation, indent=2))
+        print(f"Metrics: {args.output}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from trace_training.hub import push_folder_to_hub
+
+    info = push_folder_to_hub(
+        args.folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.message,
+        repo_type=args.repo_type,
+    )  # fmt: skip
+    print(f"Pushed {args.folder} -> {getattr(info, 'commit_url', None) or args.repo_id}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parser and entry point
+# --------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="trace",
+        description="TRACE: time series <-> text embedding and retrieval. Build datasets, train, index, search, "
+        "evaluate and publish.",
+        epilog="Multi-process training: accelerate launch --config_file configuration/accelerate/<x>.yaml "
+        "training/<stage>.py --config <recipe>. Quickstart: bash scripts/quickstart.sh",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("build-dataset", help="build a dataset in the TRACE schema (delegates to datasets_scripts.<source>)",
+                       description="Build a dataset; every option after the source goes to `python -m trace_datasets.<source>` "
+                       "(see `trace build-dataset <source> --help`).")
+    p.add_argument("source", choices=BUILDERS)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options of the builder, e.g. --output-dir out/noaa")
+    p.set_defaults(func=cmd_build_dataset)
+
+    for stage, text in (("pretrain", "stage 1: masked reconstruction"), ("align", "stage 2: contrastive alignment"),
+                        ("finetune", "task tuning with Trainer / PEFT")):
+        p = sub.add_parser(stage, help=f"{text} (training/{stage}.py, one process)",
+                           description=f"{text}. Runs training/{stage}.py in this process; options go to it (see "
+                           f"`trace {stage} --help`, e.g. --config configuration/recipes/{stage}-quick.yaml). Several "
+                           f"processes: accelerate launch --config_file configuration/accelerate/<x>.yaml training/{stage}.py ...",
+                           add_help=False)
+        p.add_argument("args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("index", help="encode a saved dataset with a model and save a retrieval index")
+    p.add_argument("--model", required=True, help="TRACE checkpoint folder")
+    p.add_argument("--dataset", required=True, help="saved DatasetDict folder (trace build-dataset ... --output-dir)")
+    p.add_argument("--split", default="test", help="split to index (default: test)")
+    p.add_argument("--output", required=True, help="index folder to write")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--index-factory", default=None, help="FAISS factory string, e.g. IVF1024,Flat (default: exact)")
+    p.add_argument("--max-rows", type=int, default=None, help="index only the first N rows")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="top-k of a text or of a series (CSV) in an index",
+                       description="Search an index with a text (Text->TS) or a CSV series (TS->TS, or TS->Text with "
+                       "--target text). The CSV has one column per channel, named as the model's channel_names (absent "
+                       "channels are missing; a date/time column is ignored), one row per step.")
+    p.add_argument("--model", required=True)
+    p.add_argument("--index", required=True)
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="query text (Text->TS)")
+    query.add_argument("--csv", help="query series as CSV")
+    p.add_argument("-k", "--k", type=int, default=5, help="results (default 5)")
+    p.add_argument("--target", choices=("time_series", "text"), default="time_series", help="what to find for a CSV query")
+    p.add_argument("--plot", metavar="OUT.png", help="also draw the query and hits")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("evaluate", help="retrieval metrics of a model + index vs random / Euclidean baselines")
+    p.add_argument("--model", required=True)
+    p.add_argument("--index", required=True)
+    p.add_argument("--queries", default=None, help="saved dataset of queries (default: the index corpus itself)")
+    p.add_argument("--split", default="test")
+    p.add_argument("-k", "--k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--output", default=None, help="write the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("push", help="check a folder (model, processor, adapter, index, dataset) and upload it to the Hub")
+    p.add_argument("folder")
+    p.add_argument("repo_id", help="user/name")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", default=None, help="branch (created if needed)")
+    p.add_argument("--message", default=None, help="commit message")
+    p.add_argument("--repo-type", choices=("model", "dataset"), default="model")
+    p.set_defaults(func=cmd_push)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the `trace` console script; returns the exit status."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = argv[:1] == ["--debug"]
+    rest = argv[1:] if debug else argv
+    # Delegated commands hand everything after them to the script's own parser untouched (argparse's REMAINDER
+    # would swallow or reject leading options such as --config or --help).
+    if rest[:1] and rest[0] in STAGES:
+        args = argparse.Namespace(debug=debug, command=rest[0], args=rest[1:], func=cmd_stage)
+    elif rest[:1] == ["build-dataset"] and len(rest) > 1 and rest[1] in BUILDERS:
+        args = argparse.Namespace(debug=debug, command="build-dataset", source=rest[1], args=rest[2:], func=cmd_build_dataset)
+    else:
+        args = parser.parse_args(argv)
+    if args.debug:
+        return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("trace: interrupted", file=sys.stderr)
+        return 130
+    except (CliError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError, ImportError, OSError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"trace {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,490 @@
+"""Accelerate training loops of TRACE: stage 1 (masked reconstruction) and stage 2 (contrastive alignment).
+
+Both loops share one design, chosen so that runs are reproducible and resumable:
+- data order is fixed by the seed: the epoch-e permutation is `randperm(n, seed + e)`; each micro-step takes
+  the next `per_device_batch * num_processes` indices and process r its r-th slice. A 1-process run with the
+  same global batch sees the same samples in the same step, and a resumed run needs no "skip batches" logic;
+- per-step randomness (patch masks, dropout) is reseeded from (seed, micro-step, rank) before every micro-step,
+  so a resumed run continues exactly where the unbroken run would be;
+- the scheduler is stepped once per optimiser step (it is registered for checkpointing, not `prepare`d,
+  because Accelerate's wrapper would step it `num_processes` times per step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker
+from accelerate.utils import gather_object
+
+from modeling_trace.configuration_trace import TraceConfig
+from modeling_trace.modeling_trace import TraceForPretraining, TraceModel, trace_contrastive_loss
+from modeling_trace.presets import load_preset
+from modeling_trace.data_collator import TraceDataCollator
+
+from .text_cache import text_embedding_batch
+from .distributed import gather_embeddings_for_loss, gather_no_grad
+from .optimization import create_optimizer, create_scheduler
+from .recipes import AlignRecipe, PretrainRecipe, TrainingRecipe, save_recipe
+from .text_cache import build_text_embedding_cache, update_tensor_digest
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Logging
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class JsonlTracker(GeneralTracker):
+    """An Accelerate tracker writing one JSON object per `log` call (works without any tracking package)."""
+
+    name = "jsonl"
+    requires_logging_directory = True
+    main_process_only = True
+
+    def __init__(self, run_name: str, logging_dir: str | os.PathLike):
+        super().__init__()
+        self.path = Path(logging_dir) / "train_log.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.run_name = run_name
+
+    @property
+    def tracker(self):
+        return self.path
+
+    def store_init_configuration(self, values: dict):
+        with open(self.path.parent / "run_config.json", "w") as handle:
+            json.dump(values, handle, indent=2, default=str)
+
+    def log(self, values: dict, step: int | None = None, **kwargs):
+        record = {"step": step, **{k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def read_log(output_dir: str | os.PathLike) -> list[dict]:
+    """The records of `train_log.jsonl` in `output_dir`."""
+    path = Path(output_dir) / "train_log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _trackers(recipe: TrainingRecipe, run_name: str):
+    trackers = []
+    if recipe.report_to == "none":
+        return trackers
+    trackers.append(JsonlTracker(run_name, recipe.output_dir))
+    if recipe.report_to in ("auto", "tensorboard"):
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            if recipe.report_to == "tensorboard":
+                raise ImportError("report_to='tensorboard' needs `pip install tensorboard`; or use report_to='jsonl'.")
+        else:
+            trackers.append("tensorboard")
+    return trackers
+
+
+def _flat_config(recipe: TrainingRecipe) -> dict:
+    # TensorBoard hparams take scalars only.
+    return {
+        k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
+        for k, v in dataclasses.asdict(recipe).items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Set-up shared by both stages
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def resolve_mixed_precision(mixed_precision: str) -> str:
+    """'auto' -> bf16 on a GPU that supports it, else full precision; other values pass through."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def use_cpu_processes() -> bool:
+    """Whether to run on CPU: asked for (`ACCELERATE_USE_CPU`), or several processes launched by torchrun
+    (`accelerate launch --multi_gpu` / a MULTI_GPU config) on a machine without a GPU, which then use gloo.
+
+    accelerate 1.15 starts a single process for `accelerate launch --cpu --num_processes N` (several CPU
+    processes only through mpirun), and treats torchrun-launched processes without CUDA as non-distributed unless
+    told `cpu=True`; this makes `--multi_gpu --num_processes 2` a real 2-process gloo run on a CPU machine.
+    """
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        return True
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def distributed_state():
+    """The process-group state (initialised once per process), created before any data or model is built."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=use_cpu_processes())
+
+
+def build_accelerator(recipe: TrainingRecipe, run_name: str) -> Accelerator:
+    """The `Accelerator` of a recipe: mixed precision, trackers (`report_to`) and `output_dir` as project folder."""
+    from accelerate.utils import ProjectConfiguration
+
+    return Accelerator(
+        cpu=use_cpu_processes(),
+        mixed_precision=resolve_mixed_precision(recipe.mixed_precision),
+        log_with=_trackers(recipe, run_name) or None,
+        project_config=ProjectConfiguration(project_dir=recipe.output_dir, logging_dir=recipe.output_dir),
+    )
+
+
+def is_checkpoint_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a saved model folder (has a `config.json`) rather than a preset name or a JSON file."""
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def build_time_series_config(recipe: TrainingRecipe, **extra) -> TraceConfig:
+    """The encoder config of a recipe: a preset name / JSON path plus `model_overrides` and stage values."""
+    overrides = {**recipe.model_overrides, **extra}
+    return load_preset(recipe.model, **overrides)
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The `checkpoints/step_<k>` folder with the largest k, or None."""
+    folder = Path(output_dir) / "checkpoints"
+    if not folder.is_dir():
+        return None
+    steps = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and (p / "trainer_state.json").is_file()]
+    return max(steps)[1] if steps else None
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the names and bytes of all parameters (to check that every process holds the same weights)."""
+    digest = hashlib.sha256()
+    update_tensor_digest(digest, model.named_parameters())
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass
+class GlobalBatchOrder:
+    """Seeded, process-independent data order: which dataset rows process `rank` reads at micro-step `m`."""
+
+    num_samples: int
+    per_device_batch_size: int
+    num_processes: int
+    rank: int
+    seed: int
+
+    def __post_init__(self):
+        self.global_micro_batch = self.per_device_batch_size * self.num_processes
+        self.micro_steps_per_epoch = self.num_samples // self.global_micro_batch
+        if self.micro_steps_per_epoch == 0:
+            raise ValueError(
+                f"The dataset has {self.num_samples} rows, fewer than one global micro-batch "
+                f"({self.per_device_batch_size} per process x {self.num_processes} processes); use more data or a "
+                "smaller global_batch_size."
+            )
+        self._epoch, self._order = None, None
+
+    def indices(self, micro_step: int) -> list[int]:
+        """Dataset rows of this process at `micro_step` (the epoch's seeded permutation, sliced by rank)."""
+        epoch, position = divmod(micro_step, self.micro_steps_per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            self._epoch, self._order = epoch, torch.randperm(self.num_samples, generator=generator).tolist()
+        start = position * self.global_micro_batch + self.rank * self.per_device_batch_size
+        return self._order[start : start + self.per_device_batch_size]
+
+
+def alignment_loss(model: TraceModel, outputs, channel_text_mask: torch.Tensor | None):
+    """TRACE's dual-level loss over the embeddings of *all* processes (gathered, local shard keeps its graph).
+
+    Returns `(loss, sample_loss, channel_loss)`, equal on every process to the loss of one process holding the
+    combined batch; gradients after DDP averaging equal that process's gradients too (see
+    `gather_embeddings_for_loss`).
+    """
+    config = model.config
+    time_series = gather_embeddings_for_loss(outputs.time_series_embeds.float())
+    text = gather_embeddings_for_loss(outputs.text_embeds.float())
+    channel = channel_text = mask = None
+    if outputs.channel_text_embeds is not None and config.channel_loss_weight > 0:
+        channel = gather_embeddings_for_loss(outputs.channel_embeds.float())
+        channel_text = gather_embeddings_for_loss(outputs.channel_text_embeds.float())
+        if channel_text_mask is None:
+            channel_text_mask = torch.ones(outputs.channel_embeds.shape[:2], dtype=torch.bool, device=channel.device)
+        mask = gather_no_grad(channel_text_mask.bool())
+    return trace_contrastive_loss(
+        time_series,
+        text,
+        model.logit_scale,
+        channel,
+        channel_text,
+        mask,
+        num_hard_negatives=config.num_hard_negatives,
+        channel_loss_weight=config.channel_loss_weight,
+    )
+
+
+def _seed_micro_step(seed: int, micro_step: int, rank: int) -> None:
+    torch.manual_seed((seed * 1_000_003 + micro_step * 1_009 + rank) % (2**63 - 1))
+
+
+def train_loop(
+    recipe: TrainingRecipe,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    num_samples: int,
+    get_batch,
+    compute_loss,
+    run_name: str,
+    resume: bool = False,
+    stop_at_step: int | None = None,
+) -> dict:
+    """The shared loop. `get_batch(indices) -> dict` of CPU tensors, `compute_loss(model, batch) -> (loss, logs)`.
+
+    Returns a summary (`global_step`, `first_loss`, `last_loss`, `seconds`, ...).
+    """
+    from tqdm.auto import tqdm
+
+    num_processes = accelerator.num_processes
+    per_device = recipe.per_device_batch_size(num_processes)
+    order = GlobalBatchOrder(num_samples, per_device, num_processes, accelerator.process_index, recipe.seed)
+    accumulation = recipe.gradient_accumulation_steps
+    steps_per_epoch = max(1, order.micro_steps_per_epoch // accumulation)
+    total_steps, warmup = recipe.schedule(steps_per_epoch)
+
+    optimizer = create_optimizer(
+        model, recipe.learning_rate, recipe.weight_decay, (recipe.adam_beta1, recipe.adam_beta2), recipe.adam_epsilon
+    )
+    scheduler = create_scheduler(optimizer, total_steps, warmup, recipe.min_lr_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    start_step = 0
+    if resume:
+        checkpoint = latest_checkpoint(recipe.output_dir)
+        if checkpoint is None:
+            accelerator.print(f"--resume: no checkpoint in {recipe.output_dir}/checkpoints; starting from step 0.")
+        else:
+            accelerator.load_state(str(checkpoint))
+            start_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+            accelerator.print(f"Resumed from {checkpoint} at step {start_step}.")
+
+    if accelerator.is_main_process:
+        Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, Path(recipe.output_dir) / "recipe.yaml")
+    accelerator.init_trackers(run_name, config=_flat_config(recipe))
+    accelerator.print(
+        f"{run_name}: {num_samples} samples, {num_processes} process(es) x {per_device} per device x {accumulation} "
+        f"accumulation = global batch {recipe.global_batch_size}; {total_steps} steps ({warmup} warmup); "
+        f"mixed precision {accelerator.mixed_precision}."
+    )
+
+    progress = tqdm(total=total_steps, initial=start_step, disable=not accelerator.is_local_main_process, desc=run_name)
+    model.train()
+    first_loss = last_loss = None
+    window_losses, window_logs = [], {}
+    started = time.perf_counter()
+    step = start_step
+    while step < total_steps:
+        step_logs = {}
+        step_loss = torch.zeros((), device=accelerator.device)
+        for micro in range(accumulation):
+            micro_step = step * accumulation + micro
+            _seed_micro_step(recipe.seed, micro_step, accelerator.process_index)
+            batch = {k: v.to(accelerator.device) for k, v in get_batch(order.indices(micro_step)).items()}
+            sync = contextlib.nullcontext() if micro == accumulation - 1 else accelerator.no_sync(model)
+            with sync:
+                with accelerator.autocast():
+                    loss, logs = compute_loss(model, batch)
+                accelerator.backward(loss / accumulation)
+            step_loss += loss.detach().float() / accumulation
+            for key, value in logs.items():
+                step_logs[key] = step_logs.get(key, 0.0) + float(value) / accumulation
+        grad_norm = None
+        if recipe.max_grad_norm is not None:
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        progress.update(1)
+
+        mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
+        if first_loss is None:
+            first_loss = mean_loss
+        last_loss = mean_loss
+        window_losses.append(mean_loss)
+        for key, value in step_logs.items():
+            window_logs.setdefault(key, []).append(value)
+        if step % recipe.logging_steps == 0 or step == total_steps:
+            elapsed = time.perf_counter() - started
+            record = {
+                "loss": sum(window_losses) / len(window_losses),
+                "learning_rate": scheduler.get_last_lr()[0],
+                "samples_per_second": (step - start_step) * recipe.global_batch_size / max(elapsed, 1e-9),
+                **{k: sum(v) / len(v) for k, v in window_logs.items()},
+            }
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm)
+            accelerator.log(record, step=step)
+            progress.set_postfix(loss=f"{record['loss']:.4f}")
+            window_losses, window_logs = [], {}
+        if recipe.save_steps and (step % recipe.save_steps == 0 or step == total_steps):
+            _save_checkpoint(accelerator, recipe, step)
+        if stop_at_step is not None and step >= stop_at_step and step < total_steps:
+            accelerator.print(f"Stopping at step {step} as asked (--stop_at_step); resume with --resume.")
+            break
+    progress.close()
+    seconds = time.perf_counter() - started
+    digests = gather_object([weights_digest(accelerator.unwrap_model(model))])
+    summary = {
+        "run": run_name,
+        "global_step": step,
+        "total_steps": total_steps,
+        "completed": step >= total_steps,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+        "seconds": seconds,
+        "num_processes": num_processes,
+        "weight_digests": digests,
+    }
+    if accelerator.is_main_process:
+        with open(Path(recipe.output_dir) / "summary.json", "w") as handle:
+            json.dump(summary, handle, indent=2)
+    return {"model": model, "summary": summary}
+
+
+def _save_checkpoint(accelerator: Accelerator, recipe: TrainingRecipe, step: int) -> None:
+    folder = Path(recipe.output_dir) / "checkpoints" / f"step_{step:06d}"
+    accelerator.save_state(str(folder))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        if recipe.save_total_limit:
+            kept = sorted(
+                (int(m.group(1)), p)
+                for p in folder.parent.iterdir()
+                if (m := CHECKPOINT_PATTERN.match(p.name))
+            )
+            for _, old in kept[: -recipe.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def save_final(accelerator: Accelerator, model, output_dir: str | os.PathLike, tokenizer=None) -> Path:
+    """`save_pretrained` into `<output_dir>/final` (state dict gathered for FSDP), plus tokenizer/processor files."""
+    folder = Path(output_dir) / "final"
+    unwrapped = accelerator.unwrap_model(model)
+    state_dict = accelerator.get_state_dict(model)
+    unwrapped.save_pretrained(
+        folder, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
+    )
+    if accelerator.is_main_process and tokenizer is not None:
+        try:
+            from modeling_trace.processing_trace import TraceProcessor
+        except ImportError:
+            tokenizer.save_pretrained(folder)
+        else:
+            TraceProcessor.from_model(unwrapped, tokenizer=tokenizer).save_pretrained(folder)
+    accelerator.wait_for_everyone()
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage 1 and stage 2
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_pretraining(recipe: PretrainRecipe, dataset, accelerator: Accelerator | None = None, resume=False, stop_at_step=None):
+    """Masked-reconstruction pretraining of `TraceForPretraining` on a schema dataset; saves `<output_dir>/final`."""
+    accelerator = accelerator or build_accelerator(recipe, "pretrain")
+    torch.manual_seed(recipe.seed)
+    if is_checkpoint_folder(recipe.model):
+        model = TraceForPretraining.from_pretrained(recipe.model, mask_ratio=recipe.mask_ratio, **recipe.model_overrides)
+    else:
+        model = TraceForPretraining(build_time_series_config(recipe, mask_ratio=recipe.mask_ratio))
+    config = model.config
+    collator = TraceDataCollator(config.context_length, config.num_input_channels)
+    columns = dataset.select_columns(["past_values"])
+
+    def get_batch(indices):
+        return collator([columns[i] for i in indices])
+
+    def compute_loss(model, batch):
+        outputs = model(past_values=batch["past_values"], past_observed_mask=batch["past_observed_mask"])
+        return outputs.loss, {}
+
+    result = train_loop(recipe, accelerator, model, len(dataset), get_batch, compute_loss, "pretrain", resume, stop_at_step)
+    if result["summary"]["completed"]:
+        result["final_dir"] = save_final(accelerator, result["model"], recipe.output_dir)
+    accelerator.end_training()  # also destroys the process group: last
+    return result
+
+
+def build_alignment_model(recipe: AlignRecipe) -> TraceModel:
+    """A `TraceModel` from the recipe: the encoder from a stage-1 checkpoint folder or a preset, the text tower from
+    `recipe.text_model` (None = offline all-MiniLM-L6-v2)."""
+    stage_values = dict(num_hard_negatives=recipe.num_hard_negatives, channel_loss_weight=recipe.channel_loss_weight)
+    if is_checkpoint_folder(recipe.model):
+        source = recipe.model
+        overrides = {**recipe.model_overrides, **stage_values}
+    else:
+        source = build_time_series_config(recipe, **stage_values)
+        overrides = {}
+    model = TraceModel.from_time_series_text_pretrained(source, recipe.text_model, **overrides)
+    # The mask token only serves masked reconstruction; frozen here so DDP sees no unused trainable parameter.
+    model.time_series_model.embeddings.mask_token.requires_grad_(False)
+    return model
+
+
+def run_alignment(recipe: AlignRecipe, dataset, accelerator: Accelerator | None = None, resume=False, stop_at_step=None):
+    """Dual-level contrastive alignment of `TraceModel` on rows with a sample text; saves `<output_dir>/final`.
+
+    Texts are encoded once by the frozen tower (main process first, cached on disk), then only cached sentence
+    embeddings enter training.
+    """
+    accelerator = accelerator or build_accelerator(recipe, "align")
+    torch.manual_seed(recipe.seed)
+    model = build_alignment_model(recipe)
+    tokenizer = model.tokenizer
+    config = model.config
+    dataset = dataset.filter(lambda row: bool(str(row["text"] or "").strip()), desc="rows with a sample text")
+    cache_dir = recipe.text_cache_dir or str(Path(recipe.output_dir) / "text_cache")
+    with accelerator.main_process_first():
+        cache, cache_path, cached = build_text_embedding_cache(
+            model, tokenizer, dataset, config.num_input_channels, cache_dir, recipe.text_batch_size
+        )
+    accelerator.print(f"Text embeddings {'loaded from' if cached else 'written to'} {cache_path}.")
+    collator = TraceDataCollator(config.context_length, config.num_input_channels)
+    columns = dataset.select_columns(["past_values"])
+
+    def get_batch(indices):
+        return {**collator([columns[i] for i in indices]), **text_embedding_batch(cache, indices)}
+
+    def compute_loss(model, batch):
+        outputs = model(**batch, return_loss=False)
+        loss, sample_loss, channel_loss = alignment_loss(accelerator.unwrap_model(model), outputs, batch["channel_text_mask"])
+        logs = {"sample_loss": sample_loss.detach()}
+        if channel_loss is not None:
+            logs["channel_loss"] = channel_loss.detach()
+        return loss, logs
+
+    result = train_loop(recipe, accelerator, model, len(dataset), get_batch, compute_loss, "align", resume, stop_at_step)
+    if result["summary"]["completed"]:
+        result["final_dir"] = save_final(accelerator, result["model"], recipe.output_dir, tokenizer)
+    accelerator.end_training()  # also destroys the process group: last
+    return result

@@ -1,0 +1,477 @@
+"""TRACE quickstart: data -> pretraining -> alignment -> index -> evaluation -> Hub-ready folder, on a CPU.
+
+    bash scripts/quickstart.sh                       # set up .venv, then run everything (about 5-10 min, 2 cores)
+    python -m trace_training.quickstart --smoke      # reduced sizes (about a minute)
+    python -m trace_training.quickstart --help
+
+What it does, in `<output-dir>` (default `quickstart_output/`):
+
+1. builds the NOAA storm-event pairs (`trace_datasets.noaa`) and the Time-MMD retrieval windows
+   (`trace_datasets.timemmd`, the domains of `align-quick`) from the data folder, each saved with its dataset
+   card under `data/`, and their union (labels: event types and Time-MMD domains) under `data/combined`;
+2. stage 1, masked reconstruction (`python -m trace_training.pretrain` with `configuration/recipes/pretrain-quick.yaml`) and
+   stage 2, alignment with the frozen all-MiniLM-L6-v2 (`python -m trace_training.align` with `align-quick.yaml`), both on the
+   union's train split with the `trace-tiny` preset (7 channels, 96 steps; Time-MMD's one channel is padded);
+3. indexes the test split (`TraceRetrievalIndex`) and evaluates Text->TS, TS->Text and TS->TS (`RetrievalEvaluator`)
+   against a random ranking and, for TS->TS, a Euclidean scan of z-normalised raw windows;
+4. writes `model/` (config.json with auto_map, model.safetensors, tokenizer and processor files, README.md card whose
+   model-index holds the metrics of `evaluation.json`), `index/`, `retrieval.png`, `training_curves.png`, and
+   prints the results table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from modeling_trace.resources import configuration_dir
+
+MODES = ("text_to_ts", "ts_to_text", "ts_to_ts")
+TABLE_METRICS = (
+    ("label P@1", "label_precision@1"),
+    ("label P@5", "label_precision@5"),
+    ("label MRR@10", "label_mrr@10"),
+    ("modality P@1", "modality_precision@1"),
+    ("modality MRR@10", "modality_mrr@10"),
+)
+logger = logging.getLogger("trace_training.quickstart")
+
+
+@dataclass
+class QuickstartSettings:
+    """Sizes of a quickstart run. `full()` is the documented run; `smoke()` the reduced one the test uses."""
+
+    noaa_resolutions: tuple = ("hourly", "4h", "daily")
+    noaa_non_event_windows: int = 40
+    timemmd_domains: tuple = ("Energy", "Health_US", "Environment", "Climate")
+    # The quick recipes' 60 / 40 steps show the pipeline but leave Text->TS at chance; 300 steps of each over all
+    # training windows (about 1,900) give a retriever well above the baselines in a few CPU minutes.
+    # None = the quick recipe's value.
+    pretrain_max_samples: int | None = 4096
+    pretrain_steps: int | None = 300
+    align_max_samples: int | None = 4096
+    align_steps: int | None = 300
+    batch_size: int | None = None  # None = the recipe's global batch
+    max_test_rows: int | None = None
+    k: int = 10
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def full(cls) -> "QuickstartSettings":
+        return cls()
+
+    @classmethod
+    def smoke(cls) -> "QuickstartSettings":
+        return cls(
+            noaa_resolutions=("hourly",),
+            noaa_non_event_windows=10,
+            timemmd_domains=("Energy", "Health_US"),
+            pretrain_max_samples=64,
+            pretrain_steps=3,
+            align_max_samples=64,
+            align_steps=3,
+            batch_size=16,
+            max_test_rows=120,
+        )
+
+
+class QuickstartError(RuntimeError):
+    """A quickstart step cannot run (no data folder, output folder not ours, ...); the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. Data
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _relabel(dataset, names: list[str]):
+    """Re-encode the ClassLabel `label` of `dataset` into the label list `names` (by label name)."""
+    from datasets import ClassLabel
+
+    old = dataset.features["label"].names
+    mapping = [names.index(name) for name in old]
+    features = dataset.features.copy()
+    features["label"] = ClassLabel(names=names)
+    return dataset.map(
+        lambda batch: {"label": [mapping[i] for i in batch["label"]]}, batched=True, features=features, desc="relabelling"
+    )
+
+
+def _pad_channels(dataset, num_channels: int):
+    """Give every row `num_channels` channels: absent ones are all-NaN (unobserved) with an empty channel text.
+
+    Time-MMD windows are univariate while the model (and NOAA) has 7 channels; `encode_time_series` wants one
+    channel count for all series, and an all-missing channel is never attended to by the encoder.
+    """
+
+    def pad(row):
+        values = np.asarray(row["past_values"], dtype=np.float32).reshape(len(row["past_values"]), -1)
+        missing = num_channels - values.shape[1]
+        if missing <= 0:
+            return row
+        row["past_values"] = np.concatenate([values, np.full((len(values), missing), np.nan, np.float32)], axis=1).tolist()
+        row["channel_names"] = list(row["channel_names"]) + [f"absent_{c}" for c in range(values.shape[1], num_channels)]
+        row["channel_texts"] = list(row["channel_texts"]) + [""] * missing
+        return row
+
+    return dataset.map(pad, desc="padding channels")
+
+
+def build_datasets(out: Path, data_dir, settings: QuickstartSettings, seed: int = 0) -> dict[str, Path]:
+    """Build NOAA pairs and Time-MMD retrieval windows, save each with its card, and their union; return the paths."""
+    import datasets
+
+    from trace_datasets import noaa, timemmd
+    from trace_datasets.common import render_dataset_card, save_dataset_dict
+
+    noaa_dd = noaa.build(
+        data_dir, resolutions=settings.noaa_resolutions, num_non_event_windows=settings.noaa_non_event_windows, seed=seed
+    )
+    # The `align-quick` recipe's Time-MMD options: univariate OT, 48 steps, stride 8, search texts.
+    tmmd_dd = timemmd.build(
+        "retrieval", list(settings.timemmd_domains), data_dir, input_length=48, stride=8, seed=seed
+    )
+    paths = {
+        "noaa": save_dataset_dict(noaa_dd, out / "data" / "noaa", card=noaa.dataset_card(noaa_dd)),
+        "timemmd": save_dataset_dict(tmmd_dd, out / "data" / "timemmd", card=timemmd.dataset_card(tmmd_dd, "retrieval")),
+    }
+    num_channels = len(noaa_dd["train"][0]["channel_names"])
+    names = list(dict.fromkeys(noaa_dd["train"].features["label"].names + tmmd_dd["train"].features["label"].names))
+    combined = datasets.DatasetDict(
+        {
+            split: datasets.concatenate_datasets(
+                [_relabel(noaa_dd[split], names), _pad_channels(_relabel(tmmd_dd[split], names), num_channels)]
+            )
+            for split in ("train", "validation", "test")
+            if split in noaa_dd and split in tmmd_dd
+        }
+    )
+    card = render_dataset_card(
+        combined,
+        pretty_name="TRACE quickstart: NOAA storm events + Time-MMD",
+        source_description=(
+            "The union of the NOAA weather-station/storm-narrative pairs and the Time-MMD retrieval windows "
+            f"({', '.join(settings.timemmd_domains)}), labels = NOAA event types and Time-MMD domains."
+        ),
+        license="other",
+        how_built="Built by `python -m trace_training.quickstart` from `trace_datasets.noaa.build` and "
+        "`trace_datasets.timemmd.build(config='retrieval', input_length=48, stride=8)`; splits are each source's own.",
+    )
+    paths["combined"] = save_dataset_dict(combined, out / "data" / "combined", card=card)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. Training (the training scripts' own `main`, in this process)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _stage_argv(recipe: str, dataset_path: Path, output_dir: Path, max_samples, steps, batch_size, extra=()) -> list[str]:
+    argv = [
+        "--config", str(configuration_dir("recipes") / recipe),
+        "--dataset", "disk",
+        "--dataset_config", json.dumps({"path": str(dataset_path)}),
+        # the trace-tiny preset as is: 7 NOAA channels, 96 steps (the quick recipes' overrides make it univariate)
+        "--model_overrides", "{}",
+        "--output_dir", str(output_dir),
+        "--save_steps", "null",  # no resumable checkpoints in a quickstart: only final/
+        "--report_to", "jsonl",
+    ]  # fmt: skip
+    if max_samples is not None:
+        argv += ["--max_samples", str(max_samples)]
+    if steps is not None:
+        argv += ["--max_steps", str(steps), "--logging_steps", "1"]
+    if batch_size is not None:
+        argv += ["--global_batch_size", str(batch_size)]
+    return argv + list(extra)
+
+
+def train(out: Path, dataset_path: Path, settings: QuickstartSettings) -> dict[str, Path]:
+    """Stage 1 then stage 2 with the quick recipes; returns the run folders."""
+    from . import align, pretrain
+
+    runs = {"pretrain": out / "runs" / "pretrain", "align": out / "runs" / "align"}
+    for run in runs.values():
+        shutil.rmtree(run, ignore_errors=True)  # a fresh run each time (no stale logs or text caches)
+    pretrain.main(
+        _stage_argv("pretrain-quick.yaml", dataset_path, runs["pretrain"], settings.pretrain_max_samples, settings.pretrain_steps, settings.batch_size)
+    )
+    align.main(
+        _stage_argv(
+            "align-quick.yaml", dataset_path, runs["align"], settings.align_max_samples, settings.align_steps,
+            settings.batch_size, extra=["--model", str(runs["pretrain"] / "final")],
+        )
+    )  # fmt: skip
+    for name, run in runs.items():
+        if not (run / "final" / "config.json").is_file():
+            raise QuickstartError(f"The {name} stage wrote no {run / 'final'}; see its output above.")
+    return runs
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 3. Evaluation
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _SearcherIndex:
+    """Lets `RetrievalEvaluator` score a raw-window baseline exactly as it scores the TRACE index (same queries,
+    same exclusions, same metric code): it only adapts the `target` keyword the baselines do not take."""
+
+    def __init__(self, searcher):
+        self.searcher = searcher
+        self.corpus = searcher.corpus
+
+    def _id_values(self):
+        return self.searcher._id_values()
+
+    def search(self, queries, k, *, target, exclude=None, return_rows=False):
+        return self.searcher.search(queries, k, exclude=exclude, return_rows=return_rows)
+
+
+class _RawWindows:
+    """Stands in for the model in the evaluator of the baselines: a 'time-series embedding' is the raw window
+    padded/truncated to the model's context (NaN = missing); texts map to nothing (the random baseline ignores them)."""
+
+    def __init__(self, context_length: int, num_channels: int):
+        self.context_length, self.num_channels = context_length, num_channels
+
+    def encode_time_series(self, series, **kwargs):
+        from modeling_trace.modeling_trace import pad_or_truncate_series
+
+        values, observed = pad_or_truncate_series(series, self.context_length, self.num_channels)
+        return np.where(observed, values, np.nan)
+
+    def encode_text(self, texts, **kwargs):
+        return np.zeros((len(texts), 1), dtype=np.float32)
+
+
+def evaluate(model, index, queries, k: int = 10, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Retrieval metrics of the TRACE index and of the baselines over `queries` (paired with the index corpus by id;
+    `None` = the corpus itself, as the quickstart evaluates the test split against itself).
+
+    Returns `{"trace": {...}, "random": {...}, "euclidean": {...}}` in `RetrievalEvaluator`'s key format.
+    """
+    from modeling_trace.retrieval import EuclideanScanSearcher, RandomSearcher, RetrievalEvaluator
+
+    corpus = index.corpus
+    raw = _RawWindows(model.config.context_length, model.config.num_input_channels)
+    # The index corpus already holds the query rows' embeddings when queries == corpus: no second encoding.
+    trace_queries = index.corpus if queries is None else queries
+    results = {"trace": RetrievalEvaluator(trace_queries, k=k)(index, model=model)}
+    random_index = _SearcherIndex(RandomSearcher(len(corpus), corpus=corpus, seed=seed))
+    raw_queries = corpus.remove_columns([c for c in ("ts_embedding", "text_embedding") if c in corpus.column_names]) if queries is None else queries
+    results["random"] = RetrievalEvaluator(raw_queries, k=k)(random_index, model=raw)
+    windows = raw.encode_time_series([np.asarray(v, dtype=np.float32) for v in corpus.with_format("numpy")["past_values"]])
+    euclid_index = _SearcherIndex(EuclideanScanSearcher(windows, corpus=corpus))
+    results["euclidean"] = RetrievalEvaluator(raw_queries, modes=("ts_to_ts",), k=k)(euclid_index, model=raw)
+    return results
+
+
+def results_table(evaluation: dict[str, dict[str, float]]) -> str:
+    """A Markdown table: one row per (mode, method), the label/modality matching metrics as columns."""
+    methods = {"trace": "TRACE", "random": "random", "euclidean": "Euclidean (raw)"}
+    lines = ["| mode | method | " + " | ".join(name for name, _ in TABLE_METRICS) + " |", "|---|---|" + "---:|" * len(TABLE_METRICS)]
+    for mode in MODES:
+        for method, label in methods.items():
+            metrics = evaluation.get(method, {})
+            if not any(key.startswith(mode + "_") for key in metrics):
+                continue
+            cells = [f"{metrics[f'{mode}_{key}']:.3f}" if f"{mode}_{key}" in metrics else "-" for _, key in TABLE_METRICS]
+            lines.append(f"| {mode.replace('_to_', '→').replace('ts', 'TS').replace('text', 'Text')} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 4. The pipeline
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _prepare_output(out: Path) -> None:
+    marker = out / ".trace_quickstart"
+    if out.exists() and any(out.iterdir()) and not marker.is_file():
+        raise QuickstartError(
+            f"{out} exists, is not empty and was not written by the quickstart; choose another --output-dir."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by python -m trace_training.quickstart\n")
+
+
+def run_quickstart(
+    output_dir: str | Path = "quickstart_output",
+    data_dir: str | Path | None = None,
+    *,
+    smoke: bool = False,
+    settings: QuickstartSettings | None = None,
+    seed: int = 0,
+) -> dict:
+    """Run the whole quickstart (see the module docstring) and return a summary.
+
+    Args:
+        output_dir: where everything is written (created; must be empty or an earlier quickstart's).
+        data_dir: the shared data folder (default `trace_datasets.paths.default_data_dir()`).
+        smoke: reduced sizes (`QuickstartSettings.smoke()`), for tests.
+        settings: explicit sizes (overrides `smoke`).
+        seed: seed of the dataset sampling and the random baseline.
+
+    Returns:
+        `{"evaluation": {method: metrics}, "table": markdown, "paths": {...}, "seconds": {...}}`; the same
+        evaluation is in `<output_dir>/evaluation.json`.
+    """
+    from datasets import load_from_disk
+
+    from trace_datasets.paths import require_data_dir
+
+    from modeling_trace.cards import retrieval_eval_results, write_model_card
+    from modeling_trace.modeling_trace import TraceModel
+    from modeling_trace.plotting import plot_retrieval, plot_training_curves
+    from modeling_trace.retrieval import TraceRetrievalIndex
+
+    settings = settings or (QuickstartSettings.smoke() if smoke else QuickstartSettings.full())
+    out = Path(output_dir).resolve()
+    data_dir = require_data_dir(data_dir)
+    _prepare_output(out)
+    seconds, started = {}, time.perf_counter()
+
+    def lap(name):
+        nonlocal started
+        now = time.perf_counter()
+        seconds[name] = round(now - started, 1)
+        started = now
+        print(f"[quickstart] {name} done in {seconds[name]:.1f} s", flush=True)
+
+    print(f"[quickstart] data from {data_dir}; output in {out}", flush=True)
+    data_paths = build_datasets(out, data_dir, settings, seed)
+    lap("datasets")
+    runs = train(out, data_paths["combined"], settings)
+    lap("training")
+
+    model_dir = out / "model"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.copytree(runs["align"] / "final", model_dir)
+    model = TraceModel.from_pretrained(model_dir)
+    test = load_from_disk(str(data_paths["combined"]))["test"]
+    if settings.max_test_rows is not None and len(test) > settings.max_test_rows:
+        test = test.select(np.linspace(0, len(test) - 1, settings.max_test_rows).round().astype(int).tolist())
+    index = TraceRetrievalIndex.build(test, model, show_progress_bar=False)
+    index.save(str(out / "index"))
+    lap("index")
+    evaluation = evaluate(model, index, None, k=settings.k, seed=seed)
+    table = results_table(evaluation)
+    lap("evaluation")
+
+    eval_name = "TRACE quickstart test split (NOAA storm events + Time-MMD)"
+    recipes = {}
+    import yaml
+
+    for name, run in runs.items():
+        recipes[name] = yaml.safe_load((run / "recipe.yaml").read_text())
+    label_names = test.features["label"].names
+    write_model_card(
+        model_dir,
+        model_name="trace-tiny-quickstart",
+        description=(
+            "A `trace-tiny` TRACE dual encoder (time series <-> text) trained by the package's CPU quickstart on NOAA "
+            "weather-station windows paired with Storm Events narratives and on Time-MMD windows paired with their "
+            "search texts. It demonstrates the pipeline; it is not a strong retriever."
+        ),
+        eval_results=retrieval_eval_results(
+            evaluation["trace"], dataset_name=eval_name, dataset_type="trace-quickstart-noaa-timemmd"
+        ),
+        evaluation_notes=(
+            f"Queries and corpus: the {len(test)} test rows (k={settings.k}); label matching counts a hit when its label "
+            f"(one of {len(label_names)}: NOAA event types and Time-MMD domains) equals the query's, modality matching "
+            "when the query's own pair is found; TS→TS leaves the query out. Baselines from the same run:\n\n"
+            + results_table({k: v for k, v in evaluation.items() if k != "trace"})
+        ),
+        datasets=["noaa-storm-events (trace_datasets.noaa)", "Time-MMD (trace_datasets.timemmd)"],
+        training_description=(
+            "Stage 1: masked patch reconstruction (`configuration/recipes/pretrain-quick.yaml`); stage 2: dual-level "
+            "contrastive alignment with the frozen all-MiniLM-L6-v2 (`align-quick.yaml`), both on CPU with the "
+            "`trace-tiny` preset, run by `python -m trace_training.quickstart`."
+        ),
+        recipes=recipes,
+    )
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+
+    curves = plot_training_curves({name: run for name, run in runs.items()}, out / "training_curves.png", title="TRACE quickstart training")
+    figure = _retrieval_figure(index, test, out / "retrieval.png", label_names)
+    lap("card and figures")
+
+    print("\n" + table + "\n", flush=True)
+    summary = {
+        "evaluation": evaluation,
+        "table": table,
+        "paths": {
+            "model": str(model_dir),
+            "index": str(out / "index"),
+            "evaluation": str(out / "evaluation.json"),
+            "retrieval_png": str(figure),
+            "training_curves_png": str(curves),
+            **{f"data_{k}": str(v) for k, v in data_paths.items()},
+        },
+        "seconds": seconds,
+        "settings": asdict(settings),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(f"[quickstart] total {sum(seconds.values()):.1f} s. Model card: {model_dir / 'README.md'}", flush=True)
+    print(
+        "[quickstart] next: trace search --model {m} --index {i} --text \"heavy snow and strong wind\" --plot hits.png\n"
+        "             trace push {m} <user>/trace-tiny-quickstart".format(m=model_dir, i=out / "index"),
+        flush=True,
+    )
+    return summary
+
+
+def _retrieval_figure(index, test, out: Path, label_names) -> Path:
+    """Text->TS for one NOAA event narrative of the test split: its own series, then the top 4 series found."""
+    from modeling_trace.plotting import plot_retrieval
+
+    sources, labels = test["source"], test["label"]
+    query_row = next(
+        (i for i, (s, l) in enumerate(zip(sources, labels)) if s == "noaa" and label_names[l] not in ("none", "other")),
+        next((i for i, s in enumerate(sources) if s == "noaa"), 0),
+    )
+    row = test[query_row]
+    hits = index.search_by_text([row["text"]], k=4, columns=["id", "text", "label", "past_values", "channel_names"])
+    for hit in hits.rows[0]:
+        hit["label"] = label_names[hit["label"]]
+    plot_retrieval(
+        row["past_values"],
+        hits,
+        out,
+        query_text=row["text"],
+        query_label=f"{label_names[row['label']]}; its own series",
+        channel_names=row["channel_names"],
+        title="Text→TS: a test narrative (its own window in red) and the 4 windows TRACE retrieves (blue)",
+    )
+    return out
+
+
+def main(argv=None) -> int:
+    """Command line of the quickstart (`python -m trace_training.quickstart --help`)."""
+    parser = argparse.ArgumentParser(prog="python -m trace_training.quickstart", description=__doc__.split("\n")[0],
+                                     epilog="Multi-process training: see `trace pretrain --help` (accelerate launch).")
+    parser.add_argument("--output-dir", default="quickstart_output", help="where to write everything (default: quickstart_output/)")
+    parser.add_argument("--data-dir", default=None, help="shared data folder (default: $TRACE_DATA_DIR or ../shared/data)")
+    parser.add_argument("--smoke", action="store_true", help="reduced sizes (about a minute), as the test runs it")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run_quickstart(args.output_dir, args.data_dir, smoke=args.smoke, seed=args.seed)
+    except (QuickstartError, FileNotFoundError, NotADirectoryError) as err:
+        print(f"quickstart: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
