@@ -1,54 +1,53 @@
 """TRACE: multimodal time-series <-> text embedding and retrieval, as a Hugging Face model package.
 
 Importing this package registers model_type "trace" with the transformers Auto classes (see `modeling_trace.auto`).
+Everything else (the retrieval index, RAG, metrics) is imported on first use (PEP 562), so `import modeling_trace`
+costs torch + transformers and no more.
 """
 
-from .configuration_trace import TraceConfig
-from .modeling_trace import (
-    TraceClassificationOutput,
-    TraceForClassification,
-    TraceForecastingOutput,
-    TraceForForecasting,
-    TraceForPretraining,
-    TraceModel,
-    TraceOutput,
-    TracePreTrainedModel,
-    TracePretrainingOutput,
-    TraceTimeSeriesModel,
-    TraceTimeSeriesModelOutput,
-    hard_negative_info_nce,
-    trace_contrastive_loss,
-)
-from .processing_trace import TraceFeatureExtractor, TraceProcessor
-from .modeling_rag import TraceForRetrievalAugmentedForecasting
-from .retrieval import RetrievalEvaluator, TraceRetrievalIndex
-from .metrics import load_metric
+import importlib
+
 from .auto import AutoModelForTimeSeriesClassification, register_auto_classes
 
 register_auto_classes()
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AutoModelForTimeSeriesClassification",
-    "TraceClassificationOutput",
-    "TraceConfig",
-    "TraceFeatureExtractor",
-    "TraceForClassification",
-    "TraceForecastingOutput",
-    "TraceForForecasting",
-    "TraceForPretraining",
-    "TraceForRetrievalAugmentedForecasting",
-    "TraceRetrievalIndex",
-    "RetrievalEvaluator",
-    "load_metric",
-    "TraceModel",
-    "TraceOutput",
-    "TracePreTrainedModel",
-    "TracePretrainingOutput",
-    "TraceProcessor",
-    "TraceTimeSeriesModel",
-    "TraceTimeSeriesModelOutput",
-    "hard_negative_info_nce",
-    "trace_contrastive_loss",
-]
+# public name -> submodule that defines it
+_LAZY = {
+    "TraceConfig": "configuration_trace",
+    "TraceClassificationOutput": "modeling_trace",
+    "TraceForClassification": "modeling_trace",
+    "TraceForecastingOutput": "modeling_trace",
+    "TraceForForecasting": "modeling_trace",
+    "TraceForPretraining": "modeling_trace",
+    "TraceModel": "modeling_trace",
+    "TraceOutput": "modeling_trace",
+    "TracePreTrainedModel": "modeling_trace",
+    "TracePretrainingOutput": "modeling_trace",
+    "TraceTimeSeriesModel": "modeling_trace",
+    "TraceTimeSeriesModelOutput": "modeling_trace",
+    "hard_negative_info_nce": "modeling_trace",
+    "trace_contrastive_loss": "modeling_trace",
+    "TraceFeatureExtractor": "processing_trace",
+    "TraceProcessor": "processing_trace",
+    "TraceForRetrievalAugmentedForecasting": "modeling_rag",
+    "RetrievalEvaluator": "retrieval",
+    "TraceRetrievalIndex": "retrieval",
+    "load_metric": "metrics",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["AutoModelForTimeSeriesClassification", "register_auto_classes", *_LAZY]

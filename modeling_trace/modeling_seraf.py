@@ -56,7 +56,7 @@ from transformers.utils import ModelOutput
 
 from .describe import make_timestamps, seraf_template
 from .modeling_trace import encode_sentences, forecasting_loss, resolve_text_model_path, revin_statistics
-from .retrieval import overlapping_windows
+from .retrieval.results import overlapping_windows
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -129,3 +129,20 @@ def test_the_layer_checker_sees_a_violation(tmp_path):
     planted.write_text("import sys\nsys.path.insert(0, '.')\n\ndef f():\n    from trace_training import loops\n")
     assert [name for _, name, _ in _imports(planted)] == ["sys", "trace_training"]
     assert _edits_sys_path(ast.parse(planted.read_text())) == [2]
+
+
+def test_setup_cfg_lists_every_package():
+    """A subpackage missing from setup.cfg is missing from the wheel (and the wheel then fails to import)."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(REPO_ROOT / "setup.cfg")
+    listed = set(parser["options"]["packages"].split())
+    mapping = dict(line.split(" = ") for line in parser["options"]["package_dir"].strip().splitlines())
+    folder_to_name = {folder: name for name, folder in mapping.items()}
+    found = set()
+    for folder in ("modeling_trace", "datasets_scripts", "training"):
+        for init in (REPO_ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO_ROOT).parts
+            found.add(".".join((folder_to_name.get(parts[0], parts[0]), *parts[1:])))
+    assert found <= listed, f"packages missing from setup.cfg [options] packages: {sorted(found - listed)}"

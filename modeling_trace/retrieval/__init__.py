@@ -1,22 +1,34 @@
 # Copyright 2025 The TRACE package authors. Licensed under the Apache License, Version 2.0.
 """Retrieval over TRACE embeddings, in three parts: the index (`index.py`, the one FAISS index of the package), the
 evaluator (`evaluation.py`) and the raw-series baselines (`baselines.py`), all returning `RetrievalResults`
-(`results.py`)."""
+(`results.py`). Names are imported on first use, so the overlap rule does not pull in the evaluator's metrics.
+"""
 
-from .baselines import DTWSearcher, EuclideanScanSearcher, RandomSearcher, znormalize_windows
-from .evaluation import RetrievalEvaluator
-from .index import RetrievalIndexIntegrityError, TraceRetrievalIndex
-from .results import RetrievalResults, overlapping_windows
+import importlib
+
+_LAZY = {
+    "DTWSearcher": "baselines",
+    "EuclideanScanSearcher": "baselines",
+    "RandomSearcher": "baselines",
+    "znormalize_windows": "baselines",
+    "RetrievalEvaluator": "evaluation",
+    "RetrievalIndexIntegrityError": "index",
+    "TraceRetrievalIndex": "index",
+    "RetrievalResults": "results",
+    "overlapping_windows": "results",
+}
 
 
-__all__ = [
-    "DTWSearcher",
-    "EuclideanScanSearcher",
-    "RandomSearcher",
-    "RetrievalEvaluator",
-    "RetrievalIndexIntegrityError",
-    "RetrievalResults",
-    "TraceRetrievalIndex",
-    "overlapping_windows",
-    "znormalize_windows",
-]
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(_LAZY)
