@@ -10,6 +10,9 @@ every builder's command line the same.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import json
 import logging
 import os
 import shutil
@@ -27,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "finalize",
+    "OUTPUT_MARKER",
+    "OutputDirError",
+    "check_output_dir",
+    "replace_output_dir",
     "save_dataset_dict",
     "render_dataset_card",
     "push_dataset_dict",
@@ -35,9 +42,9 @@ __all__ = [
     "size_category",
 ]
 
-# Files `save_dataset_dict` itself writes; a non-empty output folder holding none of them is not one
-# of ours, and we refuse to replace it (protects e.g. `--output-dir ~` typos).
-_OUR_MARKERS = ("dataset_dict.json", "README.md", "data")
+# The file every folder written through `replace_output_dir` carries (datasets, `trace index` output). Only a folder
+# holding it is ours to replace; any other non-empty folder is refused unless the caller passes overwrite=True.
+OUTPUT_MARKER = ".trace_output.json"
 
 
 def _resolve_label(record: dict, label_names: Sequence[str], name_to_index: Mapping[str, int]) -> int:
@@ -131,62 +138,81 @@ def finalize(
     return datasets.DatasetDict(splits)
 
 
-def _is_replaceable(path: Path) -> bool:
-    if not path.exists():
-        return True
-    if not path.is_dir():
-        return False
-    entries = os.listdir(path)
-    return not entries or any(marker in entries for marker in _OUR_MARKERS)
+class OutputDirError(FileExistsError):
+    """An output folder that the project did not write (or cannot replace); the message says what to do."""
 
 
-def save_dataset_dict(
-    dd: datasets.DatasetDict,
-    out_dir: str | os.PathLike,
-    card: str | None = None,
-    parquet: bool = False,
-) -> Path:
-    """Write `dd` (and its card as ``README.md``) to `out_dir`, all or nothing.
+def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False, what: str = "output", option: str = "--overwrite") -> Path:
+    """The one rule for replacing an output folder; returns its absolute path or raises `OutputDirError`.
 
-    Everything is first written to a temporary sibling folder, which is renamed to `out_dir` only
-    once complete; splits without rows are left out (neither loader accepts them); on any error the temporary folder is removed and `out_dir` is left as it was. An
-    existing `out_dir` written by an earlier build is replaced.
+    Allowed: a path that does not exist, an empty folder, or a folder holding `OUTPUT_MARKER` (written by
+    `replace_output_dir`, i.e. an earlier output of this project). Any other existing folder is refused unless
+    `overwrite` is true; a file, the filesystem root, the home folder and folders holding the current working
+    directory are refused even then.
 
     Args:
-        dd: the dataset to write.
-        out_dir: destination folder.
-        card: dataset card text (see `render_dataset_card`), written as ``README.md``.
-        parquet: write ``data/<split>-00000-of-00001.parquet`` files (loadable with
-            ``datasets.load_dataset(out_dir)``, the layout `push_to_hub` uses) instead of the Arrow
-            layout of ``DatasetDict.save_to_disk`` (loadable with ``datasets.load_from_disk``).
-
-    Returns:
-        The absolute path of `out_dir`.
+        path: the destination folder.
+        overwrite: replace a non-empty folder without the marker (what `option` asks for).
+        what: what is being written, for the message (``"dataset"``, ``"index"``).
+        option: the command-line option that sets `overwrite`, named in the message.
     """
-    out = Path(out_dir).expanduser().resolve()
-    if not _is_replaceable(out):
-        raise FileExistsError(
-            f"Output folder {out} exists, is not empty and does not look like a dataset folder written by "
-            "this project (no dataset_dict.json, README.md or data/). Choose an empty or new --output-dir."
+    out = Path(path).expanduser().resolve()
+    if not out.exists():
+        return out
+    if not out.is_dir():
+        raise OutputDirError(f"Cannot write the {what} to {out}: it is a file, not a folder. Choose a new or empty folder.")
+    entries = os.listdir(out)
+    if not entries or (out / OUTPUT_MARKER).is_file():
+        return out
+    cwd = Path.cwd().resolve()
+    if out == Path(out.anchor) or out == Path.home().resolve() or cwd == out or out in cwd.parents:
+        raise OutputDirError(
+            f"Refusing to replace {out} with the {what}: it is the filesystem root, the home folder or holds the "
+            f"current directory ({cwd}), even with {option}. Choose a new or empty folder."
         )
-    empty = [split for split, ds in dd.items() if len(ds) == 0]
-    if empty:
-        # `load_from_disk` and `load_dataset` both fail on a split with no rows (datasets 5.x).
-        logger.warning("Not writing empty split(s) %s to %s.", empty, out_dir)
-        dd = datasets.DatasetDict({split: ds for split, ds in dd.items() if len(ds)})
+    if overwrite:
+        logger.warning("%s is not an output of this project; replacing it as asked (%s).", out, option)
+        return out
+    shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
+    raise OutputDirError(
+        f"Not writing the {what} to {out}: the folder exists, is not empty ({shown}) and was not written by this "
+        f"project (no {OUTPUT_MARKER}). It would be deleted and replaced. Choose a new or empty folder, or pass "
+        f"{option} to replace it and everything in it."
+    )
+
+
+@contextlib.contextmanager
+def replace_output_dir(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    what: str = "output",
+    option: str = "--overwrite",
+    written_by: str = "trace",
+):
+    """Write a folder all or nothing: yields an empty temporary folder beside `path`; on success it gets the
+    `OUTPUT_MARKER` and replaces `path`, on any error it is removed and `path` is left as it was.
+
+    `check_output_dir` decides (first) whether `path` may be replaced.
+
+    Example:
+        with replace_output_dir(out, what="index") as tmp:
+            index.save(tmp)
+    """
+    out = check_output_dir(path, overwrite=overwrite, what=what, option=option)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    tmp = out.parent / f".{out.name}.tmp-{tag}"
+    old = out.parent / f".{out.name}.old-{tag}"
     try:
         tmp.mkdir()
-        if parquet:
-            (tmp / "data").mkdir()
-            for split, ds in dd.items():
-                ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
-        else:
-            dd.save_to_disk(str(tmp))
-        if card is not None:
-            (tmp / "README.md").write_text(card, encoding="utf-8")
+        yield tmp
+        marker = {
+            "written_by": written_by,
+            "what": what,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (tmp / OUTPUT_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             out.rename(old)
         tmp.rename(out)
@@ -196,6 +222,51 @@ def save_dataset_dict(
             old.rename(out)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def save_dataset_dict(
+    dd: datasets.DatasetDict,
+    out_dir: str | os.PathLike,
+    card: str | None = None,
+    parquet: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write `dd` (and its card as ``README.md``) to `out_dir`, all or nothing.
+
+    Everything is first written to a temporary sibling folder, which is renamed to `out_dir` only once complete
+    (see `replace_output_dir`); splits without rows are left out (neither loader accepts them); on any error the
+    temporary folder is removed and `out_dir` is left as it was. An existing `out_dir` is replaced only when it is
+    empty or was written by this project (it holds `OUTPUT_MARKER`); any other non-empty folder raises
+    `OutputDirError` unless `overwrite` is true.
+
+    Args:
+        dd: the dataset to write.
+        out_dir: destination folder.
+        card: dataset card text (see `render_dataset_card`), written as ``README.md``.
+        parquet: write ``data/<split>-00000-of-00001.parquet`` files (loadable with
+            ``datasets.load_dataset(out_dir)``, the layout `push_to_hub` uses) instead of the Arrow
+            layout of ``DatasetDict.save_to_disk`` (loadable with ``datasets.load_from_disk``).
+        overwrite: replace `out_dir` even if it is a non-empty folder this project did not write.
+
+    Returns:
+        The absolute path of `out_dir`.
+    """
+    empty = [split for split, ds in dd.items() if len(ds) == 0]
+    if empty:
+        # `load_from_disk` and `load_dataset` both fail on a split with no rows (datasets 5.x).
+        logger.warning("Not writing empty split(s) %s to %s.", empty, out_dir)
+        dd = datasets.DatasetDict({split: ds for split, ds in dd.items() if len(ds)})
+    writer = "trace_datasets.common.save_dataset_dict"
+    with replace_output_dir(out_dir, overwrite=overwrite, what="dataset", written_by=writer) as tmp:
+        if parquet:
+            (tmp / "data").mkdir()
+            for split, ds in dd.items():
+                ds.to_parquet(str(tmp / "data" / f"{split}-00000-of-00001.parquet"))
+        else:
+            dd.save_to_disk(str(tmp))
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+    out = Path(out_dir).expanduser().resolve()
     logger.info("Saved %s to %s", {k: len(v) for k, v in dd.items()}, out)
     return out
 
@@ -362,7 +433,13 @@ def add_common_cli_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     group.add_argument(
         "--output-dir",
         default=None,
-        help="write the DatasetDict and its README.md card here (replaced atomically); omit to only print counts",
+        help="write the DatasetDict and its README.md card here (replaced atomically; an existing non-empty folder "
+        f"only if an earlier build wrote it, i.e. it holds {OUTPUT_MARKER}); omit to only print counts",
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output-dir even if it is a non-empty folder this project did not write (deletes its contents)",
     )
     group.add_argument("--seed", type=int, default=0, help="random seed for any sampling (default: 0)")
     group.add_argument(
@@ -381,7 +458,9 @@ def write_outputs(dd: datasets.DatasetDict, card: str, args: argparse.Namespace)
         counts = _label_counts(ds)
         print(f"{split}: {len(ds)} rows  " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     if getattr(args, "output_dir", None):
-        path = save_dataset_dict(dd, args.output_dir, card=card, parquet=args.parquet)
+        path = save_dataset_dict(
+            dd, args.output_dir, card=card, parquet=args.parquet, overwrite=getattr(args, "overwrite", False)
+        )
         print(f"saved to {path}")
     if getattr(args, "push_to_hub", None):
         push_dataset_dict(dd, args.push_to_hub, card, private=args.private)

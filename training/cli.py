@@ -168,7 +168,12 @@ def cmd_stage(args) -> int:
 
 def cmd_index(args) -> int:
     from modeling_trace.retrieval import TraceRetrievalIndex
+    from trace_datasets.common import check_output_dir, replace_output_dir
 
+    overwrite = getattr(args, "overwrite", False)
+    # The datasets' rule for output folders: new, empty, or an earlier `trace index` output (it holds the marker);
+    # anything else only with --overwrite. Checked before the model is loaded and the rows encoded.
+    check_output_dir(args.output, overwrite=overwrite, what="index")
     model = load_model(args.model)
     dataset = load_split(args.dataset, args.split)
     if args.max_rows is not None and len(dataset) > args.max_rows:
@@ -176,7 +181,9 @@ def cmd_index(args) -> int:
     index = TraceRetrievalIndex.build(
         dataset, model, batch_size=args.batch_size, show_progress_bar=True, index_factory=args.index_factory
     )
-    index.save(args.output)
+    # saved into a temporary folder beside --output, then renamed into place: a crash leaves the old index intact
+    with replace_output_dir(args.output, overwrite=overwrite, what="index", written_by="trace index") as tmp:
+        index.save(str(tmp))
     print(f"Indexed {len(index)} rows of {args.dataset} [{args.split}] (dim {index.dim}) -> {args.output}")
     return 0
 
@@ -277,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="TRACE checkpoint folder")
     p.add_argument("--dataset", required=True, help="saved DatasetDict folder (trace build-dataset ... --output-dir)")
     p.add_argument("--split", default="test", help="split to index (default: test)")
-    p.add_argument("--output", required=True, help="index folder to write")
+    p.add_argument("--output", required=True, help="index folder to write (new, empty, or an earlier `trace index` output)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output even if it is a non-empty folder "
+                   "`trace index` did not write (deletes its contents)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--index-factory", default=None, help="FAISS factory string, e.g. IVF1024,Flat (default: exact)")
     p.add_argument("--max-rows", type=int, default=None, help="index only the first N rows")

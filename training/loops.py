@@ -6,8 +6,11 @@ Both loops share one design, chosen so that runs are reproducible and resumable:
   same global batch sees the same samples in the same step, and a resumed run needs no "skip batches" logic;
 - per-step randomness (patch masks, dropout) is reseeded from (seed, micro-step, rank) before every micro-step,
   so a resumed run continues exactly where the unbroken run would be;
-- the scheduler is stepped once per optimiser step (it is registered for checkpointing, not `prepare`d,
-  because Accelerate's wrapper would step it `num_processes` times per step).
+- the scheduler is stepped once per optimiser step (it is not `prepare`d, because Accelerate's wrapper would step
+  it `num_processes` times per step);
+- checkpoints hold no pickle: weights and optimiser tensors are safetensors, everything else (step, scheduler, RNG,
+  grad scaler, recipe) JSON, written and read here rather than by `accelerator.save_state` / `load_state`, whose
+  `.pkl` / `.bin` files are unpickled on load and so could run code planted in a checkpoint folder.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import time
@@ -28,17 +32,27 @@ from accelerate.tracking import GeneralTracker
 from accelerate.utils import gather_object
 
 from modeling_trace.configuration_trace import TraceConfig
+from modeling_trace.data_collator import TraceDataCollator
 from modeling_trace.modeling_trace import TraceForPretraining, TraceModel, trace_contrastive_loss
 from modeling_trace.presets import load_preset
-from modeling_trace.data_collator import TraceDataCollator
 
-from .text_cache import text_embedding_batch
 from .distributed import gather_embeddings_for_loss, gather_no_grad
 from .optimization import create_optimizer, create_scheduler
-from .recipes import AlignRecipe, PretrainRecipe, TrainingRecipe, save_recipe
-from .text_cache import build_text_embedding_cache, update_tensor_digest
+from .recipes import AlignRecipe, PretrainRecipe, TrainingRecipe, check_resume_recipe, load_recipe_file, save_recipe
+from .text_cache import build_text_embedding_cache, text_embedding_batch, update_tensor_digest
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+CHECKPOINT_FORMAT = "trace-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+STATE_FILE = "trainer_state.json"  # written last: a folder without it is an incomplete save and is skipped
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+RNG_FILE = "rng_state_{rank}.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from (an old pickle-based one, or missing / inconsistent files); a
+    ValueError so that `trace pretrain/align --resume` reports it in one line."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,6 +93,32 @@ def read_log(output_dir: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def truncate_log(output_dir: str | os.PathLike, step: int) -> int:
+    """Keep only the records of `train_log.jsonl` with `step <= step` (a resumed run logs the later steps again);
+    returns how many were dropped. Unreadable lines (e.g. cut by a kill) are dropped too."""
+    path = Path(output_dir) / "train_log.jsonl"
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step
+        except json.JSONDecodeError:
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    return dropped
+
+
 def _trackers(recipe: TrainingRecipe, run_name: str):
     trackers = []
     if recipe.report_to == "none":
@@ -87,9 +127,9 @@ def _trackers(recipe: TrainingRecipe, run_name: str):
     if recipe.report_to in ("auto", "tensorboard"):
         try:
             import tensorboard  # noqa: F401
-        except ImportError:
+        except ImportError as err:
             if recipe.report_to == "tensorboard":
-                raise ImportError("report_to='tensorboard' needs `pip install tensorboard`; or use report_to='jsonl'.")
+                raise ImportError("report_to='tensorboard' needs `pip install tensorboard`; or use report_to='jsonl'.") from err
         else:
             trackers.append("tensorboard")
     return trackers
@@ -167,7 +207,7 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     folder = Path(output_dir) / "checkpoints"
     if not folder.is_dir():
         return None
-    steps = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and (p / "trainer_state.json").is_file()]
+    steps = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and (p / STATE_FILE).is_file()]
     return max(steps)[1] if steps else None
 
 
@@ -270,22 +310,21 @@ def train_loop(
         model, recipe.learning_rate, recipe.weight_decay, (recipe.adam_beta1, recipe.adam_beta2), recipe.adam_epsilon
     )
     scheduler = create_scheduler(optimizer, total_steps, warmup, recipe.min_lr_ratio)
+    checkpoint = resume_checkpoint(recipe, resume, accelerator.print)  # refuses changed recipe values first
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
 
     start_step = 0
-    if resume:
-        checkpoint = latest_checkpoint(recipe.output_dir)
-        if checkpoint is None:
-            accelerator.print(f"--resume: no checkpoint in {recipe.output_dir}/checkpoints; starting from step 0.")
-        else:
-            accelerator.load_state(str(checkpoint))
-            start_step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
-            accelerator.print(f"Resumed from {checkpoint} at step {start_step}.")
+    if checkpoint is not None:
+        start_step = load_checkpoint(checkpoint, accelerator, model, optimizer, scheduler)
+        accelerator.print(f"Resumed from {checkpoint} at step {start_step}.")
 
     if accelerator.is_main_process:
         Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, Path(recipe.output_dir) / "recipe.yaml")
+        dropped = truncate_log(recipe.output_dir, start_step)
+        if dropped:
+            accelerator.print(f"train_log.jsonl: dropped {dropped} record(s) after step {start_step}, logged again now.")
+    accelerator.wait_for_everyone()
     accelerator.init_trackers(run_name, config=_flat_config(recipe))
     accelerator.print(
         f"{run_name}: {num_samples} samples, {num_processes} process(es) x {per_device} per device x {accumulation} "
@@ -344,7 +383,7 @@ def train_loop(
             progress.set_postfix(loss=f"{record['loss']:.4f}")
             window_losses, window_logs = [], {}
         if recipe.save_steps and (step % recipe.save_steps == 0 or step == total_steps):
-            _save_checkpoint(accelerator, recipe, step)
+            save_checkpoint(accelerator, recipe, step, model, optimizer, scheduler)
         if stop_at_step is not None and step >= stop_at_step and step < total_steps:
             accelerator.print(f"Stopping at step {step} as asked (--stop_at_step); resume with --resume.")
             break
@@ -368,12 +407,129 @@ def train_loop(
     return {"model": model, "summary": summary}
 
 
-def _save_checkpoint(accelerator: Accelerator, recipe: TrainingRecipe, step: int) -> None:
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints: safetensors + JSON only
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _state_dict_options(**kwargs):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """`safetensors.save_file` of CPU copies; tensors sharing memory (tied weights) are stored once each."""
+    from safetensors.torch import save_file
+
+    seen, plain = set(), {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        if tensor.untyped_storage().data_ptr() in seen or not tensor.is_contiguous():
+            tensor = tensor.clone().contiguous()
+        seen.add(tensor.untyped_storage().data_ptr())
+        plain[name] = tensor
+    save_file(plain, str(path), metadata=metadata)
+
+
+def _json_value(value, what: str):
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"Cannot store {what} as JSON in a checkpoint ({err}); it holds a non-JSON value.") from err
+
+
+def _flatten_optimizer_state(state: dict) -> tuple[dict, dict]:
+    """A (full, FQN-keyed) optimiser state dict -> tensors for safetensors + a JSON-able rest."""
+    tensors, extras = {}, {}
+    for fqn, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{fqn}/{name}"] = value
+            else:
+                extras.setdefault(str(fqn), {})[name] = value
+    rest = {"param_groups": state["param_groups"], "non_tensor_state": extras}
+    return tensors, _json_value(rest, "the optimiser state")
+
+
+def _unflatten_optimizer_state(tensors: dict, rest: dict, optimizer) -> dict:
+    state: dict = {}
+    for key, tensor in tensors.items():
+        fqn, name = key.rsplit("/", 1)
+        state.setdefault(fqn, {})[name] = tensor
+    for fqn, values in rest["non_tensor_state"].items():
+        state.setdefault(fqn, {}).update(values)
+    groups = rest["param_groups"]
+    # JSON has no tuples: give back the tuple values (AdamW's betas) as the live optimiser holds them
+    for saved, live in zip(groups, optimizer.param_groups):
+        for key, value in saved.items():
+            if isinstance(live.get(key), tuple) and isinstance(value, list):
+                saved[key] = tuple(value)
+    return {"state": state, "param_groups": groups}
+
+
+def _rng_state() -> dict:
+    import numpy as np
+
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    state = {
+        "python": [version, list(python_state), gauss_next],
+        "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)],
+        "torch_cpu": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    version, python_state, gauss_next = state["python"]
+    random.setstate((version, tuple(python_state), gauss_next))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
+    if "torch_cuda" in state and torch.cuda.is_available() and len(state["torch_cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["torch_cuda"]])
+
+
+def save_checkpoint(accelerator: Accelerator, recipe: TrainingRecipe, step: int, model, optimizer, scheduler) -> Path:
+    """Write `checkpoints/step_<step>/`: `model.safetensors`, `optimizer.safetensors` (tensors; param groups as JSON
+    metadata), `rng_state_<rank>.json` per process and, last, `trainer_state.json` (format, step, scheduler, grad
+    scaler, recipe). No file is a pickle; full (unsharded) state dicts, gathered on the main process under FSDP."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
     folder = Path(recipe.output_dir) / "checkpoints" / f"step_{step:06d}"
-    accelerator.save_state(str(folder))
+    inner_optimizer = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer -> torch optimizer
+    options = _state_dict_options(cpu_offload=True)
+    # collective under FSDP (every process calls it); the main process receives the full state
+    model_state = get_model_state_dict(model, options=options)
+    optimizer_state = get_optimizer_state_dict(model, inner_optimizer, options=options)
+    if accelerator.is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)  # a stale save of the same step (its trainer_state.json) goes first
+        folder.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    (folder / RNG_FILE.format(rank=accelerator.process_index)).write_text(json.dumps(_rng_state()))
+    if accelerator.is_main_process:
+        _save_tensors(model_state, folder / MODEL_FILE, metadata={"format": "pt"})
+        tensors, rest = _flatten_optimizer_state(optimizer_state)
+        _save_tensors(tensors, folder / OPTIMIZER_FILE, metadata={"format": "pt", "trace_optimizer": json.dumps(rest)})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "global_step": step,
+            "num_processes": accelerator.num_processes,
+            "scheduler": _json_value(scheduler.state_dict(), "the scheduler state"),
+            "grad_scaler": _json_value(accelerator.scaler.state_dict(), "the grad scaler state") if accelerator.scaler else None,
+            "recipe": _json_value(dataclasses.asdict(recipe), "the recipe"),
+        }
+        tmp = folder / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, folder / STATE_FILE)
         if recipe.save_total_limit:
             kept = sorted(
                 (int(m.group(1)), p)
@@ -383,6 +539,88 @@ def _save_checkpoint(accelerator: Accelerator, recipe: TrainingRecipe, step: int
             for _, old in kept[: -recipe.save_total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+    return folder
+
+
+def read_checkpoint_state(checkpoint: str | os.PathLike) -> dict:
+    """The `trainer_state.json` of a checkpoint written by `save_checkpoint`; `CheckpointError` for any other
+    (e.g. an `accelerator.save_state` folder of an earlier version, whose pickle files are never loaded)."""
+    checkpoint = Path(checkpoint)
+    try:
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"Cannot read {checkpoint / STATE_FILE} ({err}); the checkpoint is incomplete or damaged.") from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        pickles = sorted(p.name for p in checkpoint.iterdir() if p.suffix in (".pkl", ".bin", ".pt", ".pth"))
+        raise CheckpointError(
+            f"{checkpoint} is not a {CHECKPOINT_FORMAT} checkpoint (it was probably written by accelerator.save_state "
+            f"of an earlier version{', files ' + ', '.join(pickles) if pickles else ''}). It is not loaded: those files "
+            "are pickles, and unpickling a file can run arbitrary code. Start a fresh run (without --resume, or in a "
+            "new output_dir), or delete that checkpoint folder to resume from an older one."
+        )
+    if state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{checkpoint} has checkpoint format_version {state.get('format_version')!r}; this version reads "
+            f"{CHECKPOINT_FORMAT_VERSION}. Resume it with the version that wrote it, or start a fresh run."
+        )
+    missing = [name for name in (MODEL_FILE, OPTIMIZER_FILE) if not (checkpoint / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{checkpoint} lacks {', '.join(missing)}; the checkpoint is incomplete. Delete it to "
+                              "resume from an older one, or start a fresh run.")
+    return state
+
+
+def resume_checkpoint(recipe: TrainingRecipe, resume: bool, print_fn=print) -> Path | None:
+    """The checkpoint a run resumes from (None: start at step 0), after checking that it can be resumed and that
+    the recipe only changes values allowed on resume (`recipes.RESUMABLE_KEYS`; else `RecipeError`)."""
+    if not resume:
+        return None
+    checkpoint = latest_checkpoint(recipe.output_dir)
+    if checkpoint is None:
+        print_fn(f"--resume: no checkpoint in {recipe.output_dir}/checkpoints; starting from step 0.")
+        return None
+    state = read_checkpoint_state(checkpoint)
+    saved = state.get("recipe")
+    source = f"checkpoint {checkpoint}"
+    if saved is None and (Path(recipe.output_dir) / "recipe.yaml").is_file():
+        saved, source = load_recipe_file(Path(recipe.output_dir) / "recipe.yaml"), str(Path(recipe.output_dir) / "recipe.yaml")
+    if saved is not None:
+        changed = check_resume_recipe(saved, recipe, source)
+        for key, (old, new) in changed.items():
+            if key != "output_dir":
+                print_fn(f"--resume: {key} changed from {old!r} to {new!r} (allowed on resume).")
+    return checkpoint
+
+
+def load_checkpoint(checkpoint: str | os.PathLike, accelerator: Accelerator, model, optimizer, scheduler) -> int:
+    """Load a `save_checkpoint` folder into the prepared model and optimiser, the scheduler, grad scaler and RNG;
+    returns its step. Reads only `trainer_state.json`, the two safetensors files and this process's RNG JSON; any
+    other file in the folder is ignored (never unpickled)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    checkpoint = Path(checkpoint)
+    state = read_checkpoint_state(checkpoint)
+    known = {STATE_FILE, MODEL_FILE, OPTIMIZER_FILE}
+    ignored = sorted(p.name for p in checkpoint.iterdir() if p.name not in known and not p.name.startswith("rng_state_"))
+    if ignored:
+        accelerator.print(f"--resume: ignoring file(s) {', '.join(ignored)} in {checkpoint} (not part of the checkpoint format; never loaded).")
+    inner_optimizer = getattr(optimizer, "optimizer", optimizer)
+    model_state = load_file(str(checkpoint / MODEL_FILE))
+    with safe_open(str(checkpoint / OPTIMIZER_FILE), framework="pt") as handle:
+        rest = json.loads((handle.metadata() or {})["trace_optimizer"])
+    optimizer_state = _unflatten_optimizer_state(load_file(str(checkpoint / OPTIMIZER_FILE)), rest, inner_optimizer)
+    options = _state_dict_options()
+    set_model_state_dict(model, model_state, options=options)
+    set_optimizer_state_dict(model, inner_optimizer, optimizer_state, options=options)
+    scheduler.load_state_dict(state["scheduler"])
+    if accelerator.scaler is not None and state.get("grad_scaler"):
+        accelerator.scaler.load_state_dict(state["grad_scaler"])
+    rng_file = checkpoint / RNG_FILE.format(rank=accelerator.process_index)
+    if rng_file.is_file():
+        _set_rng_state(json.loads(rng_file.read_text()))
+    return int(state["global_step"])
 
 
 def save_final(accelerator: Accelerator, model, output_dir: str | os.PathLike, tokenizer=None) -> Path:
@@ -411,6 +649,7 @@ def save_final(accelerator: Accelerator, model, output_dir: str | os.PathLike, t
 
 def run_pretraining(recipe: PretrainRecipe, dataset, accelerator: Accelerator | None = None, resume=False, stop_at_step=None):
     """Masked-reconstruction pretraining of `TraceForPretraining` on a schema dataset; saves `<output_dir>/final`."""
+    resume_checkpoint(recipe, resume, print_fn=lambda *_: None)  # a refused resume fails before any model is built
     accelerator = accelerator or build_accelerator(recipe, "pretrain")
     torch.manual_seed(recipe.seed)
     if is_checkpoint_folder(recipe.model):
@@ -457,6 +696,7 @@ def run_alignment(recipe: AlignRecipe, dataset, accelerator: Accelerator | None 
     Texts are encoded once by the frozen tower (main process first, cached on disk), then only cached sentence
     embeddings enter training.
     """
+    resume_checkpoint(recipe, resume, print_fn=lambda *_: None)  # a refused resume fails before the text cache is built
     accelerator = accelerator or build_accelerator(recipe, "align")
     torch.manual_seed(recipe.seed)
     model = build_alignment_model(recipe)

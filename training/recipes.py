@@ -76,7 +76,7 @@ class TrainingRecipe:
         warmup = self.warmup_steps if self.warmup_steps is not None else int(round(self.warmup_ratio * total_steps))
         return total_steps, warmup
 
-    def validate(self, num_processes: int = 1) -> "TrainingRecipe":
+    def validate(self, num_processes: int = 1) -> TrainingRecipe:
         """Check types and ranges; raise `RecipeError` before anything is built or trained."""
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
@@ -289,3 +289,47 @@ def save_recipe(recipe: TrainingRecipe, path: str | os.PathLike) -> None:
     """Write every value of `recipe` to a YAML file that `load_recipe_file` reads back."""
     with open(path, "w") as handle:
         yaml.safe_dump(dataclasses.asdict(recipe), handle, sort_keys=False)
+
+
+# Recipe values that may differ between a run and its `--resume`: where things are written and how often, how long
+# the run is (`max_steps`; the LR schedule is then recomputed for the new total), and where the text cache lives
+# (its file name hashes the tower and the texts). Every other value shapes the optimisation or the data, and the
+# checkpoint's optimiser / scheduler state would silently keep the old one, so a change is refused.
+RESUMABLE_KEYS = frozenset(
+    {"output_dir", "max_steps", "logging_steps", "save_steps", "save_total_limit", "report_to", "num_workers", "text_cache_dir"}
+)
+
+
+def _normalised(values: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(values, default=str))
+
+
+def check_resume_recipe(saved: dict, recipe: TrainingRecipe, source: str = "the checkpoint") -> dict:
+    """Compare the recipe a checkpoint was trained with (`saved`, a dict) with the recipe of the resuming run.
+
+    Returns `{key: (saved, new)}` for the changed keys of `RESUMABLE_KEYS`; raises `RecipeError` listing every
+    other changed key (with both values) since the resumed run could not honour them.
+    """
+    current = _normalised(dataclasses.asdict(recipe))
+    saved = _normalised(saved)
+    missing = object()
+    changed = {
+        key: (saved.get(key, missing), current.get(key, missing))
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key, missing) != current.get(key, missing)
+    }
+    refused = {k: v for k, v in changed.items() if k not in RESUMABLE_KEYS}
+    if refused:
+        shown = "; ".join(
+            f"{key}: {'(absent)' if old is missing else repr(old)} -> {'(absent)' if new is missing else repr(new)}"
+            for key, (old, new) in refused.items()
+        )
+        raise RecipeError(
+            f"--resume: the recipe differs from the one {source} was trained with in {', '.join(refused)} ({shown}). "
+            "A resumed run continues the saved optimiser and scheduler state and would not apply these values. Resume "
+            "with the original values, or start a new run in another output_dir to use the new ones. Values that may "
+            f"change on resume: {', '.join(sorted(RESUMABLE_KEYS))}."
+        )
+    return changed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 
@@ -126,9 +127,10 @@ def test_save_failure_leaves_nothing_half_written(small_dd, tmp_path, monkeypatc
         save_dataset_dict(small_dd, out, card="card")
     assert os.listdir(tmp_path) == []
 
-    # An earlier complete build survives a failed rebuild untouched.
+    # An earlier complete build (it carries the marker) survives a failed rebuild untouched.
     out.mkdir()
     (out / "README.md").write_text("old build")
+    (out / common.OUTPUT_MARKER).write_text("{}")
     with pytest.raises(OSError, match="disk full"):
         save_dataset_dict(small_dd, out, card="card")
     assert os.listdir(tmp_path) == ["built"] and (out / "README.md").read_text() == "old build"
@@ -136,9 +138,77 @@ def test_save_failure_leaves_nothing_half_written(small_dd, tmp_path, monkeypatc
 
 def test_save_refuses_foreign_folder(small_dd, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="does not look like a dataset folder"):
+    with pytest.raises(FileExistsError, match="not written by this project"):
         save_dataset_dict(small_dd, tmp_path)
     assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def _project_checkout(folder):
+    """A folder that merely looks like a dataset (README.md, even data/ and dataset_dict.json) but is someone's work."""
+    folder.mkdir()
+    (folder / "README.md").write_text("# my project")
+    (folder / "src").mkdir()
+    (folder / "src" / "main.py").write_text("print('hi')")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    (folder / "data").mkdir()
+    (folder / "dataset_dict.json").write_text("{}")
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_save_never_deletes_a_folder_it_did_not_write(small_dd, tmp_path):
+    out = tmp_path / "checkout"
+    before = _project_checkout(out)
+    with pytest.raises(common.OutputDirError) as info:
+        save_dataset_dict(small_dd, out, card="card")
+    message = str(info.value)
+    assert str(out) in message and "--overwrite" in message and common.OUTPUT_MARKER in message
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert (out / "src" / "main.py").read_text() == "print('hi')"
+    assert os.listdir(tmp_path) == ["checkout"]  # nothing written beside it either
+
+    # --overwrite (overwrite=True) is the explicit way to replace it.
+    save_dataset_dict(small_dd, out, card="card", overwrite=True)
+    assert not (out / "src").exists() and (out / common.OUTPUT_MARKER).is_file()
+    assert os.listdir(tmp_path) == ["checkout"]
+
+
+def test_save_replaces_its_own_output_and_accepts_empty_folders(small_dd, tmp_path):
+    out = tmp_path / "built"
+    out.mkdir()  # an empty folder is fine
+    save_dataset_dict(small_dd, out, card="first")
+    marker = json.loads((out / common.OUTPUT_MARKER).read_text())
+    assert marker["written_by"] == "trace_datasets.common.save_dataset_dict" and marker["what"] == "dataset"
+    save_dataset_dict(small_dd, out, card="second", parquet=True)  # its own output: replaced, no flag needed
+    assert (out / "README.md").read_text() == "second" and not (out / "dataset_dict.json").exists()
+    assert os.listdir(tmp_path) == ["built"]
+    assert {k: len(v) for k, v in datasets.load_dataset(str(out)).items()} == {"train": 3, "test": 1}
+
+
+def test_replace_output_dir_refuses_dangerous_targets_even_with_overwrite(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "file.txt").write_text("x")
+    monkeypatch.chdir(tmp_path / "work")
+    for target in (tmp_path / "work", tmp_path):  # the current directory and a folder holding it
+        with pytest.raises(common.OutputDirError, match="current directory"):
+            common.check_output_dir(target, overwrite=True)
+    with pytest.raises(common.OutputDirError, match="is a file"):
+        common.check_output_dir(tmp_path / "work" / "file.txt", overwrite=True)
+    assert (tmp_path / "work" / "file.txt").read_text() == "x"
+
+
+def test_builder_cli_refuses_foreign_output_dir_unless_overwrite(tmp_path, data_dir, capsys):
+    from trace_datasets import ucr
+
+    out = tmp_path / "checkout"
+    before = _project_checkout(out)
+    argv = ["--name", "ItalyPowerDemand", "--data-dir", str(data_dir), "--output-dir", str(out)]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        ucr.main(argv)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    ucr.main(argv + ["--overwrite"])
+    assert (out / common.OUTPUT_MARKER).is_file() and not (out / "src").exists()
+    assert len(datasets.load_from_disk(str(out))["train"]) > 0
 
 
 def test_common_cli_args():
@@ -149,3 +219,4 @@ def test_common_cli_args():
     )
     defaults = parser.parse_args([])
     assert defaults.output_dir is None and defaults.push_to_hub is None and defaults.seed == 0
+    assert defaults.overwrite is False and parser.parse_args(["--overwrite"]).overwrite is True

@@ -1,16 +1,17 @@
 """The `trace` command: every subcommand's happy path at tiny sizes, and bad input ending with a one-line error."""
 
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from PIL import Image
+
 from trace_training.cli import main
 
 RECIPES = "configuration/recipes"
@@ -149,6 +150,50 @@ def test_bad_csv_gives_one_line_error(indexed, tmp_path, capsys, columns, messag
     code, out, err = run(capsys, "search", "--model", str(indexed / "align" / "final"), "--index", str(indexed / "index"), "--csv", str(csv))
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def _foreign_folder(folder):
+    """Someone's project checkout: README.md, src/, .git/ (what a wrong --output would point at)."""
+    (folder / "src").mkdir(parents=True)
+    (folder / "README.md").write_text("# my project")
+    (folder / "src" / "main.py").write_text("print('hi')")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_index_refuses_a_foreign_output_folder_before_any_work(tmp_path, capsys):
+    checkout = tmp_path / "checkout"
+    before = _foreign_folder(checkout)
+    # the model path does not exist either: the output folder is checked first, before loading or encoding anything
+    code, out, err = run(capsys, "index", "--model", str(tmp_path / "nope"), "--dataset", str(tmp_path / "nope"),
+                         "--output", str(checkout))
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert str(checkout) in err and "--overwrite" in err and "not written by this project" in err
+    assert sorted(str(p.relative_to(checkout)) for p in checkout.rglob("*")) == before
+    assert os.listdir(tmp_path) == ["checkout"]
+
+
+def test_index_replaces_its_own_output_and_a_foreign_folder_only_with_overwrite(indexed, tmp_path, capsys):
+    from modeling_trace.retrieval import TraceRetrievalIndex
+    from trace_datasets.common import OUTPUT_MARKER
+
+    assert (indexed / "index" / OUTPUT_MARKER).is_file()  # written by `trace index` (the fixture)
+    model, data = str(indexed / "align" / "final"), str(indexed / "data")
+    checkout = tmp_path / "checkout"
+    before = _foreign_folder(checkout)
+    argv = ["index", "--model", model, "--dataset", data, "--output", str(checkout), "--max-rows", "8"]
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and "--overwrite" in err
+    assert sorted(str(p.relative_to(checkout)) for p in checkout.rglob("*")) == before  # nothing mixed in
+    code, out, err = run(capsys, *argv, "--overwrite")
+    assert code == 0, err
+    assert not (checkout / "src").exists() and (checkout / OUTPUT_MARKER).is_file()
+    assert len(TraceRetrievalIndex.load(str(checkout))) == 8
+    # its own output is replaced without --overwrite, atomically (no temporary folder left beside it)
+    code, out, err = run(capsys, *argv[:-1], "4")
+    assert code == 0, err
+    assert len(TraceRetrievalIndex.load(str(checkout))) == 4 and os.listdir(tmp_path) == ["checkout"]
 
 
 def test_missing_files_and_bad_flags(indexed, tmp_path, capsys):

@@ -67,8 +67,9 @@ def run(args, processes=1, timeout=240):
 
 
 def test_two_process_pretraining(pretrain_data, tmp_path):
-    from trace_training.loops import read_log
     from transformers import AutoModelForPreTraining
+
+    from trace_training.loops import read_log
 
     out = tmp_path / "run"
     run(["--output_dir", str(out), "--dataset", "disk", "--dataset_config", f"{{path: {pretrain_data}}}",
@@ -87,6 +88,9 @@ def test_two_process_pretraining(pretrain_data, tmp_path):
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000012", "step_000024"]
+    for checkpoint in (out / "checkpoints").iterdir():  # safetensors + JSON only (no pickle), one RNG file per rank
+        assert sorted(p.name for p in checkpoint.iterdir()) == [
+            "model.safetensors", "optimizer.safetensors", "rng_state_0.json", "rng_state_1.json", "trainer_state.json"]
 
 
 def test_resume_reaches_the_unbroken_weights_bit_identically(pretrain_data, tmp_path):

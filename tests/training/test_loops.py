@@ -1,0 +1,140 @@
+"""The shared training loop in this process, on a tiny model: pickle-free checkpoints, resume refusing changed recipe
+values, and a log without repeated steps after a resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from trace_training.loops import (
+    CheckpointError,
+    build_accelerator,
+    latest_checkpoint,
+    read_log,
+    train_loop,
+)
+from trace_training.recipes import RecipeError, TrainingRecipe, load_recipe_file
+
+NUM_SAMPLES = 64
+generator = torch.Generator().manual_seed(0)
+INPUTS = torch.randn(NUM_SAMPLES, 6, generator=generator)
+TARGETS = INPUTS @ torch.randn(6, 1, generator=generator)
+
+
+def get_batch(indices):
+    return {"x": INPUTS[indices], "y": TARGETS[indices]}
+
+
+def compute_loss(model, batch):
+    return nn.functional.mse_loss(model(batch["x"]), batch["y"]), {}
+
+
+def make_recipe(output_dir, **overrides) -> TrainingRecipe:
+    values = dict(output_dir=str(output_dir), max_steps=8, save_steps=3, save_total_limit=10, logging_steps=1,
+                  global_batch_size=8, learning_rate=1e-2, warmup_steps=2, mixed_precision="no", report_to="jsonl", seed=3)
+    values.update(overrides)
+    return TrainingRecipe(**values).validate()
+
+
+def train(recipe, resume=False, stop_at_step=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.1), nn.ReLU(), nn.Linear(16, 1))  # dropout: RNG matters
+    accelerator = build_accelerator(recipe, "unit")
+    result = train_loop(recipe, accelerator, model, NUM_SAMPLES, get_batch, compute_loss, "unit", resume, stop_at_step)
+    return {k: v.detach().clone() for k, v in accelerator.unwrap_model(result["model"]).state_dict().items()}
+
+
+class Payload:
+    """Unpickling this object writes `marker` (stands for any code an attacker would run)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+ACCELERATE_PICKLES = ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin", "pytorch_model.bin")
+
+
+def plant_pickles(folder, marker, names=ACCELERATE_PICKLES):
+    for name in names:  # torch.save: the layout torch.load (as accelerator.load_state calls it) reads
+        torch.save(Payload(marker), folder / name)
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory):
+    out = tmp_path_factory.mktemp("unbroken")
+    return out, train(make_recipe(out))
+
+
+def test_checkpoints_hold_no_pickle(unbroken):
+    out, _ = unbroken
+    checkpoint = latest_checkpoint(out)
+    names = sorted(p.name for p in checkpoint.iterdir())
+    assert names == ["model.safetensors", "optimizer.safetensors", "rng_state_0.json", "trainer_state.json"]
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["format"] == "trace-checkpoint" and state["global_step"] == 8
+    assert state["recipe"]["learning_rate"] == 1e-2
+    for path in checkpoint.iterdir():
+        assert not path.read_bytes().startswith(b"\x80"), path  # no pickle protocol header anywhere
+
+
+def test_resume_never_unpickles_planted_files_and_stays_bit_identical(unbroken, tmp_path):
+    _, expected = unbroken
+    out, marker = tmp_path / "run", tmp_path / "PWNED"
+    train(make_recipe(out), stop_at_step=3)
+    checkpoint = latest_checkpoint(out)
+    assert checkpoint.name == "step_000003"
+    # the scheduler file accelerator.load_state unpickled with weights_only=False, and an RNG file of its layout
+    plant_pickles(checkpoint, marker, ["custom_checkpoint_0.pkl", "random_states_0.pkl"])
+    resumed = train(make_recipe(out), resume=True)
+    assert not marker.exists(), "a pickle planted in the checkpoint was executed on resume"
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+
+
+def test_resume_refuses_an_old_pickle_checkpoint_without_loading_it(tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "PWNED"
+    folder = out / "checkpoints" / "step_000003"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 3}))  # accelerator.save_state layout
+    plant_pickles(folder, marker)
+    with pytest.raises(CheckpointError, match="pickle") as info:
+        train(make_recipe(out), resume=True)
+    assert str(folder) in str(info.value) and "without --resume" in str(info.value)
+    assert not marker.exists()
+
+
+def test_resume_refuses_changed_recipe_values_and_keeps_recipe_yaml(tmp_path):
+    out = tmp_path / "run"
+    train(make_recipe(out), stop_at_step=3)
+    recorded = (out / "recipe.yaml").read_text()
+    with pytest.raises(RecipeError) as info:
+        train(make_recipe(out, learning_rate=0.5, weight_decay=0.0), resume=True)
+    message = str(info.value)
+    assert "learning_rate" in message and "weight_decay" in message and "0.5" in message
+    assert "max_steps" in message  # the message names what may change
+    assert (out / "recipe.yaml").read_text() == recorded
+    assert load_recipe_file(out / "recipe.yaml")["learning_rate"] == 1e-2
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3]  # nothing ran
+
+    # values that only say where / how often to write, or how long to run, may change
+    train(make_recipe(out, logging_steps=2, save_total_limit=1, max_steps=10), resume=True)
+    assert load_recipe_file(out / "recipe.yaml")["max_steps"] == 10
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_000010"]
+
+
+def test_resume_after_a_kill_logs_each_step_once(unbroken, tmp_path):
+    unbroken_out, _ = unbroken
+    out = tmp_path / "run"
+    train(make_recipe(out), stop_at_step=5)  # stands for kill -9 after step 5: the last checkpoint is step 3
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4, 5]
+    train(make_recipe(out), resume=True)
+    log = read_log(out)
+    assert [r["step"] for r in log] == list(range(1, 9))
+    assert [r["loss"] for r in log] == [r["loss"] for r in read_log(unbroken_out)]
