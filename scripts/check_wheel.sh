@@ -10,6 +10,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" . 2>&1 | grep -v "^WARNING: Location" || true
+rm -rf build  # setuptools leaves its build tree in the checkout
 WHEEL=$(ls "$WORK"/dist/trace_ts-*.whl)
 python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import AlignRecipe, parse_recipe
 from .loops import distributed_state, run_alignment
-from .data import load_training_dataset
+from .data import load_training_splits
 
 
 def main(argv=None):
@@ -19,15 +19,17 @@ def main(argv=None):
     state = distributed_state()
     recipe.validate(num_processes=state.num_processes)  # before any data or model is built
     with state.main_process_first():
-        dataset = load_training_dataset(
+        splits = load_training_splits(
             recipe.dataset,
             recipe.dataset_config,
-            "train",
+            ("train", "validation") if recipe.eval_steps else ("train",),
             recipe.data_dir,
             describe_channels=recipe.channel_loss_weight > 0,
             max_samples=recipe.max_samples,
         )
-    result = run_alignment(recipe, dataset, resume=extras.resume, stop_at_step=extras.stop_at_step)
+    result = run_alignment(
+        recipe, splits["train"], resume=extras.resume, stop_at_step=extras.stop_at_step, eval_dataset=splits.get("validation")
+    )
     if state.is_main_process and "final_dir" in result:
         from modeling_trace.cards import write_model_card  # README.md card next to the final save_pretrained
 

@@ -1,6 +1,6 @@
 """Datasets for the training entry points, built by the `datasets_scripts` builders (one schema for all sources).
 
-`load_training_dataset(recipe.dataset, recipe.dataset_config, split, data_dir)` returns a `datasets.Dataset`.
+`load_training_splits(recipe.dataset, recipe.dataset_config, splits, data_dir)` returns `{split: datasets.Dataset}`.
 Supported sources: "disk" (a saved DatasetDict, `dataset_config.path`), "timemmd" (builder `trace_datasets.timemmd.build`), "ucr" (`trace_datasets.ucr.load_ucr`),
 and any other builder module `datasets_scripts.<source>` exposing `build(**dataset_config) -> DatasetDict`.
 """
@@ -25,9 +25,11 @@ def _fill_channel_texts(row):
     return row
 
 
-def load_training_dataset(source: str, dataset_config: dict | None = None, split: str = "train", data_dir=None,
-                          describe_channels: bool = False, max_samples: int | None = None):
-    """One split of a dataset in the shared schema, optionally with described channel texts and truncated."""
+def load_training_splits(source: str, dataset_config: dict | None = None, splits=("train",), data_dir=None,
+                         describe_channels: bool = False, max_samples: int | dict | None = None) -> dict:
+    """`{split: datasets.Dataset}` for `splits` of one source in the shared schema, built once; `max_samples` limits
+    the train split (or, as `{split: n}`, any split) to evenly spaced rows. A split the source lacks is an error for "train" and left out for
+    the others (e.g. no validation split: no held-out curve)."""
     options = dict(dataset_config or {})
     if source == "disk":
         # a DatasetDict saved by a builder (`save_dataset_dict` / `DatasetDict.save_to_disk`)
@@ -54,12 +56,18 @@ def load_training_dataset(source: str, dataset_config: dict | None = None, split
         if data_dir is not None:
             options.setdefault("data_dir", data_dir)
         dataset_dict = module.build(**options)
-    if split not in dataset_dict:
-        raise ValueError(f"Split {split!r} not in the {source} dataset; available: {list(dataset_dict)}.")
-    dataset = dataset_dict[split]
-    if max_samples is not None and len(dataset) > max_samples:
-        # evenly spaced rows, so a small quick run still covers the whole period
-        dataset = dataset.select(np.linspace(0, len(dataset) - 1, max_samples).round().astype(int).tolist())
-    if describe_channels:
-        dataset = dataset.map(_fill_channel_texts, desc="describing channels")
-    return dataset
+    out = {}
+    for split in splits:
+        if split not in dataset_dict:
+            if split == "train":
+                raise ValueError(f"Split {split!r} not in the {source} dataset; available: {list(dataset_dict)}.")
+            continue
+        dataset = dataset_dict[split]
+        limit = max_samples.get(split) if isinstance(max_samples, dict) else (max_samples if split == "train" else None)
+        if limit is not None and len(dataset) > limit:
+            # evenly spaced rows, so a small quick run still covers the whole period
+            dataset = dataset.select(np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist())
+        if describe_channels:
+            dataset = dataset.map(_fill_channel_texts, desc="describing channels")
+        out[split] = dataset
+    return out

@@ -20,7 +20,7 @@ from .finetuning import (
     save_finetuned,
 )
 from .loops import distributed_state
-from .data import load_training_dataset
+from .data import load_training_splits
 
 
 def main(argv=None):
@@ -28,8 +28,16 @@ def main(argv=None):
     state = distributed_state()
     recipe.validate(num_processes=state.num_processes)  # before any data or model is built
     with state.main_process_first():
-        train = load_training_dataset(recipe.dataset, recipe.dataset_config, "train", recipe.data_dir, max_samples=recipe.max_samples)
-        test = load_training_dataset(recipe.dataset, recipe.dataset_config, "test", recipe.data_dir, max_samples=recipe.max_eval_samples)
+        splits = load_training_splits(
+            recipe.dataset,
+            recipe.dataset_config,
+            ("train", "test"),
+            recipe.data_dir,
+            max_samples={"train": recipe.max_samples, "test": recipe.max_eval_samples},
+        )
+        if "test" not in splits:
+            raise ValueError(f"The {recipe.dataset} dataset has no test split to evaluate the tuned model on.")
+        train, test = splits["train"], splits["test"]
     label_feature = train.features["label"]
     id2label = {i: name for i, name in enumerate(label_feature.names)}
     model = build_finetune_model(recipe, num_labels=len(id2label), id2label=id2label)

@@ -26,6 +26,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
@@ -278,6 +279,33 @@ def alignment_loss(model: TraceModel, outputs, channel_text_mask: torch.Tensor |
     )
 
 
+def _run_evaluation(model, evaluate) -> dict:
+    """`evaluate(model)` in eval mode without gradients and with the global RNG untouched, so a run with evaluation
+    trains exactly like one without (dropout and masking draws are not shifted)."""
+    rng = torch.get_rng_state()
+    model.eval()
+    try:
+        with torch.no_grad():
+            values = {k: float(v) for k, v in evaluate(model).items()}
+    finally:
+        model.train()
+        torch.set_rng_state(rng)
+    return values
+
+
+def embedding_geometry(embeddings: torch.Tensor, prefix: str) -> dict:
+    """How spread out unit-norm embeddings are: the mean pairwise cosine and the norm of their mean (both near 1
+    when every item is embedded in one shared direction, a collapse; near 0 for isotropic embeddings)."""
+    embeddings = embeddings.detach().float()
+    n = embeddings.shape[0]
+    total = embeddings.sum(0)
+    squared = float(total @ total)
+    logs = {f"{prefix}_mean_norm": (squared**0.5) / max(n, 1)}
+    if n > 1:
+        logs[f"{prefix}_mean_cosine"] = (squared - float((embeddings * embeddings).sum())) / (n * (n - 1))
+    return logs
+
+
 def _seed_micro_step(seed: int, micro_step: int, rank: int) -> None:
     torch.manual_seed((seed * 1_000_003 + micro_step * 1_009 + rank) % (2**63 - 1))
 
@@ -292,10 +320,13 @@ def train_loop(
     run_name: str,
     resume: bool = False,
     stop_at_step: int | None = None,
+    evaluate=None,
 ) -> dict:
     """The shared loop. `get_batch(indices) -> dict` of CPU tensors, `compute_loss(model, batch) -> (loss, logs)`.
 
-    Returns a summary (`global_step`, `first_loss`, `last_loss`, `seconds`, ...).
+    `evaluate(model) -> dict`, when given, runs every `recipe.eval_steps` steps and at the end (model in eval mode,
+    no gradients); its values are logged with an `eval_` prefix. Returns a summary (`global_step`, `first_loss`,
+    `last_loss`, `last_eval`, `seconds`, ...).
     """
     from tqdm.auto import tqdm
 
@@ -334,7 +365,7 @@ def train_loop(
 
     progress = tqdm(total=total_steps, initial=start_step, disable=not accelerator.is_local_main_process, desc=run_name)
     model.train()
-    first_loss = last_loss = None
+    first_loss = last_loss = last_eval = None
     window_losses, window_logs = [], {}
     started = time.perf_counter()
     step = start_step
@@ -379,9 +410,15 @@ def train_loop(
             }
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
+            if evaluate is not None and recipe.eval_steps and (step % recipe.eval_steps == 0 or step == total_steps):
+                last_eval = _run_evaluation(model, evaluate)
+                record.update({f"eval_{k}": v for k, v in last_eval.items()})
             accelerator.log(record, step=step)
             progress.set_postfix(loss=f"{record['loss']:.4f}")
             window_losses, window_logs = [], {}
+        elif evaluate is not None and recipe.eval_steps and step % recipe.eval_steps == 0:
+            last_eval = _run_evaluation(model, evaluate)
+            accelerator.log({f"eval_{k}": v for k, v in last_eval.items()}, step=step)
         if recipe.save_steps and (step % recipe.save_steps == 0 or step == total_steps):
             save_checkpoint(accelerator, recipe, step, model, optimizer, scheduler)
         if stop_at_step is not None and step >= stop_at_step and step < total_steps:
@@ -397,6 +434,7 @@ def train_loop(
         "completed": step >= total_steps,
         "first_loss": first_loss,
         "last_loss": last_loss,
+        "last_eval": last_eval,
         "seconds": seconds,
         "num_processes": num_processes,
         "weight_digests": digests,
@@ -647,8 +685,28 @@ def save_final(accelerator: Accelerator, model, output_dir: str | os.PathLike, t
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run_pretraining(recipe: PretrainRecipe, dataset, accelerator: Accelerator | None = None, resume=False, stop_at_step=None):
-    """Masked-reconstruction pretraining of `TraceForPretraining` on a schema dataset; saves `<output_dir>/final`."""
+def _eval_rows(recipe: TrainingRecipe, eval_dataset):
+    """The held-out rows the loop evaluates on: evenly spaced, at most `recipe.eval_max_samples`."""
+    if eval_dataset is None or not recipe.eval_steps or len(eval_dataset) == 0:
+        return None
+    limit = recipe.eval_max_samples or len(eval_dataset)
+    if len(eval_dataset) > limit:
+        eval_dataset = eval_dataset.select(np.linspace(0, len(eval_dataset) - 1, limit).round().astype(int).tolist())
+    return eval_dataset
+
+
+def run_pretraining(
+    recipe: PretrainRecipe,
+    dataset,
+    accelerator: Accelerator | None = None,
+    resume=False,
+    stop_at_step=None,
+    eval_dataset=None,
+):
+    """Masked-reconstruction pretraining of `TraceForPretraining` on a schema dataset; saves `<output_dir>/final`.
+
+    With `eval_dataset` and `recipe.eval_steps`, the masked-reconstruction loss on those rows (fixed masks, drawn
+    once from the recipe's seed) is logged as `eval_loss`."""
     resume_checkpoint(recipe, resume, print_fn=lambda *_: None)  # a refused resume fails before any model is built
     accelerator = accelerator or build_accelerator(recipe, "pretrain")
     torch.manual_seed(recipe.seed)
@@ -667,7 +725,34 @@ def run_pretraining(recipe: PretrainRecipe, dataset, accelerator: Accelerator | 
         outputs = model(past_values=batch["past_values"], past_observed_mask=batch["past_observed_mask"])
         return outputs.loss, {}
 
-    result = train_loop(recipe, accelerator, model, len(dataset), get_batch, compute_loss, "pretrain", resume, stop_at_step)
+    evaluate = None
+    held_out = _eval_rows(recipe, eval_dataset)
+    if held_out is not None:
+        eval_columns = held_out.select_columns(["past_values"])
+        eval_batches = [
+            collator([eval_columns[i] for i in range(start, min(start + 64, len(held_out)))])
+            for start in range(0, len(held_out), 64)
+        ]
+
+        def evaluate(model):
+            # the same masks at every evaluation (a generator seeded from the recipe): the curve compares like with like
+            generator = torch.Generator(device=accelerator.device).manual_seed(recipe.seed)
+            total, count = 0.0, 0
+            for batch in eval_batches:
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                outputs = model(
+                    past_values=batch["past_values"],
+                    past_observed_mask=batch["past_observed_mask"],
+                    mask_patches=True,
+                    generator=generator,
+                )
+                total += float(outputs.loss) * len(batch["past_values"])
+                count += len(batch["past_values"])
+            return {"loss": total / max(count, 1)}
+
+    result = train_loop(
+        recipe, accelerator, model, len(dataset), get_batch, compute_loss, "pretrain", resume, stop_at_step, evaluate
+    )
     if result["summary"]["completed"]:
         result["final_dir"] = save_final(accelerator, result["model"], recipe.output_dir)
     accelerator.end_training()  # also destroys the process group: last
@@ -690,11 +775,21 @@ def build_alignment_model(recipe: AlignRecipe) -> TraceModel:
     return model
 
 
-def run_alignment(recipe: AlignRecipe, dataset, accelerator: Accelerator | None = None, resume=False, stop_at_step=None):
+def run_alignment(
+    recipe: AlignRecipe,
+    dataset,
+    accelerator: Accelerator | None = None,
+    resume=False,
+    stop_at_step=None,
+    eval_dataset=None,
+):
     """Dual-level contrastive alignment of `TraceModel` on rows with a sample text; saves `<output_dir>/final`.
 
     Texts are encoded once by the frozen tower (main process first, cached on disk), then only cached sentence
-    embeddings enter training.
+    embeddings enter training. Each logged step also records the geometry of the batch's embeddings
+    (`ts_mean_cosine`, `ts_mean_norm`, `text_...`, see `embedding_geometry`) and the temperature (`logit_scale`,
+    exponentiated). With `eval_dataset` and `recipe.eval_steps`, the same loss and geometry on those rows (one batch
+    of at most `eval_max_samples`) are logged with an `eval_` prefix.
     """
     resume_checkpoint(recipe, resume, print_fn=lambda *_: None)  # a refused resume fails before the text cache is built
     accelerator = accelerator or build_accelerator(recipe, "align")
@@ -718,12 +813,42 @@ def run_alignment(recipe: AlignRecipe, dataset, accelerator: Accelerator | None 
     def compute_loss(model, batch):
         outputs = model(**batch, return_loss=False)
         loss, sample_loss, channel_loss = alignment_loss(accelerator.unwrap_model(model), outputs, batch["channel_text_mask"])
-        logs = {"sample_loss": sample_loss.detach()}
+        logs = {
+            "sample_loss": sample_loss.detach(),
+            "logit_scale": accelerator.unwrap_model(model).logit_scale.detach().exp(),
+            **embedding_geometry(outputs.time_series_embeds, "ts"),
+            **embedding_geometry(outputs.text_embeds, "text"),
+        }
         if channel_loss is not None:
             logs["channel_loss"] = channel_loss.detach()
         return loss, logs
 
-    result = train_loop(recipe, accelerator, model, len(dataset), get_batch, compute_loss, "align", resume, stop_at_step)
+    evaluate = None
+    held_out = _eval_rows(recipe, eval_dataset)
+    if held_out is not None:
+        held_out = held_out.filter(lambda row: bool(str(row["text"] or "").strip()), desc="held-out rows with a text")
+    if held_out is not None and len(held_out) >= 2:
+        with accelerator.main_process_first():
+            eval_cache, _, _ = build_text_embedding_cache(
+                model, tokenizer, held_out, config.num_input_channels, cache_dir, recipe.text_batch_size
+            )
+        # Each process embeds its own contiguous share and the loss gathers them, so every process sees the whole
+        # held-out set once (rows beyond a multiple of the process count are left out).
+        share = len(held_out) // accelerator.num_processes
+        rows = range(accelerator.process_index * share, (accelerator.process_index + 1) * share)
+        eval_batch = {
+            **collator([held_out.select_columns(["past_values"])[i] for i in rows]),
+            **text_embedding_batch(eval_cache, list(rows)),
+        }
+
+        def evaluate(model):
+            batch = {k: v.to(accelerator.device) for k, v in eval_batch.items()}
+            loss, logs = compute_loss(model, batch)
+            return {"loss": loss, **{k: v for k, v in logs.items() if k != "logit_scale"}}
+
+    result = train_loop(
+        recipe, accelerator, model, len(dataset), get_batch, compute_loss, "align", resume, stop_at_step, evaluate
+    )
     if result["summary"]["completed"]:
         result["final_dir"] = save_final(accelerator, result["model"], recipe.output_dir, tokenizer)
     accelerator.end_training()  # also destroys the process group: last

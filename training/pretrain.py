@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import PretrainRecipe, parse_recipe
 from .loops import distributed_state, run_pretraining
-from .data import load_training_dataset
+from .data import load_training_splits
 
 
 def main(argv=None):
@@ -18,10 +18,16 @@ def main(argv=None):
     state = distributed_state()
     recipe.validate(num_processes=state.num_processes)  # before any data or model is built
     with state.main_process_first():
-        dataset = load_training_dataset(
-            recipe.dataset, recipe.dataset_config, "train", recipe.data_dir, max_samples=recipe.max_samples
+        splits = load_training_splits(
+            recipe.dataset,
+            recipe.dataset_config,
+            ("train", "validation") if recipe.eval_steps else ("train",),
+            recipe.data_dir,
+            max_samples=recipe.max_samples,
         )
-    result = run_pretraining(recipe, dataset, resume=extras.resume, stop_at_step=extras.stop_at_step)
+    result = run_pretraining(
+        recipe, splits["train"], resume=extras.resume, stop_at_step=extras.stop_at_step, eval_dataset=splits.get("validation")
+    )
     if state.is_main_process and "final_dir" in result:
         from modeling_trace.cards import write_model_card  # README.md card next to the final save_pretrained
 

@@ -62,6 +62,10 @@ class TrainingRecipe:
     logging_steps: int = 10
     save_steps: int | None = None
     save_total_limit: int | None = 2
+    # held-out loss on the validation split every `eval_steps` (None: no evaluation), over at most
+    # `eval_max_samples` rows; convergence is read from this curve, not from the step count
+    eval_steps: int | None = None
+    eval_max_samples: int | None = 512
     report_to: str = "auto"
     num_workers: int = 0
 
@@ -98,6 +102,8 @@ class TrainingRecipe:
         positive("max_grad_norm", allow_none=True)
         positive("logging_steps")
         positive("save_steps", allow_none=True)
+        positive("eval_steps", allow_none=True)
+        positive("eval_max_samples", allow_none=True)
         positive("max_steps", allow_none=True)
         positive("num_epochs")
         positive("warmup_steps", allow_none=True, allow_zero=True)
@@ -296,7 +302,18 @@ def save_recipe(recipe: TrainingRecipe, path: str | os.PathLike) -> None:
 # (its file name hashes the tower and the texts). Every other value shapes the optimisation or the data, and the
 # checkpoint's optimiser / scheduler state would silently keep the old one, so a change is refused.
 RESUMABLE_KEYS = frozenset(
-    {"output_dir", "max_steps", "logging_steps", "save_steps", "save_total_limit", "report_to", "num_workers", "text_cache_dir"}
+    {
+        "output_dir",
+        "max_steps",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "eval_steps",
+        "eval_max_samples",
+        "report_to",
+        "num_workers",
+        "text_cache_dir",
+    }
 )
 
 

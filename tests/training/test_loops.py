@@ -138,3 +138,46 @@ def test_resume_after_a_kill_logs_each_step_once(unbroken, tmp_path):
     log = read_log(out)
     assert [r["step"] for r in log] == list(range(1, 9))
     assert [r["loss"] for r in log] == [r["loss"] for r in read_log(unbroken_out)]
+
+
+# --- held-out evaluation and embedding geometry ---------------------------------------------------------------------
+
+
+def test_evaluation_is_logged_and_leaves_training_unchanged(tmp_path):
+    """`evaluate` runs every eval_steps (and at the end) and is logged with an eval_ prefix; the run's weights are
+    bit-identical to the same run without evaluation (evaluation neither draws from nor moves the RNG)."""
+    held_out = {"x": torch.randn(16, 6, generator=torch.Generator().manual_seed(9))}
+    held_out["y"] = held_out["x"].sum(-1, keepdim=True)
+    calls = []
+
+    def evaluate(model):
+        calls.append(model.training)
+        torch.rand(3)  # an evaluation that draws random numbers must not shift the training draws
+        return {"loss": nn.functional.mse_loss(model(held_out["x"]), held_out["y"])}
+
+    plain = train(make_recipe(tmp_path / "plain", save_steps=None))
+    recipe = make_recipe(tmp_path / "eval", save_steps=None, eval_steps=3, logging_steps=2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.1), nn.ReLU(), nn.Linear(16, 1))
+    accelerator = build_accelerator(recipe, "unit")
+    result = train_loop(recipe, accelerator, model, NUM_SAMPLES, get_batch, compute_loss, "unit", evaluate=evaluate)
+    weights = accelerator.unwrap_model(result["model"]).state_dict()
+    assert all(torch.equal(plain[k], weights[k]) for k in plain)
+    assert calls == [False, False, False]  # steps 3, 6 and the last (8), in eval mode
+    logged = [(r["step"], r["eval_loss"]) for r in read_log(tmp_path / "eval") if "eval_loss" in r]
+    assert [step for step, _ in logged] == [3, 6, 8]
+    assert result["summary"]["last_eval"]["loss"] == pytest.approx(logged[-1][1])
+
+
+def test_embedding_geometry_reads_collapse():
+    from trace_training.loops import embedding_geometry
+
+    generator = torch.Generator().manual_seed(0)
+    spread = nn.functional.normalize(torch.randn(512, 64, generator=generator), dim=-1)
+    collapsed = nn.functional.normalize(torch.ones(512, 64) + 0.01 * torch.randn(512, 64, generator=generator), dim=-1)
+    isotropic, degenerate = embedding_geometry(spread, "ts"), embedding_geometry(collapsed, "ts")
+    assert abs(isotropic["ts_mean_cosine"]) < 0.01 and isotropic["ts_mean_norm"] < 0.1
+    assert degenerate["ts_mean_cosine"] > 0.99 and degenerate["ts_mean_norm"] > 0.99
+    # the mean pairwise cosine of the formula equals the explicit average over pairs
+    explicit = (spread @ spread.t()).sum() - 512
+    assert isotropic["ts_mean_cosine"] == pytest.approx(float(explicit) / (512 * 511), abs=1e-6)
