@@ -8,8 +8,8 @@ the metric cores (`modeling_trace.metrics`). This module only adds what a benchm
 - leakage checks: every script asserts that its split is chronological and that no test window overlaps a
   training window (`assert_no_temporal_leakage`);
 - budgets (`REDUCED` for CPU, `FULL` for the paper-sized runs behind `--full`);
-- encoder variants for the baselines and ablations, including the mean-pooled baseline (a thin wrapper,
-  `use_mean_pooled_sample_embedding`, because the library's `TraceModel` always embeds a sample by [CLS]);
+- encoder variants for the baselines and ablations, as `TraceConfig` overrides (the mean-pooled baseline is
+  `pooling="mean"`);
 - a disk cache of built datasets and trained encoders, so that tables sharing an encoder train it once;
 - Markdown/CSV table writing.
 """
@@ -156,10 +156,14 @@ class EncoderVariant:
     attention_type: str = "channel_biased"
     use_channel_identity_tokens: bool = True
     num_hard_negatives: int | None = 32
-    mean_pooled_sample_embedding: bool = False
+    pooling: str = "cls"  # TraceConfig.pooling: the sample embedding is [CLS] or the mean of the patch tokens
 
     def config_overrides(self) -> dict:
-        return {"attention_type": self.attention_type, "use_channel_identity_tokens": self.use_channel_identity_tokens}
+        return {
+            "attention_type": self.attention_type,
+            "use_channel_identity_tokens": self.use_channel_identity_tokens,
+            "pooling": self.pooling,
+        }
 
 
 VARIANTS = {
@@ -167,7 +171,7 @@ VARIANTS = {
     for v in (
         EncoderVariant("trace", "TRACE (CIT + CbA, K=32 hard negatives)"),
         EncoderVariant(
-            "mean_pooled", "Transformer, mean-pooled (no CIT, full attention)", "full", False, 32, True
+            "mean_pooled", "Transformer, mean-pooled (no CIT, full attention)", "full", False, 32, pooling="mean"
         ),
         EncoderVariant("no_hard_negatives", "TRACE, all negatives (K=all, no hard-negative selection)", num_hard_negatives=None),
         EncoderVariant("full_attention", "TRACE with full attention (CIT kept)", attention_type="full"),
@@ -175,45 +179,6 @@ VARIANTS = {
         EncoderVariant("no_cit", "TRACE without CIT (CbA rule, [CLS] embedding)", use_channel_identity_tokens=False),
     )
 }
-
-
-def use_mean_pooled_sample_embedding(model):
-    """Make a `TraceModel` embed a sample by the mean of its observed patch tokens instead of [CLS].
-
-    The baseline of paper Table 1 pools patch tokens; the library has no such switch for `TraceModel` (only
-    `TraceForClassification.pooling_type`), so the benchmark swaps the class of its encoder for this subclass,
-    which replaces `cls_embedding` in the output every caller reads (forward, encode_time_series, loss).
-    """
-    from modeling_trace.modeling_trace import TraceTimeSeriesModel
-
-    class MeanPooledTraceTimeSeriesModel(TraceTimeSeriesModel):
-        def forward(self, *args, **kwargs):
-            return_dict = kwargs.pop("return_dict", None)
-            output = super().forward(*args, return_dict=True, **kwargs)
-            weights = output.patch_observed_mask.to(output.patch_embeddings.dtype)[..., None]
-            output.cls_embedding = (output.patch_embeddings * weights).sum((1, 2)) / weights.sum((1, 2)).clamp(min=1.0)
-            return output if return_dict is not False else output.to_tuple()
-
-    encoder = model.time_series_model
-    if not isinstance(encoder, MeanPooledTraceTimeSeriesModel):
-        encoder.__class__ = MeanPooledTraceTimeSeriesModel
-    return model
-
-
-@contextlib.contextmanager
-def _mean_pooled_alignment(enabled: bool):
-    """During `run_alignment`, build the model through `use_mean_pooled_sample_embedding`."""
-    from trace_training import loops
-
-    if not enabled:
-        yield
-        return
-    original = loops.build_alignment_model
-    loops.build_alignment_model = lambda recipe: use_mean_pooled_sample_embedding(original(recipe))
-    try:
-        yield
-    finally:
-        loops.build_alignment_model = original
 
 
 def _quiet():
@@ -231,6 +196,17 @@ def _quiet():
 def _silenced():
     with contextlib.redirect_stdout(io.StringIO()):
         yield
+
+
+def _cached_encoder_matches(final: Path, variant: EncoderVariant) -> bool:
+    """Whether `final` holds an encoder whose config has the variant's overrides (a cache entry written before
+    `pooling` was a config option holds a [CLS]-pooled "mean_pooled" encoder and is rebuilt)."""
+    from modeling_trace import TraceConfig
+
+    if not (final / "config.json").is_file():
+        return False
+    config = TraceConfig.from_pretrained(final)
+    return all(getattr(config, key) == value for key, value in variant.config_overrides().items())
 
 
 def train_encoder(
@@ -254,7 +230,7 @@ def train_encoder(
     run_dir = cache_dir / "encoders" / corpus / budget.model / f"p{budget.pretrain_steps}a{budget.align_steps}b{batch_size}" / variant.name / f"seed{seed}"
     final = run_dir / "align" / "final"
     seconds = 0.0
-    if not (final / "config.json").is_file():
+    if not _cached_encoder_matches(final, variant):
         shutil.rmtree(run_dir, ignore_errors=True)
         started = time.perf_counter()
         overrides = {**model_overrides, **variant.config_overrides()}
@@ -272,32 +248,24 @@ def train_encoder(
             model=str(result["final_dir"]), output_dir=str(run_dir / "align"), max_steps=budget.align_steps,
             num_hard_negatives=variant.num_hard_negatives, text_cache_dir=str(cache_dir / "text_cache" / corpus), **common,
         ).validate()
-        with _silenced(), _mean_pooled_alignment(variant.mean_pooled_sample_embedding):
+        with _silenced():
             run_alignment(align, train_dataset)
         seconds = time.perf_counter() - started
-    model = TraceModel.from_pretrained(final)
+    model = TraceModel.from_pretrained(final)  # the variant's overrides (pooling, attention, ...) are in its config
     model.eval()
-    if variant.mean_pooled_sample_embedding:
-        use_mean_pooled_sample_embedding(model)
     return model, final, seconds
 
 
 def sentence_embeddings(model, dataset, name: str, cache_dir: Path = DEFAULT_CACHE_DIR, column: str = "text") -> np.ndarray:
     """The frozen text tower's sentence embeddings (before TRACE's projection) of `dataset[column]`, cached as
     `<cache_dir>/sentences/<name>.npy`; every aligned encoder shares the tower, only its projection differs."""
-    import torch
+    from modeling_trace.modeling_trace import encode_sentences
 
     path = cache_dir / "sentences" / f"{name}.npy"
     if path.is_file():
         return np.load(path)
-    tokenizer = model._get_tokenizer()
     texts = ["" if t is None else str(t) for t in dataset[column]]
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(texts), 64):
-            batch = tokenizer(texts[start : start + 64], padding=True, truncation=True, max_length=256, return_tensors="pt")
-            chunks.append(model.get_text_sentence_embeddings(batch["input_ids"], batch["attention_mask"]).float().numpy())
-    out = np.concatenate(chunks).astype(np.float32)
+    out = encode_sentences(model.text_model, model._get_tokenizer(), texts, show_progress_bar=False).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
     return out
@@ -376,14 +344,14 @@ def describe_corpus(corpus: str, dataset_dict) -> str:
 
 
 def pad_windows(dataset, length: int, column: str = "past_values") -> np.ndarray:
-    """`(N, length, channels)` float32, the most recent `length` steps, left-padded with NaN."""
+    """`(N, length, channels)` float32, the most recent `length` steps, left-padded with NaN (the model's
+    `pad_or_truncate_series`, as the raw-window baselines need it: NaN where nothing was observed)."""
+    from modeling_trace.modeling_trace import pad_or_truncate_series
+
     rows = [np.asarray(v, dtype=np.float32) for v in dataset[column]]
     channels = max(r.shape[1] for r in rows)
-    out = np.full((len(rows), length, channels), np.nan, dtype=np.float32)
-    for i, r in enumerate(rows):
-        r = r[-length:]
-        out[i, length - len(r) :, : r.shape[1]] = r
-    return out
+    values, observed = pad_or_truncate_series(rows, length, channels, fill_missing_channels=True)
+    return np.where(observed, values, np.nan)
 
 
 # ---------------------------------------------------------------------------------------------------------------

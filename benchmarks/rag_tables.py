@@ -174,32 +174,18 @@ def run_seraf(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def standardize(dataset, stats: dict, domain: str):
-    """Z-score `past_values` / `future_values` of a Time-MMD split with the training statistics of `domain`."""
-    channel_stats = stats[domain]
-
-    def apply(row):
-        mean = np.array([channel_stats[c]["mean"] for c in row["channel_names"]], dtype=np.float32)
-        std = np.array([channel_stats[c]["std"] for c in row["channel_names"]], dtype=np.float32)
-        row["past_values"] = ((np.asarray(row["past_values"], dtype=np.float32) - mean) / std).tolist()
-        row["future_values"] = ((np.asarray(row["future_values"], dtype=np.float32) - mean) / std).tolist()
-        return row
-
-    return dataset.map(apply)
-
-
 def align_trace(train, args, input_length: int):
     """Quick contrastive alignment of trace-tiny with frozen all-MiniLM-L6-v2 on the (window, text) pairs."""
     from modeling_trace import TraceModel
     from modeling_trace.presets import load_preset
     from modeling_trace.data_collator import TraceDataCollator
-    from trace_training.text_cache import encode_texts
+    from modeling_trace.modeling_trace import encode_sentences
 
     torch.manual_seed(args.seed)
     config = load_preset("trace-tiny", num_input_channels=1, context_length=input_length, channel_names=None, dropout=0.1)
     model = TraceModel.from_time_series_text_pretrained(config)
     paired = train.filter(lambda row: bool(row["text"].strip()))
-    text_embeds = encode_texts(model, model.tokenizer, paired["text"])
+    text_embeds = encode_sentences(model.text_model, model.tokenizer, paired["text"])
     collate = TraceDataCollator(context_length=input_length, num_channels=1)
     batch_all = collate([paired[i] for i in range(len(paired))])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.align_learning_rate)
@@ -221,7 +207,7 @@ def align_trace(train, args, input_length: int):
 
 def run_timemmd(args) -> str:
     """The `timemmd` command: TRACE RAG variants and SERAF ablations on one domain; returns the Markdown report."""
-    from trace_datasets.timemmd import DOMAIN_SETTINGS, build, load_statistics, read_numeric, split_bounds
+    from trace_datasets.timemmd import DOMAIN_SETTINGS, build, load_statistics, read_numeric, split_bounds, standardize
     from modeling_trace import TraceForRetrievalAugmentedForecasting
     from modeling_trace.modeling_rag import RetrievalForecastingCollator, window_positions
     from modeling_trace.modeling_seraf import SentenceEmbedder
@@ -231,7 +217,7 @@ def run_timemmd(args) -> str:
     freq, length = DOMAIN_SETTINGS[domain].freq, DOMAIN_SETTINGS[domain].input_length
     dd = build("forecasting", domains=[domain], data_dir=args.data_dir, horizon=horizon)
     stats = load_statistics(dd["train"])
-    splits = {k: standardize(dd[k], stats, domain) for k in ("train", "test")}
+    splits = {k: standardize(dd[k], stats) for k in ("train", "test")}
     for split in splits:
         for name, values in window_positions(splits[split]).items():
             splits[split] = splits[split].add_column(name, values.tolist())

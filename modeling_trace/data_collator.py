@@ -26,9 +26,10 @@ def _as_2d(values, what: str, index) -> np.ndarray:
 class TraceDataCollator:
     """Turn schema rows into `past_values`, `past_observed_mask` and, when present, `future_values` / `labels`.
 
-    `past_values` keeps the most recent `context_length` steps and is left-padded; rows with fewer channels than
-    `num_channels` are padded with missing channels. Missing points are 0 in `past_values` and 0 in
-    `past_observed_mask`; missing targets are NaN in `future_values` (the forecasting loss ignores them).
+    `past_values` goes through [`pad_or_truncate_series`] (as `TraceProcessor` input does): it keeps the most recent
+    `context_length` steps and is left-padded; rows with fewer channels than `num_channels` get the missing
+    channels as unobserved. Missing points are 0 in `past_values` and 0 in `past_observed_mask`; missing targets are
+    NaN in `future_values` (the forecasting loss ignores them).
     """
 
     context_length: int
@@ -51,9 +52,7 @@ class TraceDataCollator:
                     f"Row {index} has {past.shape[1]} channels but the model takes {self.num_channels}; use a "
                     "model with more input channels or select channels in the dataset."
                 )
-            # Channels the row lacks are missing (NaN), so the model sees them as never observed.
-            missing_channels = np.full((past.shape[0], self.num_channels - past.shape[1]), np.nan, dtype=np.float32)
-            pasts.append(np.concatenate([past, missing_channels], axis=1))
+            pasts.append(past)
             if future is not None:
                 target = _as_2d(row.get("future_values"), "future_values", index)
                 if target.shape[0] < self.prediction_length:
@@ -62,7 +61,9 @@ class TraceDataCollator:
                         f"{self.prediction_length}; build the dataset with a horizon >= prediction_length."
                     )
                 future[i, :, : target.shape[1]] = target[: self.prediction_length]
-        values, observed = pad_or_truncate_series(pasts, self.context_length, self.num_channels)
+        values, observed = pad_or_truncate_series(
+            pasts, self.context_length, self.num_channels, fill_missing_channels=True
+        )
         batch = {
             "past_values": torch.from_numpy(values),
             "past_observed_mask": torch.from_numpy(observed),

@@ -44,7 +44,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_trace import TraceConfig
-from .modeling_trace import TraceModel, TracePreTrainedModel, forecasting_loss
+from .modeling_trace import TraceForecastingHead, TraceModel, TracePreTrainedModel, forecasting_loss
 from .retrieval import TraceRetrievalIndex, overlapping_windows
 
 
@@ -162,8 +162,8 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
         self.trace = TraceModel(config)
         pair_dim = config.projection_dim * (2 if config.rag_prompt_mode == "ts_text" else 1)
         self.prompt_projection = nn.Linear(pair_dim, config.d_model)
-        self.head_dropout = nn.Dropout(config.dropout)
-        self.forecast_head = nn.Linear((config.num_retrieved + config.num_patches) * config.d_model, config.prediction_length)
+        # The soft prompt's R tokens come before each channel's N patch tokens: [P | H_q,c].
+        self.forecast_head = TraceForecastingHead(config, num_tokens=config.num_retrieved + config.num_patches)
         self.retrieval_index: TraceRetrievalIndex | None = None
         self._corpus = None
         self.post_init()
@@ -391,7 +391,7 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
 
         with torch.no_grad():
             outputs = self.trace.time_series_model(past_values, past_observed_mask, return_dict=True)
-            query_embeds = self.trace.project_time_series(outputs.cls_embedding)
+            query_embeds = self.trace.project_time_series(outputs.pooler_output)
         patches = outputs.patch_embeddings  # H_q: (B, C, N, d)
         batch_size, num_channels = patches.shape[:2]
 
@@ -402,9 +402,8 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
         else:
             prompt = patches.new_zeros(batch_size, self.config.num_retrieved, self.config.d_model)
         prompt_per_channel = prompt[:, None].expand(-1, num_channels, -1, -1)
-        head_input = torch.cat([prompt_per_channel, patches], dim=2).flatten(2)  # [P | H_q,c]
-        normalized = self.forecast_head(self.head_dropout(head_input))  # (B, C, H)
-        prediction = normalized.transpose(1, 2) * outputs.scale + outputs.loc
+        normalized = self.forecast_head(torch.cat([prompt_per_channel, patches], dim=2))  # (B, H, C)
+        prediction = normalized * outputs.scale + outputs.loc
 
         loss = None
         if future_values is not None:

@@ -55,7 +55,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .describe import make_timestamps, seraf_template
-from .modeling_trace import encode_sentences, forecasting_loss, resolve_text_model_path, revin_statistics
+from .modeling_trace import encode_sentences, forecasting_loss, resolve_text_model_path, zscore_statistics
 from .retrieval.results import overlapping_windows
 
 
@@ -204,11 +204,13 @@ class SerafForecastingOutput(ModelOutput):
 def zscore_windows(windows: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-(window, channel) mean and standard deviation over time of `(n, length, channels)` windows.
 
-    Returns `(normalised, loc, scale)` with `loc`, `scale` of shape `(n, 1, channels)`; population std, so a
-    normalised channel has unit mean square. These are TRACE's RevIN statistics with every point observed.
+    Returns `(normalised, loc, scale)` with `loc`, `scale` of shape `(n, 1, channels)` in the dtype of `windows`:
+    the package's [`zscore_statistics`] (population std, so a normalised channel has unit mean square), as TRACE's
+    RevIN with every point observed.
     """
-    loc, scale = revin_statistics(windows, torch.ones_like(windows, dtype=torch.bool), eps)
-    return (windows - loc) / scale, loc, scale
+    loc, scale = zscore_statistics(windows, dim=1, eps=eps)
+    normalized = ((windows.to(loc.dtype) - loc) / scale).to(windows.dtype)
+    return normalized, loc.to(windows.dtype), scale.to(windows.dtype)
 
 
 def pearson_keys(windows: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

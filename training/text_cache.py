@@ -47,12 +47,6 @@ def dataset_fingerprint(dataset) -> str:
     return digest.hexdigest()
 
 
-@torch.no_grad()
-def encode_texts(model, tokenizer, texts: list[str], batch_size: int = 64, max_length: int = 256) -> torch.Tensor:
-    """Sentence embeddings `(len(texts), hidden)` of the model's frozen tower (mean pooling + L2)."""
-    return encode_sentences(model.text_model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-
-
 def build_text_embedding_cache(
     model,
     tokenizer,
@@ -88,7 +82,10 @@ def build_text_embedding_cache(
     unique = sorted({t for t in texts if t} | {t for row in channel_texts for t in row if t})
     position = {t: i for i, t in enumerate(unique)}
     hidden = model.config.text_config.hidden_size
-    embedded = encode_texts(model, tokenizer, unique, batch_size, max_length) if unique else torch.zeros(0, hidden)
+    if unique:
+        embedded = encode_sentences(model.text_model, tokenizer, unique, batch_size=batch_size, max_length=max_length)
+    else:
+        embedded = torch.zeros(0, hidden)
 
     n = len(texts)
     text_embeds = torch.zeros(n, hidden)

@@ -6,32 +6,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..modeling_trace import zscore_statistics
 from .results import ExcludeSpec, RetrievalResults, _CorpusResultsMixin, _Exclusion, _top_k_from_scores
 
 
 def znormalize_windows(windows) -> np.ndarray:
-    """Z-normalise each window per channel over its observed (non-NaN) points; missing points -> 0.
+    """Z-normalise each window per channel over its observed (non-NaN) points ([`zscore_statistics`], float64);
+    missing points -> 0.
 
     Args:
         windows: `(N, length)` or `(N, length, channels)`, NaN = missing.
 
     Returns:
-        float32 `(N, length * channels)`, flattened channel-last. A constant or empty channel
-        becomes all zeros (its standard deviation is taken as 1).
+        float32 `(N, length * channels)`, flattened channel-last. A constant or empty channel becomes all zeros.
     """
-    x = np.asarray(windows, dtype=np.float32)
+    x = np.asarray(windows, dtype=np.float64)
     if x.ndim == 2:
         x = x[:, :, None]
     if x.ndim != 3:
         raise ValueError(f"windows must be (N, length) or (N, length, channels), got shape {x.shape}.")
-    observed = ~np.isnan(x)
-    count = observed.sum(axis=1, keepdims=True)
-    filled = np.where(observed, x, 0.0)
-    mean = filled.sum(axis=1, keepdims=True) / np.maximum(count, 1)
-    var = (np.where(observed, x - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / np.maximum(count, 1)
-    std = np.sqrt(var)
-    std = np.where(std > 1e-8, std, 1.0)
-    z = np.where(observed, (x - mean) / std, 0.0)
+    loc, scale = zscore_statistics(x, dim=1)
+    z = np.where(np.isnan(x), 0.0, (x - loc) / scale)
     return np.ascontiguousarray(z.reshape(len(z), -1), dtype=np.float32)
 
 

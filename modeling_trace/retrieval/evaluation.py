@@ -12,7 +12,7 @@ import numpy as np
 
 from ..metrics.trace_retrieval.trace_retrieval import retrieval_metrics
 from .index import TraceRetrievalIndex
-from .results import MODALITIES, _column_to_numpy, _series_list
+from .results import MODALITIES, _column_to_numpy, _positive_int, _series_list
 
 
 class RetrievalEvaluator:
@@ -28,7 +28,8 @@ class RetrievalEvaluator:
             either embedding columns (`ts_embedding` / `text_embedding`) or raw `text_column` /
             `values_column` to encode. Defaults to the index's own corpus (self-retrieval).
         modes (`tuple[str]`): among `"text_to_ts"`, `"ts_to_text"`, `"ts_to_ts"`.
-        k (`int`): retrieved per query (the list the metrics see).
+        k (`int`): retrieved per query (the list the metrics see); a positive int, clamped by the index to its
+            corpus size.
         precision_at, mrr_at, ndcg_at: metric cutoffs.
         exclude_self (`bool`): drop the query's own id from its TS -> TS results.
         batch_size (`int`): encoding batch size.
@@ -64,7 +65,7 @@ class RetrievalEvaluator:
             raise ValueError(f"Unknown retrieval modes {unknown}; expected some of {list(self.MODES)}.")
         self.queries = queries
         self.modes = tuple(modes)
-        self.k = k
+        self.k = _positive_int(k, "k")
         self.precision_at = tuple(precision_at)
         self.mrr_at = mrr_at
         self.ndcg_at = ndcg_at
@@ -73,14 +74,23 @@ class RetrievalEvaluator:
         self.text_column = text_column
         self.values_column = values_column
         self.exclude_self = exclude_self
-        self.batch_size = batch_size
+        self.batch_size = _positive_int(batch_size, "batch_size")
         self.name = name
         # as sentence-transformers' SentenceEvaluator: the key to select checkpoints on
         first = self.modes[0] if self.modes else "text_to_ts"
         cutoff = f"mrr@{mrr_at}" if mrr_at else f"precision@{self.precision_at[0]}"
         self.primary_metric = f"{name + '_' if name else ''}{first}_{'label' if first == 'ts_to_ts' else 'modality'}_{cutoff}"
 
-    def __call__(self, index: TraceRetrievalIndex, model=None) -> dict[str, float]:
+    def __call__(self, index: TraceRetrievalIndex, model=None, query_embeddings: dict | None = None) -> dict[str, float]:
+        """Metrics of `index` (a `TraceRetrievalIndex` or a raw-window searcher of `baselines.py`).
+
+        Args:
+            index: what is searched.
+            model: encodes raw queries (`encode_text` / `encode_time_series`); defaults to `index.model`.
+            query_embeddings (`dict`, *optional*): `{"time_series": array, "text": array}`, the query vectors to
+                search with, one row per query, in place of the queries' embedding columns or the model (e.g. the
+                raw windows a Euclidean scan compares).
+        """
         queries = self.queries if self.queries is not None else index.corpus
         for where, columns in (("queries", queries.column_names), ("index corpus", index.corpus.column_names)):
             if self.id_column not in columns:
@@ -104,6 +114,8 @@ class RetrievalEvaluator:
         embeddings: dict[str, np.ndarray] = {}
         for mode in self.modes:
             source, target = self.MODES[mode]
+            if source not in embeddings and query_embeddings is not None and source in query_embeddings:
+                embeddings[source] = np.asarray(query_embeddings[source], dtype=np.float32)
             if source not in embeddings:
                 embeddings[source], encode_seconds = self._embed(queries, source, index, model)
                 if encode_seconds is not None:
@@ -136,7 +148,7 @@ class RetrievalEvaluator:
         column = MODALITIES[modality]
         if column in queries.column_names:
             return _column_to_numpy(queries, column), None
-        model = model if model is not None else index.model
+        model = model if model is not None else getattr(index, "model", None)
         if model is None:
             raise ValueError(f"The queries have no `{column}` column and no model was given to encode them; pass `model=`.")
         start = time.perf_counter()

@@ -29,8 +29,10 @@ return the same `RetrievalResults`, for the speed/quality benchmarks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,13 +52,50 @@ from .results import (
     _CorpusResultsMixin,
     _Exclusion,
     _l2_normalize,
+    _positive_int,
     _series_list,
+    _validate_k,
 )
 
 
 class RetrievalIndexIntegrityError(ValueError):
-    """A saved `TraceRetrievalIndex` is incomplete, corrupted or inconsistent with its corpus."""
+    """A saved `TraceRetrievalIndex` is incomplete, corrupted or inconsistent with its corpus or with the model it
+    is loaded with; the message names the file (or both fingerprints) and what to do."""
 
+
+FINGERPRINT_VERSION = "trace-model-fingerprint-v1"
+_EMPTY_CORPUS = (
+    "{what} holds no rows: an index needs at least one item. Check that the split, filter or row selection you "
+    "index keeps some rows."
+)
+_REBUILD = "Rebuild it (TraceRetrievalIndex.build / from_embeddings) and save it again, or restore the original file."
+
+
+def model_fingerprint(model) -> str | None:
+    """A deterministic identity of an encoder's weights, stored in the index manifest by `save` and checked by `load`.
+
+    For a model with a `state_dict` (e.g. `TraceModel`): `"sha256:<hex>"` of the sha256 over, for every state_dict
+    entry in sorted key order, its name, dtype, shape and raw bytes (the time-series tower, the text tower and both
+    projections: everything that shapes a query embedding). Two models share a fingerprint exactly when their
+    weights are bit-identical; the same checkpoint loaded in another dtype (bf16 vs fp32) differs. It reads every
+    weight once (about 0.1-0.3 s for a MiniLM-sized model). Objects without a `state_dict` (a stand-in encoder) or
+    `None` have no fingerprint: `None` is returned and nothing is checked for them.
+    """
+    state_dict = getattr(model, "state_dict", None)
+    if model is None or not callable(state_dict):
+        return None
+    import torch
+
+    digest = hashlib.sha256(FINGERPRINT_VERSION.encode())
+    for name, tensor in sorted(state_dict().items()):
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        tensor = tensor.detach()
+        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        flat = tensor.to("cpu").contiguous().reshape(-1)
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy())
+    return "sha256:" + digest.hexdigest()
 
 
 class TraceRetrievalIndex(_CorpusResultsMixin):
@@ -113,7 +152,7 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
         ef_search: int | None = None,
         train_size: int | None = None,
         seed: int = 0,
-    ) -> "TraceRetrievalIndex":
+    ) -> TraceRetrievalIndex:
         """Index precomputed embeddings.
 
         Args:
@@ -146,12 +185,16 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
         else:
             raise TypeError(f"`corpus` must be a datasets.Dataset, a dict of columns or None; got {type(corpus).__name__}.")
 
+        if corpus_ds is not None and len(corpus_ds) == 0:
+            raise ValueError(_EMPTY_CORPUS.format(what="The corpus"))
         given = {"time_series": ts_embeddings, "text": text_embeddings}
         vectors: dict[str, np.ndarray] = {}
         for modality, column in MODALITIES.items():
             array = given[modality]
             if array is None and corpus_ds is not None and column in corpus_ds.column_names:
                 array = _column_to_numpy(corpus_ds, column)
+            if array is not None and np.size(array) == 0:
+                raise ValueError(_EMPTY_CORPUS.format(what=f"The {modality} embeddings"))
             if array is not None:
                 vectors[modality] = _l2_normalize(array, f"{modality} embeddings")
         if not vectors:
@@ -191,8 +234,9 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
         values_column: str | None = "past_values",
         index_factory: str | None = None,
         id_column: str = "id",
+        fill_missing_channels: bool = False,
         **index_kwargs,
-    ) -> "TraceRetrievalIndex":
+    ) -> TraceRetrievalIndex:
         """Encode a dataset with `model` and index it.
 
         Args:
@@ -207,8 +251,13 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
             values_column (`str` or `None`): series to embed; `None` = no time-series index.
             index_factory (`str`, *optional*): FAISS factory string, see `from_embeddings`.
             id_column (`str`): the id column.
+            fill_missing_channels (`bool`): rows with fewer channels than the model (a univariate source in a
+                multichannel corpus) get the missing trailing channels as unobserved, as in training; passed to
+                `model.encode_time_series`.
             **index_kwargs: `nprobe`, `ef_search`, `train_size`, `seed` of `from_embeddings`.
         """
+        if len(dataset) == 0:
+            raise ValueError(_EMPTY_CORPUS.format(what="The dataset passed to TraceRetrievalIndex.build"))
         ts_embeddings = text_embeddings = None
         for column in (text_column, values_column):
             if column is not None and column not in dataset.column_names:
@@ -218,8 +267,9 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
                 )
         if values_column is not None:
             series = _series_list(dataset, values_column)
+            fill = {"fill_missing_channels": True} if fill_missing_channels else {}
             ts_embeddings = model.encode_time_series(
-                series, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True
+                series, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True, **fill
             )
         if text_column is not None:
             texts = ["" if t is None else str(t) for t in dataset[text_column]]
@@ -302,24 +352,31 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
 
         Args:
             query_embeddings (`np.ndarray` of shape `(num_queries, d)`): re-normalised to unit norm.
-            k (`int`): results per query.
+            k (`int`): results per query, a positive int (numpy ints too). It is clamped to the corpus size: the
+                results have `min(k, len(index))` columns, and a query whose `exclude` leaves fewer candidates
+                than that is padded with index `-1` / score `-inf`.
             target (`str`): `"time_series"` or `"text"` — which side of the corpus to search.
             exclude: items to leave out per query: a list with, per query, an id / a collection of
                 ids / None; a boolean `(num_queries, corpus_size)` matrix (True = leave out); or a
                 callable `f(query_position, candidate_rows) -> bool array` (True = leave out), e.g.
                 to drop windows overlapping the query.
-            batch_size (`int`): queries per FAISS call.
+            batch_size (`int`): queries per FAISS call (a positive int).
             return_rows (`bool`): also return the corpus rows of the hits.
             columns (`list[str]`, *optional*): corpus columns in the rows (default: all but the
                 embeddings, `past_values` and `future_values`).
         """
         target = self._check_modality(target)
         index = self.indexes[target]
+        k = _validate_k(k, index.ntotal)
+        batch_size = _positive_int(batch_size, "batch_size")
+        if index.ntotal == 0:
+            raise ValueError(
+                f"The {target} index is empty (0 vectors): there is nothing to search. Build the index from a "
+                "non-empty corpus (TraceRetrievalIndex.build / from_embeddings)."
+            )
         queries = _l2_normalize(query_embeddings, "query_embeddings")
         if queries.shape[1] != index.d:
             raise ValueError(f"Query embeddings have dimension {queries.shape[1]} but the {target} index has {index.d}.")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
         exclusion = _Exclusion(exclude, len(queries), len(self), self._id_to_rows)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         indices = np.full((len(queries), k), -1, dtype=np.int64)
@@ -374,13 +431,14 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
         Args:
             texts (`list[str]` or `str`): query texts, encoded with `model` (or the index's model).
                 A float array is taken as text embeddings.
-            k (`int`): results per query.
+            k (`int`): results per query (clamped to the corpus size, see `search`).
             query_embeddings (`np.ndarray`, *optional*): text embeddings instead of `texts`.
             exclude: see `search`.
             batch_size, show_progress_bar: encoding options.
             model (*optional*): encoder to use instead of the index's.
             **search_kwargs: `return_rows`, `columns`, `batch_size` of `search` (as `search_batch_size`).
         """
+        _validate_k(k)  # before encoding: a bad k is reported without spending the encoding first
         if isinstance(texts, np.ndarray) and texts.dtype.kind == "f":
             query_embeddings, texts = texts, None
         embeddings = self._query_embeddings(
@@ -406,7 +464,7 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
         Args:
             series: query series, an array `(num_queries, length, channels)` or a list of
                 `(length_i, channels)` arrays (NaN = missing), encoded with the model.
-            k (`int`): results per query.
+            k (`int`): results per query (clamped to the corpus size, see `search`).
             target (`str`): `"time_series"` for similar series, `"text"` for matching texts.
             query_embeddings (`np.ndarray`, *optional*): time-series embeddings instead of `series`.
             exclude: see `search` — e.g. `exclude=[[qid] for qid in query_ids]` drops each query
@@ -415,6 +473,7 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
             model (*optional*): encoder to use instead of the index's.
             **search_kwargs: `return_rows`, `columns`, `search_batch_size`.
         """
+        _validate_k(k)
         embeddings = self._query_embeddings(
             "time_series", series, query_embeddings, model, batch_size=batch_size, show_progress_bar=show_progress_bar
         )
@@ -450,22 +509,34 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
     def save(self, directory: str) -> None:
         """Write the corpus (`save_to_disk`), one FAISS file per modality and a JSON manifest.
 
-        The manifest records the format version, factory string, row count, and per index its
-        file, sha256, vector count and dimension, so that `load` can detect truncated, swapped or
-        stale files.
+        The manifest records the format version, factory string, row count, per index its file, sha256, vector
+        count and dimension, the sha256 and size of each data file of the saved corpus, and the fingerprint of
+        `self.model` (`model_fingerprint`, `None` without a model), so that `load` can detect truncated, swapped or
+        stale files and a model other than the one the index was saved with.
+
+        Raises:
+            ValueError: the index holds no rows (an empty index could not be searched nor loaded again).
         """
         import faiss
 
+        if len(self.corpus) == 0 or any(index.ntotal == 0 for index in self.indexes.values()):
+            raise ValueError(_EMPTY_CORPUS.format(what="This TraceRetrievalIndex") + " Nothing was written.")
         os.makedirs(directory, exist_ok=True)
-        self.corpus.save_to_disk(os.path.join(directory, CORPUS_DIR))
+        corpus_dir = os.path.join(directory, CORPUS_DIR)
+        self.corpus.save_to_disk(corpus_dir)
         manifest = {
             "format_version": INDEX_FORMAT_VERSION,
             "index_factory": self.index_factory,
             "metric": "inner_product",
             "num_rows": len(self.corpus),
             "id_column": self.id_column,
+            "model_fingerprint": model_fingerprint(self.model),
+            "corpus": {"data_files": {}},
             "indexes": {},
         }
+        for name in _corpus_data_files(corpus_dir):
+            path = os.path.join(corpus_dir, name)
+            manifest["corpus"]["data_files"][name] = {"sha256": sha256_file(path), "num_bytes": os.path.getsize(path)}
         for modality, index in self.indexes.items():
             path = os.path.join(directory, INDEX_FILES[modality])
             faiss.write_index(index, path)
@@ -481,18 +552,26 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
             json.dump(manifest, f, indent=2)
 
     @classmethod
-    def load(cls, directory: str, *, model=None, keep_in_memory: bool = False, verify: bool = True) -> "TraceRetrievalIndex":
+    def load(cls, directory: str, *, model=None, keep_in_memory: bool = False, verify: bool = True) -> TraceRetrievalIndex:
         """Load an index written by `save`, checking its integrity.
 
         Args:
             directory (`str`): the folder given to `save`.
-            model (*optional*): encoder for raw queries.
+            model (*optional*): encoder for raw queries. With `verify`, its `model_fingerprint` must equal the one
+                the manifest records (the model the index was saved with).
             keep_in_memory (`bool`): load the corpus into memory instead of memory-mapping it.
-            verify (`bool`): check each index file's size and sha256 against the manifest.
+            verify (`bool`): check each index file's and corpus data file's size and sha256, and the model
+                fingerprint, against the manifest. `verify=False` skips these (reading every file costs time on a
+                large index); the manifest is still validated, and paths leaving `directory` are still refused.
+
+        Manifests written before fingerprints and corpus hashes existed load with a warning (those checks are
+        skipped); save the index again to add them.
 
         Raises:
-            RetrievalIndexIntegrityError: a missing, truncated or modified index file, an index whose
-                vector count or dimension differs from the manifest, or a corpus whose row count differs.
+            RetrievalIndexIntegrityError: an unreadable or malformed manifest, a manifest path outside `directory`,
+                a missing, truncated or modified index or corpus file, an index whose vector count or dimension
+                differs from the manifest, a corpus whose row count differs, an index saved with no rows, or a
+                `model` whose fingerprint differs from the one the index was saved with.
         """
         import datasets
         import faiss
@@ -503,28 +582,53 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
                 f"{manifest_path} not found: {directory!r} is not a saved TraceRetrievalIndex (expected "
                 f"{MANIFEST_NAME}, {CORPUS_DIR}/ and the .faiss files written by TraceRetrievalIndex.save)."
             )
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        version = manifest.get("format_version")
-        if version != INDEX_FORMAT_VERSION:
+        manifest = _read_manifest(manifest_path)
+        rebuild = _REBUILD
+        if manifest["num_rows"] == 0:
             raise RetrievalIndexIntegrityError(
-                f"{manifest_path} has format_version {version!r}; this version of modeling_trace reads "
-                f"{INDEX_FORMAT_VERSION}. Rebuild the index with TraceRetrievalIndex.build and save it again."
+                f"The manifest {manifest_path} records an index of 0 rows: an empty index cannot be searched. Build "
+                "it again from a non-empty corpus."
             )
-        rebuild = "Rebuild it (TraceRetrievalIndex.build / from_embeddings) and save it again, or restore the original file."
         corpus_path = os.path.join(directory, CORPUS_DIR)
+        index_paths = {
+            modality: _inside(directory, entry["file"], f"indexes.{modality}.file", manifest_path)
+            for modality, entry in manifest["indexes"].items()
+        }
+        corpus_files = manifest.get("corpus", {}).get("data_files")
+        corpus_file_paths = {
+            name: _inside(directory, os.path.join(CORPUS_DIR, name), f"corpus.data_files[{name!r}]", manifest_path)
+            for name in (corpus_files or {})
+        }
         try:
             corpus = datasets.load_from_disk(corpus_path, keep_in_memory=keep_in_memory)
         except FileNotFoundError as err:
             raise RetrievalIndexIntegrityError(f"The corpus folder {corpus_path} is missing or unreadable. {rebuild}") from err
+        except Exception as err:  # datasets/pyarrow raise many types for a damaged folder (IndexError, ArrowInvalid...)
+            raise RetrievalIndexIntegrityError(
+                f"The corpus folder {corpus_path} cannot be read ({type(err).__name__}: {err}). {rebuild}"
+            ) from err
+        if not isinstance(corpus, datasets.Dataset):
+            raise RetrievalIndexIntegrityError(
+                f"The corpus folder {corpus_path} holds a {type(corpus).__name__}, not the single Dataset that "
+                f"TraceRetrievalIndex.save writes. {rebuild}"
+            )
         if len(corpus) != manifest["num_rows"]:
             raise RetrievalIndexIntegrityError(
                 f"The corpus in {corpus_path} has {len(corpus)} rows but the manifest {manifest_path} records "
                 f"{manifest['num_rows']}: the corpus and the index files come from different saves. {rebuild}"
             )
+        if verify:
+            if corpus_files is None:
+                warnings.warn(
+                    f"{manifest_path} records no checksums of the corpus files (saved by an older version): the corpus "
+                    f"in {corpus_path} is not verified. Save the index again to add them.",
+                    stacklevel=2,
+                )
+            else:
+                _verify_corpus_files(corpus_path, corpus_files, corpus_file_paths, manifest_path)
         indexes = {}
         for modality, entry in manifest["indexes"].items():
-            path = os.path.join(directory, entry["file"])
+            path = index_paths[modality]
             if not os.path.isfile(path):
                 raise RetrievalIndexIntegrityError(f"The {modality} index file {path} is missing. {rebuild}")
             if verify:
@@ -555,12 +659,165 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
                     f"{len(corpus)} rows; each corpus row needs exactly one vector. {rebuild}"
                 )
             indexes[modality] = index
+        if verify and model is not None:
+            _verify_model(manifest, manifest_path, model)
         return cls(
             corpus,
             indexes,
             index_factory=manifest.get("index_factory"),
             model=model,
             id_column=manifest.get("id_column", "id"),
+        )
+
+
+# ---------------------------------------------------------------- manifest checks
+
+
+def _corpus_data_files(corpus_dir: str) -> list[str]:
+    """The data files of a `save_to_disk` folder (as its state.json lists them: what `load_from_disk` reads)."""
+    state_path = os.path.join(corpus_dir, "state.json")
+    try:
+        with open(state_path, encoding="utf-8") as f:
+            files = [entry["filename"] for entry in json.load(f)["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RetrievalIndexIntegrityError(
+            f"Cannot read the list of data files in {state_path} ({type(err).__name__}: {err}); the corpus folder "
+            f"is damaged. {_REBUILD}"
+        ) from err
+    if not all(isinstance(name, str) for name in files):
+        raise RetrievalIndexIntegrityError(f"{state_path} lists data files that are not file names: {files!r}. {_REBUILD}")
+    return files
+
+
+def _inside(directory: str, relative, what: str, manifest_path: str) -> str:
+    """`directory/relative`, refusing an absolute path or one that resolves (symlinks too) outside `directory`."""
+    if not isinstance(relative, str) or not relative or os.path.isabs(relative):
+        raise RetrievalIndexIntegrityError(
+            f"The manifest {manifest_path} gives {what} = {relative!r}; expected a file name relative to the index "
+            f"folder. {_REBUILD}"
+        )
+    root = os.path.realpath(directory)
+    resolved = os.path.realpath(os.path.join(root, relative))
+    if os.path.commonpath([root, resolved]) != root:
+        raise RetrievalIndexIntegrityError(
+            f"The manifest {manifest_path} gives {what} = {relative!r}, which resolves to {resolved}, outside the index "
+            f"folder {root}; refusing to read it. An index only reads files inside its own folder. {_REBUILD}"
+        )
+    return os.path.join(directory, relative)
+
+
+def _read_manifest(manifest_path: str) -> dict:
+    """The parsed manifest, with every field `load` uses checked; `RetrievalIndexIntegrityError` naming the file."""
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise RetrievalIndexIntegrityError(
+            f"Cannot read the manifest {manifest_path} ({type(err).__name__}: {err}): it is damaged or not the JSON "
+            f"written by TraceRetrievalIndex.save. {_REBUILD}"
+        ) from err
+
+    def invalid(what: str):
+        return RetrievalIndexIntegrityError(f"The manifest {manifest_path} is invalid: {what}. {_REBUILD}")
+
+    def is_count(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(manifest, dict):
+        raise invalid(f"it holds a JSON {type(manifest).__name__}, expected an object")
+    version = manifest.get("format_version")
+    if version != INDEX_FORMAT_VERSION:
+        raise RetrievalIndexIntegrityError(
+            f"{manifest_path} has format_version {version!r}; this version of modeling_trace reads "
+            f"{INDEX_FORMAT_VERSION}. Rebuild the index with TraceRetrievalIndex.build and save it again."
+        )
+    if not is_count(manifest.get("num_rows")):
+        raise invalid(f"num_rows is {manifest.get('num_rows')!r}, expected a non-negative integer")
+    for key in ("index_factory", "model_fingerprint"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise invalid(f"{key} is {manifest[key]!r}, expected a string or null")
+    if not isinstance(manifest.get("id_column", "id"), str):
+        raise invalid(f"id_column is {manifest['id_column']!r}, expected a string")
+    indexes = manifest.get("indexes")
+    if not isinstance(indexes, dict) or not indexes:
+        raise invalid(f"indexes is {indexes!r}, expected an object with a 'time_series' and/or 'text' entry")
+    for modality, entry in indexes.items():
+        if modality not in MODALITIES:
+            raise invalid(f"indexes has an entry {modality!r}; expected 'time_series' and/or 'text'")
+        if not isinstance(entry, dict):
+            raise invalid(f"indexes.{modality} is {entry!r}, expected an object")
+        for key, check, expected in (
+            ("file", lambda v: isinstance(v, str) and v != "", "a file name"),
+            ("sha256", lambda v: isinstance(v, str), "a hex digest"),
+            ("num_bytes", is_count, "a non-negative integer"),
+            ("num_vectors", is_count, "a non-negative integer"),
+            ("dim", is_count, "a non-negative integer"),
+        ):
+            if key not in entry:
+                raise invalid(f"indexes.{modality} lacks {key!r}")
+            if not check(entry[key]):
+                raise invalid(f"indexes.{modality}.{key} is {entry[key]!r}, expected {expected}")
+    if "corpus" in manifest:
+        corpus = manifest["corpus"]
+        files = corpus.get("data_files") if isinstance(corpus, dict) else None
+        if not isinstance(files, dict) or not files:
+            raise invalid(f"corpus is {corpus!r}, expected an object with a non-empty 'data_files' object")
+        for name, entry in files.items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and is_count(entry.get("num_bytes"))):
+                raise invalid(f"corpus.data_files[{name!r}] is {entry!r}, expected {{'sha256': ..., 'num_bytes': ...}}")
+    return manifest
+
+
+def _verify_corpus_files(corpus_path: str, recorded: dict, paths: dict, manifest_path: str) -> None:
+    listed = _corpus_data_files(corpus_path)
+    if sorted(listed) != sorted(recorded):
+        raise RetrievalIndexIntegrityError(
+            f"The corpus in {corpus_path} is made of the data files {sorted(listed)}, but the manifest {manifest_path} "
+            f"records {sorted(recorded)}: the corpus folder was replaced. {_REBUILD}"
+        )
+    for name, entry in recorded.items():
+        path = paths[name]
+        if not os.path.isfile(path):
+            raise RetrievalIndexIntegrityError(f"The corpus data file {path} is missing. {_REBUILD}")
+        size = os.path.getsize(path)
+        if size != entry["num_bytes"]:
+            raise RetrievalIndexIntegrityError(
+                f"The corpus data file {path} is {size} bytes but the manifest {manifest_path} records "
+                f"{entry['num_bytes']}: the corpus was truncated or replaced by another one. {_REBUILD}"
+            )
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise RetrievalIndexIntegrityError(
+                f"The corpus data file {path} has sha256 {digest} but the manifest {manifest_path} records "
+                f"{entry['sha256']}: the corpus was modified or replaced by another one of the same size. {_REBUILD}"
+            )
+
+
+def _verify_model(manifest: dict, manifest_path: str, model) -> None:
+    if "model_fingerprint" not in manifest:
+        warnings.warn(
+            f"{manifest_path} records no model fingerprint (saved by an older version): cannot check that the model "
+            "given to load is the one the index was built with. Save the index again to add it.",
+            stacklevel=3,
+        )
+        return
+    saved = manifest["model_fingerprint"]
+    if saved is None:
+        return  # saved without a model (from_embeddings) or with an encoder that has no state_dict
+    current = model_fingerprint(model)
+    if current is None:
+        warnings.warn(
+            f"The model given to load ({type(model).__name__}) has no state_dict to fingerprint: cannot check it "
+            f"against the fingerprint {saved} recorded in {manifest_path}.",
+            stacklevel=3,
+        )
+        return
+    if current != saved:
+        raise RetrievalIndexIntegrityError(
+            f"The index in {os.path.dirname(manifest_path) or '.'} was saved with the model of fingerprint {saved}, "
+            f"but the model given to load has fingerprint {current}: its embeddings are not comparable, searches "
+            "would return wrong hits. Load the index with the model it was built with, rebuild the index with this "
+            "model, or pass verify=False if the weights differ on purpose."
         )
 
 

@@ -58,6 +58,30 @@ class RetrievalResults:
 # --------------------------------------------------------------------------------------------------
 
 
+def _positive_int(value, name: str) -> int:
+    """`value` as a Python int when it is a positive integer (Python or numpy int); a clear error otherwise.
+
+    Booleans are refused (`True` is an int to Python, never a count), and so are floats and strings, even `5.0`
+    or `"5"`: a count given as text or a float is a caller's bug this must not hide.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be a positive integer, got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    return value
+
+
+def _validate_k(k, corpus_size: int | None = None) -> int:
+    """The number of results to return for a requested `k`: `k` itself, clamped to `corpus_size` when given.
+
+    No corpus can return more than `corpus_size` distinct hits, so a huge `k` (say 10**12) costs no more than
+    `k = corpus_size` instead of allocating `(num_queries, k)` arrays.
+    """
+    k = _positive_int(k, "k")
+    return k if corpus_size is None else min(k, int(corpus_size))
+
+
 def _l2_normalize(vectors: np.ndarray, name: str) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim == 1:

@@ -72,3 +72,28 @@ def test_rows_without_time_and_shared_ids():
     assert_disjoint_ids(rows(["2020-01-01"], 3), rows(["2020-01-02"], 3))
     with pytest.raises(LeakageError, match="in both splits"):
         assert_disjoint_ids(rows(["2020-01-01"], 3), rows(["2020-01-01"], 3))
+
+
+def test_encoder_variants_are_config_overrides_and_mean_pooling_is_one():
+    import benchmarks.harness as harness
+    from tests.conftest import tiny_config
+
+    overrides = harness.VARIANTS["mean_pooled"].config_overrides()
+    assert overrides == {"attention_type": "full", "use_channel_identity_tokens": False, "pooling": "mean"}
+    assert harness.VARIANTS["trace"].config_overrides()["pooling"] == "cls"
+    assert tiny_config(**overrides).pooling == "mean"  # every override is a TraceConfig argument
+    # no run-time patching of the library is left
+    for name in ("use_mean_pooled_sample_embedding", "_mean_pooled_alignment"):
+        assert not hasattr(harness, name)
+
+
+def test_pad_windows_keeps_the_most_recent_steps_and_marks_padding_nan():
+    import numpy as np
+
+    from benchmarks.harness import pad_windows
+
+    dataset = Dataset.from_dict({"past_values": [[[1.0], [2.0], [3.0]], [[4.0, 5.0]]]})
+    windows = pad_windows(dataset, 2)
+    assert windows.shape == (2, 2, 2)
+    np.testing.assert_array_equal(windows[0], [[2.0, np.nan], [3.0, np.nan]])
+    np.testing.assert_array_equal(windows[1], [[np.nan, np.nan], [4.0, 5.0]])

@@ -374,3 +374,79 @@ def test_bad_arguments(shipped):
         noaa.build(shipped, resolutions=("weekly",))
     with pytest.raises(ValueError, match="label_map maps"):
         noaa.build(shipped, label_map={"Heavy Snow": "Snow"})
+
+
+# --- reliability: zones, station metadata, empty files, option values ----------------------------------------
+
+SHIPPED_ZONES = {  # every CZ_TIMEZONE value in the shipped files, with its UTC offset
+    "CST": -6, "CST-6": -6, "CSt": -6, "CSC": -6, "SCT": -6, "CDT": -5, "EST": -5, "EST-5": -5, "ESt": -5,
+    "EDT": -4, "EDT-4": -4, "MST": -7, "MST-7": -7, "MDT": -6, "PST": -8, "PST-8": -8, "PDT": -7, "PDT-7": -7,
+    "HST": -10, "HST-10": -10, "AKST-9": -9, "AST": -4, "AST-4": -4, "SST-11": -11, "GST10": 10,
+}  # fmt: skip
+
+
+def test_only_known_zone_codes_are_accepted():
+    assert {zone: noaa.parse_storm_timezone(zone) for zone in SHIPPED_ZONES} == SHIPPED_ZONES
+    for bad in ("XYZ-99", "EST-6", "EST+5", "CST-99", "XYZ", "", "5"):
+        with pytest.raises(ValueError, match="CZ_TIMEZONE"):
+            noaa.parse_storm_timezone(bad)
+
+
+def test_unknown_zone_in_a_file_names_file_row_and_column(tmp_path):
+    rows = [GOOD_EVENT, {**GOOD_EVENT, "EVENT_ID": "2", "CZ_TIMEZONE": "XYZ-99"}]
+    path = write_storm(tmp_path / "StormEvents_details_tz.csv.gz", rows)
+    with pytest.raises(noaa.NoaaDataError, match=r"StormEvents_details_tz\.csv\.gz: data row 2 \(EVENT_ID '2'\): unknown CZ_TIMEZONE 'XYZ-99'"):
+        noaa.read_storm_events([path])
+    path = write_storm(tmp_path / "StormEvents_details_tz2.csv.gz", [{**GOOD_EVENT, "CZ_TIMEZONE": "EST-6"}])
+    with pytest.raises(noaa.NoaaDataError, match=r"data row 1 .*CZ_TIMEZONE 'EST-6'.*EST is UTC-5"):
+        noaa.read_storm_events([path])
+
+
+def test_empty_station_csv_names_the_file(tmp_path):
+    for fmt in ("lcd", "lcd_temp_rh_celsius", "iem_asos"):
+        meta = write_station(tmp_path, f"empty_{fmt}.csv", "", fmt, 0)
+        with pytest.raises(noaa.NoaaDataError, match=rf"empty_{fmt}\.csv: the file is empty"):
+            noaa.read_station(meta, tmp_path)
+
+
+def test_invalid_station_metadata_names_the_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stations": [', encoding="utf-8")
+    with pytest.raises(noaa.NoaaDataError, match=r"bad\.json: not valid JSON .*line 1"):
+        noaa.load_stations(bad)
+    bad.write_text('["KLEB"]', encoding="utf-8")
+    with pytest.raises(noaa.NoaaDataError, match=r"bad\.json: expected an object"):
+        noaa.load_stations(bad)
+    bad.write_bytes(b"\xff\xfe{")
+    with pytest.raises(noaa.NoaaDataError, match=r"bad\.json: cannot read"):
+        noaa.load_stations(bad)
+    with pytest.raises(noaa.NoaaDataError, match=r"nope\.json: cannot read"):
+        noaa.load_stations(tmp_path / "nope.json")
+    station = dict(noaa.load_stations()[0])
+    bad.write_text(json.dumps({"stations": [{k: v for k, v in station.items() if k != "lat"}]}), encoding="utf-8")
+    with pytest.raises(noaa.NoaaDataError, match=r"bad\.json: station 'KLEB' lacks \['lat'\]"):
+        noaa.load_stations(bad)
+
+
+def test_station_file_leaving_the_data_folder_is_refused(tmp_path, shipped):
+    station = dict(noaa.load_stations()[0])
+    for file in ("../x.csv", "stations/../../x.csv", ".."):
+        entry = {**station, "file": file}
+        (tmp_path / "stations.json").write_text(json.dumps({"stations": [entry]}), encoding="utf-8")
+        with pytest.raises(noaa.NoaaDataError, match=r"stations\.json: station 'KLEB' has file .*leaves the data folder"):
+            noaa.load_stations(tmp_path / "stations.json")
+        with pytest.raises(noaa.NoaaDataError, match="leaves the data folder"):
+            noaa.load_stations([entry])
+        with pytest.raises(noaa.NoaaDataError, match="leaves the data folder"):
+            noaa.read_station(entry, shipped)
+    assert noaa.load_stations([{**station, "file": "stations/./x/../y.csv"}])  # stays inside: accepted
+
+
+def test_non_positive_radius_is_refused(shipped):
+    for radius in (-10, 0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="radius_km must be a positive number"):
+            noaa.build(shipped, radius_km=radius)
+    with pytest.raises(ValueError, match="num_non_event_windows must be a non-negative integer"):
+        noaa.build(shipped, num_non_event_windows=-1)
+    with pytest.raises(ValueError, match="radius_km must be a positive number"):
+        noaa.main(["--data-dir", str(shipped), "--radius-km", "-10", "--resolutions", "hourly"])

@@ -235,3 +235,35 @@ def test_cli_writes_dataset(data_dir, tmp_path):
     out = tmp_path / "out"
     main(["--domains", "Security", "--config", "retrieval", "--data-dir", str(data_dir), "--output-dir", str(out), "--parquet"])
     assert (out / "README.md").is_file() and list((out / "data").glob("train-*.parquet"))
+
+
+def test_standardize_uses_each_row_domain_and_channel_statistics():
+    from datasets import Dataset
+
+    rows = Dataset.from_dict(
+        {
+            "domain": ["A", "B"],
+            "channel_names": [["OT"], ["OT"]],
+            "past_values": [[[1.0], [3.0]], [[10.0], [20.0]]],
+            "future_values": [[[5.0]], []],
+        }
+    )
+    stats = {"A": {"OT": {"mean": 1.0, "std": 2.0}}, "B": {"OT": {"mean": 10.0, "std": 10.0}}}
+    out = timemmd.standardize(rows, stats)
+    assert out[0]["past_values"] == [[0.0], [1.0]] and out[0]["future_values"] == [[2.0]]
+    assert out[1]["past_values"] == [[0.0], [1.0]] and out[1]["future_values"] == []
+
+
+def test_non_positive_stride_and_window_cap_are_refused(data_dir, tmp_path):
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(ValueError, match="stride must be a positive integer"):
+            build("retrieval", ["Security"], data_dir, stride=bad)
+    with pytest.raises(ValueError, match="max_windows_per_split must be a positive integer"):
+        build("retrieval", ["Security"], data_dir, max_windows_per_split=0)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"stride must be a positive integer .*got 0"):
+        main(["--domains", "Security", "--stride", "0", "--data-dir", str(data_dir), "--output-dir", str(out)])
+    assert not out.exists()
+    # an explicit stride is used as given
+    data = build("retrieval", ["Security"], data_dir, stride=3, max_windows_per_split=2)
+    assert 0 < len(data["train"]) <= 2

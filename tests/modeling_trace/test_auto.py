@@ -41,7 +41,7 @@ def saved(text_model_dir, tmp_path_factory):
     # Make the untrained parts non-trivial so that a load that silently re-initialises them would show.
     with torch.no_grad():
         model.logit_scale.fill_(3.3)
-        model.text_layer_norm.bias.normal_()
+        model.text_projection.layer_norm.bias.normal_()
     processor = TraceProcessor.from_model(model, max_length=64)
     folder = tmp_path_factory.mktemp("trace_checkpoint")
     model.save_pretrained(folder)

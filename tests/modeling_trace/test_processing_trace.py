@@ -242,3 +242,11 @@ def test_encode_text_keeps_input_order_across_length_sorted_batches(tokenizer):
             expected = model.get_text_features(alone["input_ids"], alone["attention_mask"])[0].numpy()
         np.testing.assert_allclose(batched[i], expected, rtol=1e-5, atol=1e-6, err_msg=repr(text))
     assert model.encode_text([], tokenizer=tokenizer).shape == (0, 32)
+
+
+def test_arrays_with_fewer_channels_fill_the_rest_as_unobserved_only_when_asked(extractor):
+    with pytest.raises(ValueError, match=r"expected \(length, 3\).*fill_missing_channels=True"):
+        extractor(np.ones((5, 2)))
+    out = extractor(np.ones((5, 2)), fill_missing_channels=True)
+    assert out["past_observed_mask"][0, -5:].tolist() == [[True, True, False]] * 5
+    assert not out["past_observed_mask"][0, :3].any()

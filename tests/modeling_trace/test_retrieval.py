@@ -5,6 +5,7 @@ The encoder here is a small stand-in with the `TraceModel` encoding interface (r
 of z-normalised series and of hashed bags of words), so these tests do not depend on a trained model.
 """
 
+import json
 import os
 import shutil
 import zlib
@@ -22,7 +23,6 @@ from modeling_trace.retrieval import (
     TraceRetrievalIndex,
     znormalize_windows,
 )
-
 
 LENGTH, CHANNELS, DIM = 24, 2, 16
 
@@ -308,3 +308,233 @@ def test_euclidean_scan_matches_direct_distance():
     hits = EuclideanScanSearcher(windows).search(windows[:2], k=50, return_rows=False)
     expected = np.linalg.norm(z[:2, None, :] - z[None, :, :], axis=-1)
     np.testing.assert_allclose(-hits.scores, np.sort(expected, axis=1), atol=1e-3)
+
+
+def test_evaluator_scores_a_raw_window_baseline_with_given_query_vectors(dataset):
+    windows = np.stack([np.asarray(v, dtype=np.float32) for v in dataset["past_values"]])
+    searcher = EuclideanScanSearcher(windows, corpus=dataset)
+    evaluator = RetrievalEvaluator(dataset, modes=("ts_to_ts",), k=5)
+    result = evaluator(searcher, query_embeddings={"time_series": windows})
+    assert result["ts_to_ts_label_precision@1"] > 0.9  # the three shapes are far apart after z-normalisation
+    hits = searcher.search(windows, 5, exclude=[[i] for i in dataset["id"]], return_rows=False)
+    first = np.array(dataset["label"])[hits.indices[:, 0]]
+    assert result["ts_to_ts_label_precision@1"] == pytest.approx(np.mean(first == np.array(dataset["label"])))
+    with pytest.raises(ValueError, match="no model was given"):
+        evaluator(searcher)
+
+
+# --- sizes and k -----------------------------------------------------------------------------------------------
+
+
+def test_k_is_a_positive_int_and_is_clamped_to_the_corpus_size(index, encoder):
+    queries = index.embeddings("time_series")[:3]
+    for bad in (2.5, "5", True, None):
+        with pytest.raises(TypeError, match="`k` must be a positive integer"):
+            index.search(queries, k=bad)
+    for bad in (0, -1, np.int64(0)):
+        with pytest.raises(ValueError, match="`k` must be >= 1"):
+            index.search(queries, k=bad)
+    calls = len(encoder.calls)
+    with pytest.raises(TypeError, match="`k` must be a positive integer"):
+        index.search_by_text(["a rising series"], k=2.5)  # refused before the texts are encoded
+    assert len(encoder.calls) == calls
+    assert index.search(queries, k=np.int64(3)).indices.shape == (3, 3)
+    # k larger than the corpus: min(k, corpus size) columns, no TiB allocation
+    huge = index.search(queries, k=10**12, return_rows=False)
+    full = index.search(queries, k=len(index), return_rows=False)
+    assert huge.indices.shape == huge.scores.shape == (3, len(index))
+    np.testing.assert_array_equal(huge.indices, full.indices)
+    # a query whose exclusion leaves fewer candidates is padded with -1 / -inf inside those columns
+    excluded = index.search(queries, k=10**12, exclude=[["w000"], None, None], return_rows=False)
+    assert excluded.indices.shape == (3, len(index))
+    assert excluded.indices[0, -1] == -1 and excluded.scores[0, -1] == -np.inf and (excluded.indices[1] >= 0).all()
+    assert len(excluded.ids[0]) == len(index) - 1
+
+
+def test_batch_size_must_be_positive(index):
+    queries = index.embeddings("time_series")[:3]
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+            index.search(queries, k=2, batch_size=bad)
+        with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+            index.search_by_time_series(query_embeddings=queries, k=2, search_batch_size=bad)
+    with pytest.raises(TypeError, match="`batch_size` must be a positive integer"):
+        index.search(queries, k=2, batch_size=1.5)
+    with pytest.raises(ValueError, match="`k` must be >= 1"):
+        RetrievalEvaluator(k=0)
+    with pytest.raises(TypeError, match="`k` must be a positive integer"):
+        RetrievalEvaluator(k="10")
+
+
+def test_an_empty_corpus_is_refused_and_an_empty_index_explains(dataset, encoder, tmp_path):
+    import faiss
+
+    with pytest.raises(ValueError, match="holds no rows"):
+        TraceRetrievalIndex.from_embeddings(np.zeros((0, DIM), dtype=np.float32))
+    with pytest.raises(ValueError, match="The corpus holds no rows"):
+        TraceRetrievalIndex.from_embeddings(corpus=datasets.Dataset.from_dict({"id": [], "ts_embedding": []}))
+    with pytest.raises(ValueError, match="The dataset passed to TraceRetrievalIndex.build holds no rows"):
+        TraceRetrievalIndex.build(dataset.select([]), encoder, show_progress_bar=False)
+    # an empty index assembled by hand: searching and saving it are clear errors, nothing is written
+    empty = TraceRetrievalIndex(dataset.select([]), {"time_series": faiss.IndexFlatIP(DIM)})
+    with pytest.raises(ValueError, match="index is empty"):
+        empty.search(np.ones((1, DIM), dtype=np.float32), k=3)
+    with pytest.raises(ValueError, match="holds no rows.*Nothing was written"):
+        empty.save(str(tmp_path / "empty"))
+    assert not (tmp_path / "empty").exists()
+
+
+def test_an_index_saved_empty_by_an_older_version_is_a_clear_error(index, tmp_path):
+    directory = tmp_path / "idx"
+    index.save(str(directory))
+    manifest_path = directory / "trace_index.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["num_rows"] = 0
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(RetrievalIndexIntegrityError, match="records an index of 0 rows.*non-empty corpus"):
+        TraceRetrievalIndex.load(str(directory))
+
+
+# --- integrity of saved indexes --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_models():
+    """Two tiny TraceModels with the same embedding dimension and different weights."""
+    import torch
+
+    from modeling_trace import TraceModel
+    from tests.conftest import tiny_config
+
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(TraceModel(tiny_config()).eval())
+    return models
+
+
+def test_model_fingerprint_is_deterministic_and_tells_models_apart(two_models):
+    import copy
+
+    from modeling_trace.retrieval.index import model_fingerprint
+
+    first, second = two_models
+    assert model_fingerprint(first) == model_fingerprint(first) == model_fingerprint(copy.deepcopy(first))
+    assert model_fingerprint(first).startswith("sha256:") and model_fingerprint(first) != model_fingerprint(second)
+    assert model_fingerprint(None) is None and model_fingerprint(RandomProjectionEncoder()) is None
+
+
+def test_load_with_another_model_of_the_same_dimension_is_refused(index, two_models, tmp_path):
+    first, second = two_models
+    directory = str(tmp_path / "idx")
+    TraceRetrievalIndex(index.corpus, index.indexes, model=first).save(directory)
+    assert TraceRetrievalIndex.load(directory, model=first).model is first
+    with pytest.raises(RetrievalIndexIntegrityError) as info:
+        TraceRetrievalIndex.load(directory, model=second)
+    from modeling_trace.retrieval.index import model_fingerprint
+
+    assert model_fingerprint(first) in str(info.value) and model_fingerprint(second) in str(info.value)
+    assert "verify=False" in str(info.value)
+    assert TraceRetrievalIndex.load(directory, model=second, verify=False).model is second
+    assert TraceRetrievalIndex.load(directory).model is None  # no model: nothing to compare
+
+
+def test_old_manifest_without_fingerprint_or_corpus_checksums_loads_with_warnings(index, two_models, tmp_path):
+    directory = tmp_path / "idx"
+    TraceRetrievalIndex(index.corpus, index.indexes, model=two_models[0]).save(str(directory))
+    manifest_path = directory / "trace_index.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["model_fingerprint"], manifest["corpus"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning) as record:
+        loaded = TraceRetrievalIndex.load(str(directory), model=two_models[1])
+    messages = " ".join(str(w.message) for w in record)
+    assert "no model fingerprint" in messages and "no checksums of the corpus files" in messages
+    assert len(loaded) == len(index)
+
+
+def test_a_swapped_or_modified_corpus_of_the_same_row_count_is_detected(index, tmp_path):
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    index.save(first)
+    other = TraceRetrievalIndex.from_embeddings(
+        index.embeddings("time_series")[::-1].copy(), corpus=index.corpus.select(range(len(index) - 1, -1, -1))
+    )
+    other.save(second)
+    shutil.rmtree(os.path.join(first, "corpus"))
+    shutil.copytree(os.path.join(second, "corpus"), os.path.join(first, "corpus"))
+    with pytest.raises(RetrievalIndexIntegrityError, match=r"corpus data file .*data-00000-of-00001\.arrow.*sha256"):
+        TraceRetrievalIndex.load(first)
+    TraceRetrievalIndex.load(first, verify=False)  # the checks are skipped on request
+    # one byte changed in place (same size, same rows)
+    index.save(first)
+    arrow = os.path.join(first, "corpus", "data-00000-of-00001.arrow")
+    content = bytearray(open(arrow, "rb").read())
+    position = content.find(b"a rising series number 0")
+    content[position] = ord("A")
+    with open(arrow, "wb") as f:
+        f.write(bytes(content))
+    with pytest.raises(RetrievalIndexIntegrityError, match="corpus was modified or replaced"):
+        TraceRetrievalIndex.load(first)
+
+
+def _rewrite_manifest(directory, change):
+    path = os.path.join(directory, "trace_index.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    change(manifest)
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    return path
+
+
+def test_manifest_paths_outside_the_index_folder_are_refused(index, tmp_path):
+    directory = str(tmp_path / "idx")
+    index.save(directory)
+    shutil.copy(os.path.join(directory, "ts_index.faiss"), tmp_path / "outside.faiss")  # a readable file outside
+    for value in ("../outside.faiss", str(tmp_path / "outside.faiss"), "corpus/../../outside.faiss"):
+        index.save(directory)
+        _rewrite_manifest(directory, lambda m, v=value: m["indexes"]["time_series"].update(file=v))
+        with pytest.raises(RetrievalIndexIntegrityError, match="trace_index.json gives indexes.time_series.file") as info:
+            TraceRetrievalIndex.load(directory, verify=False)
+        assert "outside" in str(info.value) or "relative to the index folder" in str(info.value)
+    index.save(directory)
+    os.symlink(tmp_path / "outside.faiss", os.path.join(directory, "link.faiss"))
+    _rewrite_manifest(directory, lambda m: m["indexes"]["time_series"].update(file="link.faiss"))
+    with pytest.raises(RetrievalIndexIntegrityError, match="outside the index folder"):
+        TraceRetrievalIndex.load(directory)
+    index.save(directory)
+    _rewrite_manifest(directory, lambda m: m["corpus"].update(data_files={"../../outside.faiss": {"sha256": "x", "num_bytes": 1}}))
+    with pytest.raises(RetrievalIndexIntegrityError, match="outside the index folder"):
+        TraceRetrievalIndex.load(directory)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{", "Cannot read the manifest .*JSONDecodeError"),
+        (b"\xff\xfe\x00", "Cannot read the manifest .*UnicodeDecodeError"),
+        ("[1, 2]", "holds a JSON list, expected an object"),
+        ({"format_version": 1, "indexes": {}}, "num_rows is None"),
+        ({"format_version": 1, "num_rows": 3}, "indexes is None"),
+        ({"format_version": 1, "num_rows": 3, "indexes": {"audio": {}}}, "entry 'audio'"),
+        ({"format_version": 1, "num_rows": 3, "indexes": {"text": []}}, r"indexes.text is \[\]"),
+        ({"format_version": 1, "num_rows": 3, "indexes": {"text": {"sha256": "x"}}}, "indexes.text lacks 'file'"),
+        (
+            {"format_version": 1, "num_rows": 3, "indexes": {"text": {"file": "t", "sha256": "x", "num_bytes": "12", "num_vectors": 3, "dim": 4}}},
+            "indexes.text.num_bytes is '12'",
+        ),
+        ({"format_version": 1, "num_rows": True, "indexes": {}}, "num_rows is True"),
+        ({"format_version": 1, "num_rows": 3, "corpus": [], "indexes": {"text": {"file": "t", "sha256": "x", "num_bytes": 1, "num_vectors": 3, "dim": 4}}}, "corpus is"),
+    ],
+)
+def test_broken_manifests_name_the_file_and_the_problem(tmp_path, content, message):
+    directory = tmp_path / "idx"
+    directory.mkdir()
+    path = directory / "trace_index.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(RetrievalIndexIntegrityError, match=message) as info:
+        TraceRetrievalIndex.load(str(directory))
+    assert str(path) in str(info.value)

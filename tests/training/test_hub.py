@@ -98,7 +98,7 @@ def test_card_metadata_round_trips_and_carries_the_given_metrics(model_folder):
     # ModelCardData validates the metadata locally: rebuilding it from its own dict gives the same dict
     assert ModelCardData(**data.to_dict()).to_dict() == data.to_dict()
     # the usage section names what a user needs
-    for snippet in ("trust_remote_code=True", "encode_text", "encode_time_series", "TraceRetrievalIndex", "LoraConfig"):
+    for snippet in ("trust_remote_code=True", "encode_text", "encode_time_series", "TraceRetrievalIndex", "q_proj"):
         assert snippet in card.text
 
 
