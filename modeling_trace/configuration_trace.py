@@ -117,6 +117,12 @@ class TraceConfig(PreTrainedConfig):
             Horizon H of `TraceForForecasting`.
         forecast_loss (`str`, *optional*, defaults to `"mse"`):
             `"mse"` or `"huber"` for `TraceForForecasting`.
+        embedding_centering (`bool`, *optional*, defaults to `False`):
+            Subtract a mean before the L2 normalisation of both towers' projected embeddings, separately for the
+            sample and the channel level: the batch mean (over items that take part in the loss) while training, its
+            running average (kept in the checkpoint) afterwards. Without it, embeddings of a freshly initialised
+            encoder and of the frozen sentence tower share one dominant direction (mean pairwise cosine > 0.9), which
+            the contrastive loss removes only slowly.
         pooling (`str`, *optional*, defaults to `"cls"`):
             The sample embedding (`pooler_output`) of every model: `"cls"` (the [CLS] token, paper) or `"mean"`
             (the mean of the patch tokens, of all channels, that hold an observed point; the mean-pooled baseline).
@@ -175,6 +181,7 @@ class TraceConfig(PreTrainedConfig):
     num_hard_negatives: int | None = 32
     channel_loss_weight: float = 1.0
     use_channel_cross_attention: bool = False
+    embedding_centering: bool = False
     prediction_length: int | None = None
     forecast_loss: str = "mse"
     pooling: str = "cls"

@@ -682,26 +682,70 @@ class TraceClassificationHead(nn.Module):
         return self.out_proj(hidden_states)
 
 
+class TraceEmbeddingCenter(nn.Module):
+    """Subtracts a mean from embeddings: the batch mean of the valid rows while training (kept in a running average
+    with `momentum`), the running average in eval mode. A centring without scaling, as BatchNorm without variance
+    or affine terms, to take out the direction every embedding shares before they are L2-normalised."""
+
+    def __init__(self, dim: int, momentum: float = 0.05):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+
+    def forward(self, embeddings: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training:
+            rows = embeddings.reshape(-1, embeddings.shape[-1])
+            if mask is not None:
+                rows = rows[mask.reshape(-1).bool()]
+            if rows.shape[0] > 1:
+                mean = rows.mean(0)
+                with torch.no_grad():
+                    if int(self.num_batches_tracked) == 0:
+                        self.running_mean.copy_(mean.detach().float())
+                    else:
+                        self.running_mean.lerp_(mean.detach().float(), self.momentum)
+                    self.num_batches_tracked += 1
+                return embeddings - mean
+        return embeddings - self.running_mean.to(embeddings.dtype)
+
+
 class TraceProjectionHead(nn.Module):
     """Projection into the shared embedding space: Linear (identity when the sizes match and no LayerNorm follows),
-    optional LayerNorm, then L2 normalisation unless `normalize=False`.
+    optional LayerNorm, optional centring (`TraceEmbeddingCenter`, one per level: "sample" and "channel"), then L2
+    normalisation unless `normalize=False`.
 
     `TraceModel` has two: the text projection f_t (Linear with bias + LayerNorm, from the text tower's size) and the
     time-series projection (bias-free Linear from `d_model`, identity when `projection_dim == d_model`).
     """
 
-    def __init__(self, input_dim: int, projection_dim: int, bias: bool = True, layer_norm_eps: float | None = None):
+    def __init__(
+        self,
+        input_dim: int,
+        projection_dim: int,
+        bias: bool = True,
+        layer_norm_eps: float | None = None,
+        centering: bool = False,
+    ):
         super().__init__()
         if input_dim == projection_dim and layer_norm_eps is None:
             self.dense = nn.Identity()
         else:
             self.dense = nn.Linear(input_dim, projection_dim, bias=bias)
         self.layer_norm = nn.LayerNorm(projection_dim, eps=layer_norm_eps) if layer_norm_eps is not None else None
+        if centering:
+            self.sample_center = TraceEmbeddingCenter(projection_dim)
+            self.channel_center = TraceEmbeddingCenter(projection_dim)
 
-    def forward(self, embeddings: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, normalize: bool = True, level: str = "sample", mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         projected = self.dense(embeddings)
         if self.layer_norm is not None:
             projected = self.layer_norm(projected)
+        if hasattr(self, "sample_center"):
+            center = self.sample_center if level == "sample" else self.channel_center
+            projected = center(projected, mask)
         return F.normalize(projected, dim=-1) if normalize else projected
 
 
@@ -1298,9 +1342,14 @@ class TraceModel(TracePreTrainedModel):
         self.time_series_model = TraceTimeSeriesModel(config)
         self.text_model = AutoModel.from_config(config.text_config, add_pooling_layer=False)
         self.text_projection = TraceProjectionHead(
-            config.text_config.hidden_size, config.projection_dim, layer_norm_eps=config.layer_norm_eps
+            config.text_config.hidden_size,
+            config.projection_dim,
+            layer_norm_eps=config.layer_norm_eps,
+            centering=config.embedding_centering,
         )
-        self.time_series_projection = TraceProjectionHead(config.d_model, config.projection_dim, bias=False)
+        self.time_series_projection = TraceProjectionHead(
+            config.d_model, config.projection_dim, bias=False, centering=config.embedding_centering
+        )
         if config.use_channel_cross_attention:
             self.channel_cross_attention = TraceChannelTextCrossAttention(config)
         self.logit_scale = nn.Parameter(
@@ -1408,9 +1457,13 @@ class TraceModel(TracePreTrainedModel):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             return sentence_embeddings(self.text_model, input_ids, attention_mask, token_type_ids)
 
-    def project_text(self, sentence_embeddings: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        """Text projection f_t: Linear -> LayerNorm -> L2 normalisation (skipped with `normalize=False`)."""
-        return self.text_projection(sentence_embeddings, normalize=normalize)
+    def project_text(
+        self, sentence_embeddings: torch.Tensor, normalize: bool = True, level: str = "sample", mask=None
+    ) -> torch.Tensor:
+        """Text projection f_t: Linear -> LayerNorm (-> centring, `config.embedding_centering`) -> L2 normalisation
+        (skipped with `normalize=False`). `level` is "sample" or "channel"; `mask` marks the rows a training batch's
+        centring mean is taken over."""
+        return self.text_projection(sentence_embeddings, normalize=normalize, level=level, mask=mask)
 
     def get_text_features(self, input_ids=None, attention_mask=None, text_embeds=None, normalize: bool = True):
         """Projected text embeddings `(batch, projection_dim)` from token ids or sentence embeddings; unit L2 norm
@@ -1421,10 +1474,12 @@ class TraceModel(TracePreTrainedModel):
             text_embeds = self.get_text_sentence_embeddings(input_ids, attention_mask)
         return self.project_text(text_embeds, normalize=normalize)
 
-    def project_time_series(self, states: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    def project_time_series(
+        self, states: torch.Tensor, normalize: bool = True, level: str = "sample", mask=None
+    ) -> torch.Tensor:
         """Time-series projection (identity when `projection_dim == d_model`) -> L2 normalisation (skipped with
         `normalize=False`)."""
-        return self.time_series_projection(states, normalize=normalize)
+        return self.time_series_projection(states, normalize=normalize, level=level, mask=mask)
 
     def get_time_series_features(self, past_values, past_observed_mask=None, normalize: bool = True) -> torch.Tensor:
         """Projected sample embeddings `(batch, projection_dim)` of the pooled output ([CLS] or mean of the observed
@@ -1447,7 +1502,9 @@ class TraceModel(TracePreTrainedModel):
         are attended to when given.
         """
         outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True)
-        projected_text = None if channel_text_embeds is None else self.project_text(channel_text_embeds)
+        projected_text = None
+        if channel_text_embeds is not None:
+            projected_text = self.project_text(channel_text_embeds, level="channel", mask=channel_text_mask)
         return self._channel_features(outputs.channel_embeddings, projected_text, channel_text_mask, normalize)
 
     def _channel_features(self, channel_states, projected_channel_text, channel_text_mask, normalize: bool = True):
@@ -1455,7 +1512,7 @@ class TraceModel(TracePreTrainedModel):
             if channel_text_mask is None:
                 channel_text_mask = torch.ones(channel_states.shape[:2], dtype=torch.bool, device=channel_states.device)
             channel_states = self.channel_cross_attention(channel_states, projected_channel_text, channel_text_mask)
-        return self.project_time_series(channel_states, normalize=normalize)
+        return self.project_time_series(channel_states, normalize=normalize, level="channel", mask=channel_text_mask)
 
     def _encode_channel_texts(self, channel_input_ids, channel_attention_mask, batch_size):
         ids = channel_input_ids.reshape(-1, channel_input_ids.shape[-1])
@@ -1516,7 +1573,9 @@ class TraceModel(TracePreTrainedModel):
 
         if channel_text_embeds is None and channel_input_ids is not None:
             channel_text_embeds = self._encode_channel_texts(channel_input_ids, channel_attention_mask, batch_size)
-        projected_channel_text = None if channel_text_embeds is None else self.project_text(channel_text_embeds)
+        projected_channel_text = None
+        if channel_text_embeds is not None:
+            projected_channel_text = self.project_text(channel_text_embeds, level="channel", mask=channel_text_mask)
         channel_embeds = self._channel_features(
             ts_outputs.channel_embeddings, projected_channel_text, channel_text_mask
         )

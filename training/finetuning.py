@@ -14,7 +14,7 @@ import torch
 from modeling_trace.modeling_trace import TraceForClassification, TraceForForecasting
 from modeling_trace.presets import load_preset
 from modeling_trace.processing_trace import TraceFeatureExtractor
-from modeling_trace.data_collator import TraceDataCollator
+from modeling_trace.data_collator import TraceDataCollator, align_dataset_channels
 from .loops import is_checkpoint_folder, resolve_mixed_precision
 from .optimization import create_optimizer, create_scheduler
 from .recipes import FinetuneRecipe
@@ -100,6 +100,9 @@ def build_trainer(recipe: FinetuneRecipe, model, train_dataset, eval_dataset=Non
     from transformers import Trainer, TrainingArguments
 
     config = model.config
+    train_dataset = align_dataset_channels(train_dataset, config.channel_names, strict=False)
+    if eval_dataset is not None:
+        eval_dataset = align_dataset_channels(eval_dataset, config.channel_names, strict=False)
     collator = TraceDataCollator(
         config.context_length,
         config.num_input_channels,
@@ -176,6 +179,7 @@ def save_finetuned(model, output_dir: str | Path, mode: str) -> dict[str, Path]:
 def predict(model, dataset, task: str, batch_size: int = 256) -> np.ndarray:
     """Logits (classification) or forecasts (forecasting) of `model` in eval mode, as a numpy array."""
     config = model.config
+    dataset = align_dataset_channels(dataset, config.channel_names, strict=False)
     collator = TraceDataCollator(config.context_length, config.num_input_channels)
     was_training = model.training
     model.eval()

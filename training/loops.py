@@ -33,7 +33,7 @@ from accelerate.tracking import GeneralTracker
 from accelerate.utils import gather_object
 
 from modeling_trace.configuration_trace import TraceConfig
-from modeling_trace.data_collator import TraceDataCollator
+from modeling_trace.data_collator import TraceDataCollator, align_dataset_channels
 from modeling_trace.modeling_trace import TraceForPretraining, TraceModel, trace_contrastive_loss
 from modeling_trace.presets import load_preset
 
@@ -715,6 +715,9 @@ def run_pretraining(
     else:
         model = TraceForPretraining(build_time_series_config(recipe, mask_ratio=recipe.mask_ratio))
     config = model.config
+    dataset = align_dataset_channels(dataset, config.channel_names)
+    if eval_dataset is not None:
+        eval_dataset = align_dataset_channels(eval_dataset, config.channel_names)
     collator = TraceDataCollator(config.context_length, config.num_input_channels)
     columns = dataset.select_columns(["past_values"])
 
@@ -798,6 +801,9 @@ def run_alignment(
     tokenizer = model.tokenizer
     config = model.config
     dataset = dataset.filter(lambda row: bool(str(row["text"] or "").strip()), desc="rows with a sample text")
+    dataset = align_dataset_channels(dataset, config.channel_names)  # before the channel texts are cached
+    if eval_dataset is not None:
+        eval_dataset = align_dataset_channels(eval_dataset, config.channel_names)
     cache_dir = recipe.text_cache_dir or str(Path(recipe.output_dir) / "text_cache")
     with accelerator.main_process_first():
         cache, cache_path, cached = build_text_embedding_cache(

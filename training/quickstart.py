@@ -11,7 +11,8 @@ What it does, in `<output-dir>` (default `quickstart_output/`):
    card under `data/`, and their union (labels: event types and Time-MMD domains) under `data/combined`;
 2. stage 1, masked reconstruction (`python -m trace_training.pretrain` with `configuration/recipes/pretrain-quick.yaml`) and
    stage 2, alignment with the frozen all-MiniLM-L6-v2 (`python -m trace_training.align` with `align-quick.yaml`), both on the
-   union's train split with the `trace-tiny` preset (7 channels, 96 steps; Time-MMD's one channel is padded);
+   union's train split with the `trace-tiny` size, 96 steps, and one channel identity per channel *name* (the 7
+   weather channels and Time-MMD's `OT`); held-out curves on the validation split;
 3. indexes the test split (`TraceRetrievalIndex`) and evaluates Text->TS, TS->Text and TS->TS (`RetrievalEvaluator`)
    against a random ranking and, for TS->TS, a Euclidean scan of z-normalised raw windows;
 4. writes `model/` (config.json with auto_map, model.safetensors, tokenizer and processor files, README.md card whose
@@ -124,8 +125,7 @@ def build_datasets(out: Path, data_dir, settings: QuickstartSettings, seed: int 
         "timemmd": save_dataset_dict(tmmd_dd, out / "data" / "timemmd", card=timemmd.dataset_card(tmmd_dd, "retrieval")),
     }
     names = list(dict.fromkeys(noaa_dd["train"].features["label"].names + tmmd_dd["train"].features["label"].names))
-    # Time-MMD rows keep their one channel: the collator and `pad_or_truncate_series(fill_missing_channels=True)` give
-    # the 7-channel model the absent channels as unobserved (never attended to).
+    # Rows keep their own channels; training and indexing put them into the model's channel vocabulary by name.
     combined = datasets.DatasetDict(
         {
             split: datasets.concatenate_datasets([_relabel(noaa_dd[split], names), _relabel(tmmd_dd[split], names)])
@@ -149,46 +149,72 @@ def build_datasets(out: Path, data_dir, settings: QuickstartSettings, seed: int 
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 2. Training (the training scripts' own `main`, in this process)
+# 2. Training (the library loops, with the quick recipes' values)
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _stage_argv(recipe: str, dataset_path: Path, output_dir: Path, max_samples, steps, batch_size, extra=()) -> list[str]:
-    argv = [
-        "--config", str(configuration_dir("recipes") / recipe),
-        "--dataset", "disk",
-        "--dataset_config", json.dumps({"path": str(dataset_path)}),
-        # the trace-tiny preset as is: 7 NOAA channels, 96 steps (the quick recipes' overrides make it univariate)
-        "--model_overrides", "{}",
-        "--output_dir", str(output_dir),
-        "--save_steps", "null",  # no resumable checkpoints in a quickstart: only final/
-        "--report_to", "jsonl",
-    ]  # fmt: skip
+def channel_vocabulary(dataset) -> list[str]:
+    """The channel names of a dataset in first-seen order: the model's channel vocabulary, one identity token per
+    name. NOAA rows bring the seven weather channels, Time-MMD rows their target `OT`: each keeps its own slot, so
+    no source's series is learned under another's channel (the flu curves never under `temperature`)."""
+    return list(dict.fromkeys(str(name) for names in dataset["channel_names"] for name in names))
+
+
+def stage_recipe(recipe_class, recipe_file: str, output_dir: Path, channel_names: list[str], settings, steps, max_samples, **values):
+    """A recipe from a shipped quick recipe, sized by the quickstart settings, for the quickstart's own data."""
+    from .recipes import load_recipe_file, recipe_from_dict
+
+    merged = load_recipe_file(configuration_dir("recipes") / recipe_file)
+    merged.update(
+        dataset="disk",
+        dataset_config={},
+        # trace-tiny's size with the data's channel vocabulary (7 weather channels + Time-MMD's OT) and 96 steps
+        model_overrides={"num_input_channels": len(channel_names), "channel_names": channel_names, "context_length": 96},
+        output_dir=str(output_dir),
+        save_steps=None,  # no resumable checkpoints in a quickstart: only final/
+        report_to="jsonl",
+        eval_steps=max(1, (steps or merged.get("max_steps") or 10) // 10),
+        **values,
+    )
     if max_samples is not None:
-        argv += ["--max_samples", str(max_samples)]
+        merged["max_samples"] = max_samples
     if steps is not None:
-        argv += ["--max_steps", str(steps), "--logging_steps", "1"]
-    if batch_size is not None:
-        argv += ["--global_batch_size", str(batch_size)]
-    return argv + list(extra)
+        merged.update(max_steps=steps, logging_steps=max(1, steps // 30))
+    if settings.batch_size is not None:
+        merged["global_batch_size"] = settings.batch_size
+    return recipe_from_dict(recipe_class, merged, source=recipe_file).validate()
+
+
+def _limit(dataset, max_samples):
+    if max_samples is not None and len(dataset) > max_samples:
+        dataset = dataset.select(np.linspace(0, len(dataset) - 1, max_samples).round().astype(int).tolist())
+    return dataset
 
 
 def train(out: Path, dataset_path: Path, settings: QuickstartSettings) -> dict[str, Path]:
-    """Stage 1 then stage 2 with the quick recipes; returns the run folders."""
-    from . import align, pretrain
+    """Stage 1 then stage 2 through `run_pretraining` / `run_alignment` (held-out curves on the validation split);
+    returns the run folders."""
+    from datasets import load_from_disk
 
+    from .loops import run_alignment, run_pretraining
+    from .recipes import AlignRecipe, PretrainRecipe
+
+    splits = load_from_disk(str(dataset_path))
+    vocabulary = channel_vocabulary(splits["train"])
     runs = {"pretrain": out / "runs" / "pretrain", "align": out / "runs" / "align"}
     for run in runs.values():
         shutil.rmtree(run, ignore_errors=True)  # a fresh run each time (no stale logs or text caches)
-    pretrain.main(
-        _stage_argv("pretrain-quick.yaml", dataset_path, runs["pretrain"], settings.pretrain_max_samples, settings.pretrain_steps, settings.batch_size)
-    )
-    align.main(
-        _stage_argv(
-            "align-quick.yaml", dataset_path, runs["align"], settings.align_max_samples, settings.align_steps,
-            settings.batch_size, extra=["--model", str(runs["pretrain"] / "final")],
-        )
+    pretrain = stage_recipe(
+        PretrainRecipe, "pretrain-quick.yaml", runs["pretrain"], vocabulary, settings, settings.pretrain_steps,
+        settings.pretrain_max_samples,
     )  # fmt: skip
+    run_pretraining(pretrain, _limit(splits["train"], pretrain.max_samples), eval_dataset=splits.get("validation"))
+    align = stage_recipe(
+        AlignRecipe, "align-quick.yaml", runs["align"], vocabulary, settings, settings.align_steps,
+        settings.align_max_samples, model=str(runs["pretrain"] / "final"),
+    )  # fmt: skip
+    align.model_overrides = {}  # the stage-1 checkpoint already has the vocabulary
+    run_alignment(align, _limit(splits["train"], align.max_samples), eval_dataset=splits.get("validation"))
     for name, run in runs.items():
         if not (run / "final" / "config.json").is_file():
             raise QuickstartError(f"The {name} stage wrote no {run / 'final'}; see its output above.")
@@ -290,6 +316,7 @@ def run_quickstart(
     from trace_datasets.paths import require_data_dir
 
     from modeling_trace.cards import retrieval_eval_results, write_model_card
+    from modeling_trace.data_collator import align_dataset_channels
     from modeling_trace.modeling_trace import TraceModel
     from modeling_trace.plotting import plot_retrieval, plot_training_curves
     from modeling_trace.retrieval import TraceRetrievalIndex
@@ -320,7 +347,8 @@ def run_quickstart(
     test = load_from_disk(str(data_paths["combined"]))["test"]
     if settings.max_test_rows is not None and len(test) > settings.max_test_rows:
         test = test.select(np.linspace(0, len(test) - 1, settings.max_test_rows).round().astype(int).tolist())
-    index = TraceRetrievalIndex.build(test, model, show_progress_bar=False, fill_missing_channels=True)
+    test = align_dataset_channels(test, model.config.channel_names)
+    index = TraceRetrievalIndex.build(test, model, show_progress_bar=False)
     index.save(str(out / "index"))
     lap("index")
     evaluation = evaluate(model, index, None, k=settings.k, seed=seed)

@@ -33,10 +33,13 @@ ExcludeSpec = Sequence[Any] | np.ndarray | Callable[[int, np.ndarray], np.ndarra
 class RetrievalResults:
     """Top-k results of a batch of queries, best first.
 
+    `k` is the number of results asked for; `TraceRetrievalIndex.search` clamps it to the corpus size, so its
+    results have `min(k, corpus_size)` columns (the raw-window baselines keep `k` columns).
+
     Attributes:
         scores (`np.ndarray` of shape `(num_queries, k)`, float32): similarity of each hit, higher is
             more similar (cosine for the embedding index, minus the distance for the baselines);
-            `-inf` where a query has fewer than `k` hits.
+            `-inf` where a query has fewer than `k` hits (e.g. after `exclude`).
         indices (`np.ndarray` of shape `(num_queries, k)`, int64): corpus row of each hit, `-1`
             where a query has fewer than `k` hits.
         ids (`list[list]`, *optional*): corpus `id` of each hit (padding left out).

@@ -1073,3 +1073,44 @@ def test_duplicate_channel_texts_are_masked_too():
     reference = _reference_loss_without_duplicates(channels.reshape(6, 8), channel_texts.reshape(6, 8), 1.0)
     torch.testing.assert_close(masked, reference)
     assert unmasked > masked
+
+
+# --- embedding centring ---------------------------------------------------------------------------------------------
+
+
+def test_centering_removes_the_shared_direction_and_keeps_its_running_mean():
+    from modeling_trace.modeling_trace import TraceEmbeddingCenter
+
+    generator = torch.Generator().manual_seed(0)
+    shared = torch.randn(16, generator=generator) * 5
+    batch = shared + torch.randn(64, 16, generator=generator)
+    center = TraceEmbeddingCenter(16, momentum=0.5).train()
+    centred = torch.nn.functional.normalize(center(batch), dim=-1)
+    raw = torch.nn.functional.normalize(batch, dim=-1)
+    mean_cosine = lambda e: float(((e.sum(0) @ e.sum(0)) - len(e)) / (len(e) * (len(e) - 1)))  # noqa: E731
+    assert mean_cosine(raw) > 0.8 and abs(mean_cosine(centred)) < 0.05
+    torch.testing.assert_close(center.running_mean, batch.mean(0))  # the first batch sets it
+    # masked rows take no part in the batch mean; eval mode subtracts the running mean, whatever the batch
+    mask = torch.zeros(64, dtype=torch.bool)
+    mask[:32] = True
+    center(batch + 100 * (~mask)[:, None], mask)
+    torch.testing.assert_close(center.running_mean, batch.mean(0) * 0.5 + batch[:32].mean(0) * 0.5)
+    center.eval()
+    torch.testing.assert_close(center(batch[:1]), batch[:1] - center.running_mean)
+
+
+def test_centered_model_saves_and_reloads_its_running_means(tmp_path):
+    torch.manual_seed(0)
+    model = TraceModel(tiny_config(embedding_centering=True)).train()
+    series = torch.randn(8, 32, 3)
+    text = torch.randn(8, model.config.text_config.hidden_size)
+    model(past_values=series, text_embeds=text, return_loss=True)
+    model.save_pretrained(tmp_path / "saved")
+    loaded = TraceModel.from_pretrained(tmp_path / "saved").eval()
+    model.eval()
+    for head in ("text_projection", "time_series_projection"):
+        before = getattr(model, head).sample_center.running_mean
+        torch.testing.assert_close(getattr(loaded, head).sample_center.running_mean, before)
+        assert before.abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.get_time_series_features(series), model.get_time_series_features(series))
