@@ -63,7 +63,8 @@ class QuickstartSettings:
     batch_size: int | None = None  # None = the recipe's global batch
     max_test_rows: int | None = None
     k: int = 10
-    extra: dict = field(default_factory=dict)
+    # TraceConfig values on top of trace-tiny's (e.g. {"embedding_centering": true, "pooling": "mean"})
+    model_overrides: dict = field(default_factory=dict)
 
     @classmethod
     def full(cls) -> "QuickstartSettings":
@@ -169,7 +170,12 @@ def stage_recipe(recipe_class, recipe_file: str, output_dir: Path, channel_names
         dataset="disk",
         dataset_config={},
         # trace-tiny's size with the data's channel vocabulary (7 weather channels + Time-MMD's OT) and 96 steps
-        model_overrides={"num_input_channels": len(channel_names), "channel_names": channel_names, "context_length": 96},
+        model_overrides={
+            "num_input_channels": len(channel_names),
+            "channel_names": channel_names,
+            "context_length": 96,
+            **settings.model_overrides,
+        },
         output_dir=str(output_dir),
         save_steps=None,  # no resumable checkpoints in a quickstart: only final/
         report_to="jsonl",
@@ -191,7 +197,7 @@ def _limit(dataset, max_samples):
     return dataset
 
 
-def train(out: Path, dataset_path: Path, settings: QuickstartSettings) -> dict[str, Path]:
+def train(out: Path, dataset_path: Path, settings: QuickstartSettings, seed: int = 0) -> dict[str, Path]:
     """Stage 1 then stage 2 through `run_pretraining` / `run_alignment` (held-out curves on the validation split);
     returns the run folders."""
     from datasets import load_from_disk
@@ -206,12 +212,12 @@ def train(out: Path, dataset_path: Path, settings: QuickstartSettings) -> dict[s
         shutil.rmtree(run, ignore_errors=True)  # a fresh run each time (no stale logs or text caches)
     pretrain = stage_recipe(
         PretrainRecipe, "pretrain-quick.yaml", runs["pretrain"], vocabulary, settings, settings.pretrain_steps,
-        settings.pretrain_max_samples,
+        settings.pretrain_max_samples, seed=seed,
     )  # fmt: skip
     run_pretraining(pretrain, _limit(splits["train"], pretrain.max_samples), eval_dataset=splits.get("validation"))
     align = stage_recipe(
         AlignRecipe, "align-quick.yaml", runs["align"], vocabulary, settings, settings.align_steps,
-        settings.align_max_samples, model=str(runs["pretrain"] / "final"),
+        settings.align_max_samples, model=str(runs["pretrain"] / "final"), seed=seed,
     )  # fmt: skip
     align.model_overrides = {}  # the stage-1 checkpoint already has the vocabulary
     run_alignment(align, _limit(splits["train"], align.max_samples), eval_dataset=splits.get("validation"))
@@ -305,7 +311,7 @@ def run_quickstart(
         data_dir: the shared data folder (default `trace_datasets.paths.default_data_dir()`).
         smoke: reduced sizes (`QuickstartSettings.smoke()`), for tests.
         settings: explicit sizes (overrides `smoke`).
-        seed: seed of the dataset sampling and the random baseline.
+        seed: seed of the dataset sampling, both training stages and the random baseline.
 
     Returns:
         `{"evaluation": {method: metrics}, "table": markdown, "paths": {...}, "seconds": {...}}`; the same
@@ -325,19 +331,20 @@ def run_quickstart(
     out = Path(output_dir).resolve()
     data_dir = require_data_dir(data_dir)
     _prepare_output(out)
-    seconds, started = {}, time.perf_counter()
+    seconds, cpu_seconds = {}, {}
+    started, cpu_started = time.perf_counter(), time.process_time()
 
     def lap(name):
-        nonlocal started
-        now = time.perf_counter()
-        seconds[name] = round(now - started, 1)
-        started = now
-        print(f"[quickstart] {name} done in {seconds[name]:.1f} s", flush=True)
+        nonlocal started, cpu_started
+        now, cpu_now = time.perf_counter(), time.process_time()
+        seconds[name], cpu_seconds[name] = round(now - started, 1), round(cpu_now - cpu_started, 1)
+        started, cpu_started = now, cpu_now
+        print(f"[quickstart] {name} done in {seconds[name]:.1f} s ({cpu_seconds[name]:.1f} s CPU)", flush=True)
 
     print(f"[quickstart] data from {data_dir}; output in {out}", flush=True)
     data_paths = build_datasets(out, data_dir, settings, seed)
     lap("datasets")
-    runs = train(out, data_paths["combined"], settings)
+    runs = train(out, data_paths["combined"], settings, seed)
     lap("training")
 
     model_dir = out / "model"
@@ -352,6 +359,15 @@ def run_quickstart(
     index.save(str(out / "index"))
     lap("index")
     evaluation = evaluate(model, index, None, k=settings.k, seed=seed)
+    import torch
+
+    from .loops import embedding_geometry
+
+    # how spread the test embeddings are (near 1 = one shared direction, a collapse)
+    geometry = {
+        **embedding_geometry(torch.from_numpy(index.embeddings("time_series")), "ts"),
+        **embedding_geometry(torch.from_numpy(index.embeddings("text")), "text"),
+    }
     table = results_table(evaluation)
     lap("evaluation")
 
@@ -394,8 +410,16 @@ def run_quickstart(
     lap("card and figures")
 
     print("\n" + table + "\n", flush=True)
+    print(
+        "embedding geometry of the test split (mean pairwise cosine / norm of the mean unit vector; 1 = collapsed): "
+        f"time series {geometry['ts_mean_cosine']:.3f} / {geometry['ts_mean_norm']:.3f}, "
+        f"text {geometry['text_mean_cosine']:.3f} / {geometry['text_mean_norm']:.3f}\n",
+        flush=True,
+    )
+    print(stage_table(seconds, cpu_seconds) + "\n", flush=True)
     summary = {
         "evaluation": evaluation,
+        "geometry": geometry,
         "table": table,
         "paths": {
             "model": str(model_dir),
@@ -406,16 +430,36 @@ def run_quickstart(
             **{f"data_{k}": str(v) for k, v in data_paths.items()},
         },
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "settings": asdict(settings),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(f"[quickstart] total {sum(seconds.values()):.1f} s. Model card: {model_dir / 'README.md'}", flush=True)
+    trace = trace_command()
     print(
-        "[quickstart] next: trace search --model {m} --index {i} --text \"heavy snow and strong wind\" --plot hits.png\n"
-        "             trace push {m} <user>/trace-tiny-quickstart".format(m=model_dir, i=out / "index"),
+        "[quickstart] next: {t} search --model {m} --index {i} --text \"heavy snow and strong wind\" --plot hits.png\n"
+        "             {t} push {m} <user>/trace-tiny-quickstart".format(t=trace, m=model_dir, i=out / "index"),
         flush=True,
     )
     return summary
+
+
+def stage_table(seconds: dict, cpu_seconds: dict) -> str:
+    """Markdown table of the stages' wall and CPU seconds (CPU > wall: several cores busy; CPU << wall: waiting)."""
+    lines = ["| stage | wall s | CPU s |", "|---|---:|---:|"]
+    lines += [f"| {name} | {seconds[name]:.1f} | {cpu_seconds.get(name, float('nan')):.1f} |" for name in seconds]
+    lines.append(f"| total | {sum(seconds.values()):.1f} | {sum(cpu_seconds.values()):.1f} |")
+    return "\n".join(lines)
+
+
+def trace_command() -> str:
+    """How to run the `trace` CLI from a fresh shell: the venv's own script when it is not on the PATH."""
+    import shutil as _shutil
+
+    script = Path(sys.executable).parent / "trace"
+    if script.is_file() and _shutil.which("trace") != str(script):
+        return str(script)
+    return "trace"
 
 
 def _retrieval_figure(index, test, out: Path, label_names) -> Path:
@@ -451,10 +495,14 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="shared data folder (default: $TRACE_DATA_DIR or ../shared/data)")
     parser.add_argument("--smoke", action="store_true", help="reduced sizes (about a minute), as the test runs it")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-overrides", type=json.loads, default={}, metavar="JSON",
+                        help='TraceConfig values on top of trace-tiny\'s, e.g. \'{"embedding_centering": true}\'')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = QuickstartSettings.smoke() if args.smoke else QuickstartSettings.full()
+    settings.model_overrides = dict(args.model_overrides)
     try:
-        run_quickstart(args.output_dir, args.data_dir, smoke=args.smoke, seed=args.seed)
+        run_quickstart(args.output_dir, args.data_dir, settings=settings, seed=args.seed)
     except (QuickstartError, FileNotFoundError, NotADirectoryError) as err:
         print(f"quickstart: error: {err}", file=sys.stderr)
         return 1
