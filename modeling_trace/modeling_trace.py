@@ -832,6 +832,23 @@ def finish_saved_config(config_path: str) -> None:
         handle.write("\n")
 
 
+class _quiet_progress_bars:
+    """Switch transformers' progress bars off for a block (unless its verbosity is INFO or lower), then restore."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self.restore = hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() > hf_logging.INFO
+        if self.restore:
+            hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        if self.restore:
+            hf_logging.enable_progress_bar()
+
+
 class TracePreTrainedModel(PreTrainedModel):
     """Base class: configuration, weight initialisation, and the Hub loading / saving interface.
 
@@ -843,7 +860,8 @@ class TracePreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, then `config.json` lists every TRACE head in `auto_map` and holds no
         local path (see `finish_saved_config`)."""
-        result = super().save_pretrained(save_directory, *args, **kwargs)
+        with _quiet_progress_bars():
+            result = super().save_pretrained(save_directory, *args, **kwargs)
         config_path = os.path.join(save_directory, "config.json")
         if kwargs.get("is_main_process", True) and os.path.isfile(config_path):
             finish_saved_config(config_path)
@@ -851,6 +869,18 @@ class TracePreTrainedModel(PreTrainedModel):
 
     config_class = TraceConfig
     base_model_prefix = "time_series_model"
+    # Loading one TRACE model from another's checkpoint (an encoder from a pretraining or aligned folder, a head model
+    # from an aligned one) leaves the other models' parts unused: expected, so not reported as unexpected keys.
+    _keys_to_ignore_on_load_unexpected = [
+        r"^reconstruction_head\.",
+        r"^text_model\.",
+        r"^text_projection\.",
+        r"^time_series_projection\.",
+        r"^logit_scale$",
+        r"^channel_cross_attention\.",
+        r"^forecast_head\.",
+        r"^classifier\.",
+    ]
     main_input_name = "past_values"
     input_modalities = ("time",)
     supports_gradient_checkpointing = True
@@ -863,9 +893,12 @@ class TracePreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, renaming the keys of checkpoints in the old head layout."""
+        """`PreTrainedModel.from_pretrained`, renaming the keys of checkpoints in the old head layout, without the
+        per-load weight bar (a TRACE checkpoint loads in well under a second; set transformers' verbosity to INFO to
+        see it again)."""
         user_mapping = kwargs.pop("key_mapping", None) or {}
-        loaded = super().from_pretrained(*args, key_mapping={**LEGACY_KEY_MAPPING, **user_mapping}, **kwargs)
+        with _quiet_progress_bars():
+            loaded = super().from_pretrained(*args, key_mapping={**LEGACY_KEY_MAPPING, **user_mapping}, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         # transformers would reverse a used renaming when saving (back to the old keys): save the new layout.
         conversions = getattr(model, "_weight_conversions", None)
@@ -1328,6 +1361,22 @@ class TraceChannelTextCrossAttention(nn.Module):
         return channel_states + attn * has_text[:, None, None].to(attn.dtype)
 
 
+def _load_sentence_tower(text_path: str) -> nn.Module:
+    """The sentence encoder's transformer without its pooler (sentence embeddings mean-pool the tokens), loaded
+    quietly: the checkpoint's `pooler.*` weights are expected to be left out, and the weight-loading bar is off;
+    any other missing or unexpected key is still reported by transformers."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(text_path)
+    model_class = AutoModel._model_mapping[type(config)]
+    quiet_class = type(model_class.__name__, (model_class,), {"_keys_to_ignore_on_load_unexpected": [r"^pooler\."]})
+    with _quiet_progress_bars():
+        loaded = quiet_class.from_pretrained(text_path, add_pooling_layer=False)
+    tower = model_class(loaded.config, add_pooling_layer=False)  # a plain class, not the loading-only subclass
+    tower.load_state_dict(loaded.state_dict())
+    return tower.eval()
+
+
 class TraceModel(TracePreTrainedModel):
     """TRACE dual encoder (CLIP-style): the time-series tower and a frozen text tower built from `text_config`.
 
@@ -1408,7 +1457,7 @@ class TraceModel(TracePreTrainedModel):
         this package).
         """
         text_path = resolve_text_model_path(text_model_name_or_path)
-        text_model = AutoModel.from_pretrained(text_path, add_pooling_layer=False)
+        text_model = _load_sentence_tower(text_path)
         ts_state = None
         if isinstance(time_series_model_name_or_path, TraceConfig):
             config_dict = time_series_model_name_or_path.to_dict()
