@@ -364,7 +364,7 @@ def test_cli_help(capsys):
 def test_station_metadata_file(shipped):
     payload = json.loads(noaa.STATIONS_FILE.read_text())
     ids = [s["id"] for s in payload["stations"]]
-    assert ids == ["KLEB", "KTYS", "KJFK"]
+    assert ids == ["KLEB", "KTYS", "KJFK", "KEWR-2013", "KJFK-2013", "KLGA-2013"]
     for station in noaa.load_stations():
         assert (shipped / "noaa" / station["file"]).is_file()
 
