@@ -13,12 +13,21 @@ A ``.ts`` file (the format of sktime/aeon and timeseriesclassification.com) is a
     0.07,0.07,...:0.39,0.39,...: ... :Standing
 
 Channels are separated by ``:``, values by ``,``, and the class label comes last. ``?`` (or ``NaN``)
-is a missing value. Series of different lengths are right-padded with NaN to the longest series of
-the dataset (train and test together) so every row has the same shape; the model's observed mask
-treats the padding as missing. Label names are taken from the ``@classLabel`` header in its order.
+is a missing value. Label names are taken from the ``@classLabel`` header in its order.
+
+Variable-length sets (``@equalLength false``, e.g. PickupGestureWiimoteZ, 29-361 steps) are read
+without truncation: every case keeps all its points. With ``pad=True`` (the default) the series are
+right-padded with NaN to the longest series of the dataset (train and test together) so every row
+has the same shape; the model's observed mask treats the padding as missing. With ``pad=False``
+each row keeps its own length, which is what the 1-NN baselines need (NaN padding must never enter
+a distance). `series_lengths` gives the observed length of every row either way, and the builder
+logs the range and writes it into the dataset card. A file that declares ``@equalLength true`` and
+``@seriesLength n`` but holds a case of another length is refused (a truncated line).
 
 Expected layout: ``<data_dir>/ucr/<Name>/<Name>_TRAIN.ts`` and ``<Name>_TEST.ts`` (as the UEA archive
-zip files unpack). Files with ``@timeStamps true`` are not supported.
+zip files unpack); ``variant="eq"`` reads ``<Name>_eq_TRAIN.ts`` / ``<Name>_eq_TEST.ts`` from the same
+folder (the archive's equal-length version of a variable-length set). Files with
+``@timeStamps true`` are not supported.
 """
 
 from __future__ import annotations
@@ -75,6 +84,11 @@ class TsFile:
     def problem_name(self) -> str:
         return self.header.get("problemname", self.path.stem.rsplit("_", 1)[0])
 
+    @property
+    def lengths(self) -> list[int]:
+        """The length of every case (its longest channel), as written in the file."""
+        return [int(s.shape[0]) for s in self.series]
+
 
 def _parse_value(token: str, path: Path, line_no: int) -> float:
     token = token.strip()
@@ -103,6 +117,7 @@ def read_ts(path: str | Path) -> TsFile:
     out = TsFile(path=path)
     in_data = False
     dimensions = None
+    declared_length = None
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line_no, raw in enumerate(fh, start=1):
             line = raw.strip()
@@ -134,6 +149,13 @@ def read_ts(path: str | Path) -> TsFile:
                             raise TsFormatError(
                                 f"{path}: '@dimensions {out.header['dimensions']}' is not an integer."
                             ) from None
+                    if out.header.get("equallength", "").lower() == "true" and "serieslength" in out.header:
+                        try:
+                            declared_length = int(out.header["serieslength"])
+                        except ValueError:
+                            raise TsFormatError(
+                                f"{path}: '@seriesLength {out.header['serieslength']}' is not an integer."
+                            ) from None
                     continue
                 out.header[key] = value.strip()
                 if key == "classlabel":
@@ -162,6 +184,12 @@ def read_ts(path: str | Path) -> TsFile:
                     f"{path}, line {line_no}: {len(channels)} channel(s), but the header declares {dimensions}."
                 )
             length = max(len(c) for c in channels)
+            if declared_length is not None and any(len(c) != declared_length for c in channels):
+                raise TsFormatError(
+                    f"{path}, line {line_no}: a case of {sorted({len(c) for c in channels})} point(s) per channel, "
+                    f"but the header declares '@equalLength true' and '@seriesLength {declared_length}' "
+                    "(truncated line?)."
+                )
             arr = np.full((length, len(channels)), np.nan, dtype=np.float32)
             for j, c in enumerate(channels):
                 arr[: len(c), j] = c
@@ -174,16 +202,44 @@ def read_ts(path: str | Path) -> TsFile:
     return out
 
 
-def load_ucr(name: str, data_dir: str | Path | None = None, pad: bool = True):
+def series_lengths(rows) -> np.ndarray:
+    """The observed length of every row of a `load_ucr` split (a `datasets.Dataset`, or a list of
+    ``past_values``): the number of steps up to the last one with an observed value, so NaN padding added by
+    ``pad=True`` is not counted (a case's own interior or leading gaps are). int64 array."""
+    values = rows["past_values"] if hasattr(rows, "column_names") else rows
+    out = []
+    for v in values:
+        observed = ~np.isnan(np.asarray(v, dtype=np.float32)).all(axis=-1) if len(v) else np.zeros(0, dtype=bool)
+        out.append(len(observed) - int(np.argmax(observed[::-1])) if observed.any() else 0)
+    return np.asarray(out, dtype=np.int64)
+
+
+def describe_lengths(dataset_dict) -> str:
+    """``"length 150"`` for an equal-length set, else ``"variable length 29-361 (train 29-361, test 37-324)"``."""
+    per_split = {split: series_lengths(dataset_dict[split]) for split in dataset_dict}
+    every = np.concatenate(list(per_split.values()))
+    if every.min() == every.max():
+        return f"length {int(every.max())}"
+    parts = ", ".join(f"{split} {int(v.min())}-{int(v.max())}" for split, v in per_split.items())
+    return f"variable length {int(every.min())}-{int(every.max())} ({parts})"
+
+
+def load_ucr(name: str, data_dir: str | Path | None = None, pad: bool = True, variant: str | None = None):
     """Load ``<data_dir>/ucr/<name>/<name>_{TRAIN,TEST}.ts`` as a `datasets.DatasetDict` (train/test).
+
+    Every case keeps all its points (no truncation); `series_lengths` / `describe_lengths` report them.
 
     Args:
         name: dataset name, e.g. ``"GunPoint"``, ``"BasicMotions"``, ``"ItalyPowerDemand"``.
         data_dir: folder holding ``ucr/`` (default: `paths.default_data_dir()`).
-        pad: right-pad every series with NaN to the longest of the dataset (both splits).
+        pad: right-pad every series with NaN to the longest of the dataset (both splits); ``False`` keeps each
+            series at its own length (variable-length sets then have rows of different lengths).
+        variant: read ``<name>_<variant>_{TRAIN,TEST}.ts`` from the same folder instead, e.g. ``"eq"`` for the
+            archive's equal-length version of a variable-length set.
     """
     folder = require_data_dir(data_dir) / "ucr" / name
-    files = {split: read_ts(folder / f"{name}_{split.upper()}.ts") for split in ("train", "test")}
+    stem = f"{name}_{variant}" if variant else name
+    files = {split: read_ts(folder / f"{stem}_{split.upper()}.ts") for split in ("train", "test")}
     label_names = files["train"].class_names
     if files["test"].class_names != label_names:
         raise TsFormatError(
@@ -205,10 +261,10 @@ def load_ucr(name: str, data_dir: str | Path | None = None, pad: bool = True):
             series_list = list(np.where(observed, values, np.nan))
         records[split] = [
             {
-                "id": f"ucr/{name}/{split}/{i:05d}",
+                "id": f"ucr/{stem}/{split}/{i:05d}",
                 "source": "ucr",
                 "domain": name,
-                "series_id": f"{name}/{split}/{i}",
+                "series_id": f"{stem}/{split}/{i}",
                 "start_timestamp": "",
                 "freq": "",
                 "past_values": series,
@@ -224,11 +280,13 @@ def load_ucr(name: str, data_dir: str | Path | None = None, pad: bool = True):
             }
             for i, (series, label) in enumerate(zip(series_list, ts.labels))
         ]
-    return finalize(records, label_names, desc=f"ucr {name}")
+    dataset_dict = finalize(records, label_names, desc=f"ucr {stem}")
+    logger.info("ucr %s: %s, %d channel(s)", stem, describe_lengths(dataset_dict), num_channels)
+    return dataset_dict
 
 
-def dataset_card(dd, name: str) -> str:
-    """Dataset card for a `load_ucr` result."""
+def dataset_card(dd, name: str, pad: bool = True) -> str:
+    """Dataset card for a `load_ucr(name, pad=pad)` result."""
     return render_dataset_card(
         dd,
         pretty_name=f"UCR/UEA {name} in the TRACE schema",
@@ -237,8 +295,10 @@ def dataset_card(dd, name: str) -> str:
             "(https://www.timeseriesclassification.com), original train/test split."
         ),
         license="other",
-        how_built=f"`python -m trace_datasets.ucr --name {name}` from `{name}_TRAIN.ts` / `{name}_TEST.ts`; "
-        "series right-padded with NaN to the longest, labels from the `@classLabel` header.",
+        how_built=f"`python -m trace_datasets.ucr --name {name}{'' if pad else ' --no-pad'}` from `{name}_TRAIN.ts` / "
+        f"`{name}_TEST.ts`; {describe_lengths(dd)} (no series truncated); "
+        + ("series right-padded with NaN to the longest" if pad else "each series at its own length")
+        + ", labels from the `@classLabel` header.",
         citation=CITATION,
         task_categories=("feature-extraction",),
         tags=("time-series", "time-series-classification", "trace"),
@@ -254,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dd = load_ucr(args.name, args.data_dir, pad=not args.no_pad)
-    write_outputs(dd, dataset_card(dd, args.name), args)
+    write_outputs(dd, dataset_card(dd, args.name, pad=not args.no_pad), args)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,15 @@ def load_training_splits(source: str, dataset_config: dict | None = None, splits
             ) from err
         if data_dir is not None:
             options.setdefault("data_dir", data_dir)
-        dataset_dict = module.build(**options)
+        # `config: X` selects a builder's `build_X` when it has one (e.g. noaa's `build_station_windows`); sources
+        # whose `build` takes the config as its first argument (timemmd) get it passed through.
+        config = options.get("config")
+        builder = getattr(module, f"build_{config}", None) if isinstance(config, str) else None
+        if builder is not None:
+            options.pop("config")
+            dataset_dict = builder(**options)
+        else:
+            dataset_dict = module.build(**options)
     out = {}
     for split in splits:
         if split not in dataset_dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trace_datasets.schema import COLUMNS
-from trace_datasets.ucr import TsFormatError, load_ucr, main, read_ts
+from trace_datasets.ucr import TsFormatError, describe_lengths, load_ucr, main, read_ts, series_lengths
 
 
 def raw_cases(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -48,6 +48,45 @@ def test_shipped_sets_counts_labels_and_values(data_dir, name):
             expected = [float(v) for v in channel.split(",")]
             assert [row[j] for row in first["past_values"]] == pytest.approx(expected, rel=1e-6)
         assert first["source"] == "ucr" and first["domain"] == name and first["future_values"] == []
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_variable_length_set_loads_every_point_and_reports_lengths(data_dir, pad):
+    name = "PickupGestureWiimoteZ"
+    dd = load_ucr(name, data_dir, pad=pad)
+    longest = 0
+    for split in ("train", "test"):
+        _, cases = raw_cases(data_dir / "ucr" / name / f"{name}_{split.upper()}.ts")
+        expected = [len(case[0].split(",")) for case in cases]
+        longest = max(longest, *expected)
+        assert series_lengths(dd[split]).tolist() == expected  # no case truncated
+        values = dd[split]["past_values"]
+        for row, case in zip(values, cases):  # every point of the file, in order
+            assert [v[0] for v in row[: len(case[0].split(","))]] == pytest.approx([float(v) for v in case[0].split(",")])
+        if pad:
+            assert {len(v) for v in values} == {361}
+        else:
+            assert [len(v) for v in values] == expected
+            assert not any(math.isnan(x[0]) for row in values for x in row)
+    assert longest == 361
+    assert describe_lengths(dd) == "variable length 29-361 (train 29-361, test 37-324)"
+    assert describe_lengths(load_ucr("GunPoint", data_dir)) == "length 150"
+
+
+def test_equal_length_variant_files(data_dir):
+    dd = load_ucr("PickupGestureWiimoteZ", data_dir, variant="eq")
+    assert len(dd["train"]) == len(dd["test"]) == 50
+    assert set(series_lengths(dd["train"])) == {361} and dd["train"][0]["id"].startswith("ucr/PickupGestureWiimoteZ_eq/")
+    assert dd["train"].features["label"].names == ["1", "10", "2", "3", "4", "5", "6", "7", "8", "9"]
+    with pytest.raises(FileNotFoundError, match="GunPoint_eq_TRAIN.ts"):
+        load_ucr("GunPoint", data_dir, variant="eq")
+
+
+def test_declared_series_length_is_checked(tmp_path):
+    header = HEADER.replace("@equalLength false", "@equalLength true\n@seriesLength 2")
+    data_dir = write_toy(tmp_path, "1,2:3,4:up\n1,2:3:down\n", header=header)
+    with pytest.raises(TsFormatError, match="line 11.*@seriesLength 2"):
+        load_ucr("Toy", data_dir)
 
 
 def test_basicmotions_is_multivariate(data_dir):
@@ -111,3 +150,11 @@ def test_cli_writes_dataset(data_dir, tmp_path, capsys):
     assert (tmp_path / "out" / "README.md").is_file() and (tmp_path / "out" / "dataset_dict.json").is_file()
     _, cases = raw_cases(data_dir / "ucr" / "ItalyPowerDemand" / "ItalyPowerDemand_TEST.ts")
     assert f"test: {len(cases)} rows" in capsys.readouterr().out
+    assert "length 24 (no series truncated)" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_cli_without_padding_reports_variable_lengths(data_dir, tmp_path):
+    out = tmp_path / "out"
+    main(["--name", "PickupGestureWiimoteZ", "--data-dir", str(data_dir), "--output-dir", str(out), "--no-pad"])
+    card = (out / "README.md").read_text()
+    assert "variable length 29-361" in card and "each series at its own length" in card and "--no-pad" in card

@@ -538,3 +538,116 @@ def test_broken_manifests_name_the_file_and_the_problem(tmp_path, content, messa
     with pytest.raises(RetrievalIndexIntegrityError, match=message) as info:
         TraceRetrievalIndex.load(str(directory))
     assert str(path) in str(info.value)
+
+
+# --- raw-series baselines on variable-length and un-normalised series -------------------------------------------
+
+
+def _variable_length_series(seed=0, lengths=(12, 20, 31, 17, 25), channels=2):
+    rng = np.random.default_rng(seed)
+    return [np.cumsum(rng.standard_normal((n, channels)), axis=0) * (1 + c) for c, n in enumerate(lengths)]
+
+
+def test_list_of_equal_length_series_searches_like_the_array():
+    rng = np.random.default_rng(2)
+    windows = rng.standard_normal((20, 16, 3)).astype(np.float32)
+    for cls in (EuclideanScanSearcher, DTWSearcher):
+        from_array = cls(windows).search(windows[:4], k=5, return_rows=False)
+        from_list = cls(list(windows)).search(list(windows[:4]), k=5, return_rows=False)
+        np.testing.assert_array_equal(from_array.indices, from_list.indices)
+        np.testing.assert_allclose(from_array.scores, from_list.scores, rtol=1e-4, atol=1e-4)
+
+
+def test_euclidean_on_variable_length_resamples_to_the_longest_corpus_series():
+    series = _variable_length_series()
+    queries = _variable_length_series(seed=1, lengths=(9, 40))
+    searcher = EuclideanScanSearcher(series, znormalize=False)
+    assert searcher.length == 31 and searcher.lengths.tolist() == [12, 20, 31, 17, 25]
+
+    def resampled(x, n=31):
+        grid = np.linspace(0, len(x) - 1, n)
+        return np.stack([np.interp(grid, np.arange(len(x)), x[:, c]) for c in range(x.shape[1])], axis=1).ravel()
+
+    expected = np.array([[np.linalg.norm(resampled(q) - resampled(s)) for s in series] for q in queries])
+    hits = searcher.search(queries, k=5, return_rows=False)
+    np.testing.assert_allclose(-hits.scores, np.sort(expected, axis=1), rtol=1e-5)
+    np.testing.assert_array_equal(hits.indices, np.argsort(expected, axis=1))
+    assert EuclideanScanSearcher(series, length=50).vectors.shape == (5, 100)
+
+
+def test_dtw_on_variable_length_compares_the_series_at_their_own_lengths():
+    from dtaidistance import dtw, dtw_ndim
+
+    series = _variable_length_series()
+    queries = _variable_length_series(seed=3, lengths=(8, 33))
+    dependent = DTWSearcher(series, znormalize=False).search(queries, k=5, return_rows=False)
+    expected = np.array([[dtw_ndim.distance(q, s) for s in series] for q in queries])
+    np.testing.assert_allclose(-dependent.scores, np.sort(expected, axis=1), rtol=1e-5)
+    independent = DTWSearcher(series, znormalize=False, multivariate="independent").search(queries, k=5, return_rows=False)
+    per_channel = np.array([[sum(dtw.distance(q[:, c], s[:, c]) for c in range(2)) for s in series] for q in queries])
+    np.testing.assert_allclose(-independent.scores, np.sort(per_channel, axis=1), rtol=1e-5)
+    univariate = [s[:, 0] for s in series]  # (length,) arrays are one channel
+    hits = DTWSearcher(univariate, znormalize=False).search([q[:, 0] for q in queries], k=1, return_rows=False)
+    assert -hits.scores[0, 0] == pytest.approx(min(dtw.distance(queries[0][:, 0], s) for s in univariate), rel=1e-5)
+    with pytest.raises(ValueError, match="dependent"):
+        DTWSearcher(series, multivariate="both")
+
+
+def test_znormalisation_is_per_series_and_channel_and_optional():
+    series = _variable_length_series()
+    shifted = [s * 7.0 + 100.0 for s in series]
+    for cls in (EuclideanScanSearcher, DTWSearcher):
+        plain = cls(series).search(series[:2], k=5, return_rows=False)
+        scaled = cls(shifted).search(shifted[:2], k=5, return_rows=False)  # z-normalisation removes offset and scale
+        np.testing.assert_allclose(plain.scores, scaled.scores, rtol=1e-4, atol=1e-6)
+        raw = cls(shifted, znormalize=False).search(shifted[:2], k=5, return_rows=False)
+        assert raw.scores[0, 1] < 5 * plain.scores[0, 1]  # raw distances keep the scale of the values
+
+
+def test_nan_padding_never_enters_a_distance():
+    series = _variable_length_series()
+    padded = [np.concatenate([np.full((3, 2), np.nan), s, np.full((40 - len(s) - 3, 2), np.nan)]) for s in series]
+    for cls in (EuclideanScanSearcher, DTWSearcher):
+        for znormalize in (True, False):
+            clean = cls(series, znormalize=znormalize).search(series, k=5, return_rows=False)
+            from_padded = cls(padded, znormalize=znormalize).search(padded, k=5, return_rows=False)
+            np.testing.assert_array_equal(clean.indices, from_padded.indices)
+            np.testing.assert_allclose(clean.scores, from_padded.scores, rtol=1e-6)
+    gappy = [s.copy() for s in series]
+    gappy[0][4, 1] = np.nan  # an interior gap is filled by linear interpolation in time
+    filled = [s.copy() for s in gappy]
+    filled[0][4, 1] = (filled[0][3, 1] + filled[0][5, 1]) / 2
+    for cls in (EuclideanScanSearcher, DTWSearcher):
+        a = cls(gappy, znormalize=False).search(gappy[:1], k=5, return_rows=False)
+        b = cls(filled, znormalize=False).search(filled[:1], k=5, return_rows=False)
+        assert np.isfinite(a.scores).all()
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+
+
+def test_raw_arrays_refuse_nan_and_shapes_are_checked():
+    windows = np.random.default_rng(4).standard_normal((6, 10, 2))
+    hits = EuclideanScanSearcher(windows, znormalize=False).search(windows[:1], k=2, return_rows=False)
+    expected = np.sort(np.linalg.norm((windows[:1] - windows).reshape(6, -1), axis=1))[:2]
+    np.testing.assert_allclose(-hits.scores[0], expected, rtol=1e-5, atol=1e-5)
+    with_nan = windows.copy()
+    with_nan[0, 3, 1] = np.nan
+    for cls in (EuclideanScanSearcher, DTWSearcher):
+        with pytest.raises(ValueError, match="NaN must not enter a distance"):
+            cls(with_nan, znormalize=False)
+        with pytest.raises(ValueError, match="different shapes"):
+            cls(windows).search([windows[0], windows[1][:5]], k=1)
+        with pytest.raises(ValueError, match="1 channel"):
+            cls(list(windows)).search([windows[0][:, :1]], k=1)
+        with pytest.raises(ValueError, match="no observed value"):
+            cls([windows[0], np.full((4, 2), np.nan)])
+        with pytest.raises(ValueError, match="different channel counts"):
+            cls([windows[0], windows[1][:, :1]])
+
+
+def test_variable_length_baselines_keep_ids_and_exclusion(dataset):
+    series = [np.asarray(v, dtype=np.float32)[: 12 + i % 10] for i, v in enumerate(dataset["past_values"])]
+    for searcher in (EuclideanScanSearcher(series, corpus=dataset), DTWSearcher(series[:30], corpus=dataset.select(range(30)))):
+        hits = searcher.search(series[:3], k=3)
+        assert hits.indices[:, 0].tolist() == [0, 1, 2]
+        excluded = searcher.search(series[:3], k=3, exclude=[["w000"], ["w001"], ["w002"]])
+        assert all(q not in row for q, row in enumerate(excluded.indices))

@@ -1,0 +1,246 @@
+"""Classification protocols of table 4: 1-NN Euclidean / DTW with the UCR/UEA archive's conventions, and the
+TS2Vec / MOMENT SVM protocol for frozen embeddings.
+
+1-NN (`one_nn_results`) runs the library's raw-series searchers (`EuclideanScanSearcher`, `DTWSearcher`) with k=1
+over the training split and reports test accuracy beside the archive's published figure (`PUBLISHED`). The
+conventions, chosen because they reproduce the archive, and measured on the shipped files:
+
+- UCR univariate equal-length sets (GunPoint, ItalyPowerDemand): the series as shipped (the archive files are
+  already z-normalised; z-normalising them again gives the same accuracies). DTW has a full window.
+- UEA multivariate sets (BasicMotions): the raw, un-normalised series (the UEA benchmark's DTW figures are on the
+  raw data: per-channel z-normalisation moves DTW_I from 1.000 to 0.875). ED over all channels at once, DTW_D =
+  one warping path for all channels (`dtw_ndim`), DTW_I = sum of the per-channel DTW distances.
+- UCR variable-length sets (PickupGestureWiimoteZ, 29-361 steps): the UCR archive computed its baselines on an
+  equal-length version padded at the end with low-amplitude values, each series then z-normalised over the
+  padded length (`ucr_padded`, zeros here; Gaussian noise of std 1e-3 gives the same figures). No NaN is used
+  anywhere. Beside it the table reports conventions that need no padding at all: DTW between the series at their
+  own lengths, ED after linear resampling of every series to the longest length, and the `_eq` files (the
+  equal-length version of the UEA bake-off redux, padded with the series mean plus noise).
+
+`svm_protocol` is the evaluation of TS2Vec (Yue et al. 2022, `tasks/classification.py: fit_svm`), also used by
+MOMENT: an RBF-kernel SVC (gamma "scale") on the frozen embeddings, C chosen by 5-fold cross-validated grid search
+on the training split only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+# The archive's published test accuracies. UCR: Dau et al., "The UCR Time Series Archive" (2019), DataSummary table
+# (1 - error of "ED (w=0)" and "DTW (w=100)", i.e. full window). UEA: Bagnall et al., "The UEA multivariate time
+# series classification archive, 2018", benchmark table (default train/test split).
+PUBLISHED = {
+    "GunPoint": {"1-NN ED": 0.913, "1-NN DTW": 0.907},
+    "ItalyPowerDemand": {"1-NN ED": 0.955, "1-NN DTW": 0.950},
+    "BasicMotions": {"1-NN ED": 0.676, "1-NN DTW_I": 1.000, "1-NN DTW_D": 0.975},
+    "PickupGestureWiimoteZ": {"1-NN ED": 0.560, "1-NN DTW": 0.660},
+}
+SOURCES = {
+    "GunPoint": "UCR 2018 (Dau et al.)",
+    "ItalyPowerDemand": "UCR 2018 (Dau et al.)",
+    "BasicMotions": "UEA 2018 (Bagnall et al.)",
+    "PickupGestureWiimoteZ": "UCR 2018 (Dau et al.)",
+}
+TOLERANCE = 0.01
+
+# TS2Vec's grid: C in {1e-4, ..., 1e4, inf}.
+SVM_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, np.inf)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1-NN
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class NNResult:
+    """One 1-NN accuracy: `method` ("1-NN ED", "1-NN DTW", "1-NN DTW_D", "1-NN DTW_I"), the `convention` it used,
+    whether it is the convention that the archive's figure is compared with (`archive`), and that figure."""
+
+    dataset: str
+    method: str
+    convention: str
+    accuracy: float
+    archive: bool
+    published: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def matches(self) -> bool | None:
+        if self.published is None or not self.archive:
+            return None
+        return abs(self.accuracy - self.published) <= TOLERANCE + 1e-9
+
+
+def ucr_padded(
+    series: Sequence[np.ndarray], length: int, noise_std: float = 0.0, rng: np.random.Generator | None = None
+) -> list[np.ndarray]:
+    """The UCR archive's equal-length version of variable-length series: each `(length_i, channels)` series padded
+    at the end to `length` with zeros, or with Gaussian noise of std `noise_std` (the UCR archive pads with
+    low-amplitude random values). Leading/trailing NaN rows are dropped first; the result has no NaN. Z-normalise
+    afterwards (over the padded length) as UCR does."""
+    from modeling_trace.retrieval.baselines import clean_series
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    out = []
+    for i, s in enumerate(series):
+        x = clean_series(s, znormalize=False, position=i)
+        if len(x) > length:
+            raise ValueError(f"Series {i} has {len(x)} steps, more than the padded length {length}.")
+        padded = np.zeros((length, x.shape[1]), dtype=np.float64)
+        if noise_std:
+            padded[len(x) :] = rng.normal(0.0, noise_std, (length - len(x), x.shape[1]))
+        padded[: len(x)] = x
+        out.append(padded)
+    return out
+
+
+def one_nn_accuracy(searcher, queries, train_labels, test_labels) -> float:
+    """Accuracy of the 1-NN rule: each query gets the label of its nearest corpus series (ties: lowest row)."""
+    hits = searcher.search(queries, k=1, return_rows=False)
+    train_labels = np.asarray(train_labels)
+    predictions = train_labels[hits.indices[:, 0]]
+    return float(np.mean(predictions == np.asarray(test_labels)))
+
+
+def series_of(dataset) -> list[np.ndarray]:
+    """`past_values` of a `load_ucr(..., pad=False)` split as a list of float64 `(length_i, channels)` arrays."""
+    return [np.asarray(v, dtype=np.float64) for v in dataset["past_values"]]
+
+
+def one_nn_results(name: str, data_dir=None, variants: bool = True) -> list[NNResult]:
+    """1-NN ED and DTW (full window) accuracies on one shipped UCR/UEA set, archive convention first (see the module
+    docstring), then, with `variants`, the other conventions (z-normalised, own lengths, resampled, `_eq` files)."""
+    from modeling_trace.retrieval import DTWSearcher, EuclideanScanSearcher
+    from trace_datasets.ucr import load_ucr
+
+    dd = load_ucr(name, data_dir, pad=False)
+    train, test = series_of(dd["train"]), series_of(dd["test"])
+    y_train, y_test = np.asarray(dd["train"]["label"]), np.asarray(dd["test"]["label"])
+    channels = train[0].shape[1]
+    lengths = {len(s) for s in train + test}
+    published = PUBLISHED.get(name, {})
+    results: list[NNResult] = []
+
+    def run(method, convention, archive, build, corpus, queries, labels=(y_train, y_test)):
+        started = time.perf_counter()
+        accuracy = one_nn_accuracy(build(corpus), queries, *labels)
+        results.append(
+            NNResult(
+                name,
+                method,
+                convention,
+                accuracy,
+                archive,
+                published.get(method) if archive else None,
+                time.perf_counter() - started,
+            )
+        )
+
+    def ed(znormalize, **kw):
+        return lambda corpus: EuclideanScanSearcher(corpus, znormalize=znormalize, **kw)
+
+    def dtw(znormalize, multivariate="dependent"):
+        return lambda corpus: DTWSearcher(corpus, znormalize=znormalize, multivariate=multivariate)
+
+    dtw_methods = (
+        [("1-NN DTW", "dependent")] if channels == 1 else [("1-NN DTW_D", "dependent"), ("1-NN DTW_I", "independent")]
+    )
+    if len(lengths) == 1:
+        shipped = "series as shipped (no extra z-normalisation)"
+        run("1-NN ED", shipped, True, ed(False), train, test)
+        for method, mode in dtw_methods:
+            run(method, shipped, True, dtw(False, mode), train, test)
+        if variants:
+            znorm = "each series z-normalised per channel"
+            run("1-NN ED", znorm, False, ed(True), train, test)
+            for method, mode in dtw_methods:
+                run(method, znorm, False, dtw(True, mode), train, test)
+        return results
+
+    longest = max(lengths)
+    padded_train, padded_test = ucr_padded(train, longest), ucr_padded(test, longest)
+    ucr = f"UCR: zero-padded at the end to {longest}, then z-normalised"
+    run("1-NN ED", ucr, True, ed(True), padded_train, padded_test)
+    for method, mode in dtw_methods:
+        run(method, ucr, True, dtw(True, mode), padded_train, padded_test)
+    if not variants:
+        return results
+    rng = np.random.default_rng(0)
+    noisy_train, noisy_test = (ucr_padded(split, longest, noise_std=1e-3, rng=rng) for split in (train, test))
+    noisy = "UCR, padding = N(0, 0.001) noise (seed 0) instead of zeros, then z-normalised"
+    run("1-NN ED", noisy, False, ed(True), noisy_train, noisy_test)
+    for method, mode in dtw_methods:
+        run(method, noisy, False, dtw(True, mode), noisy_train, noisy_test)
+    for znormalize, tag in ((False, "raw"), (True, "z-normalised")):
+        run(
+            "1-NN ED",
+            f"own lengths, {tag}, linearly resampled to {longest}",
+            False,
+            ed(znormalize, length=longest),
+            train,
+            test,
+        )
+        for method, mode in dtw_methods:
+            run(method, f"own lengths, {tag} (DTW of unequal lengths)", False, dtw(znormalize, mode), train, test)
+    try:
+        eq = load_ucr(name, data_dir, pad=False, variant="eq")
+    except FileNotFoundError:
+        return results
+    eq_train, eq_test = series_of(eq["train"]), series_of(eq["test"])
+    eq_labels = (np.asarray(eq["train"]["label"]), np.asarray(eq["test"]["label"]))
+    for znormalize, tag in ((False, "as shipped"), (True, "z-normalised")):
+        run("1-NN ED", f"`{name}_eq` files, {tag}", False, ed(znormalize), eq_train, eq_test, eq_labels)
+        for method, mode in dtw_methods:
+            run(method, f"`{name}_eq` files, {tag}", False, dtw(znormalize, mode), eq_train, eq_test, eq_labels)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SVM on frozen embeddings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def svm_protocol(train_X, train_y, test_X, test_y, seed: int = 0, *, n_splits: int = 5, n_jobs: int = 1) -> dict:
+    """TS2Vec / MOMENT classification protocol for frozen embeddings: `SVC(kernel="rbf", gamma="scale")`, C chosen
+    by grid search over `SVM_C_GRID` ({1e-4, ..., 1e4, inf}) with stratified `n_splits`-fold cross-validation on the
+    training split only (folds shuffled with `seed`), refit on the whole training split, accuracy on the test split.
+
+    As in TS2Vec's `fit_svm`, a training split too small for cross-validation (fewer than 50 samples, or fewer than
+    5 per class on average) gets C = inf (a hard margin) without a search; so does one whose smallest class has
+    fewer than 2 members (the folds shrink to the smallest class size otherwise).
+
+    Returns:
+        `{"accuracy", "C", "cross_validated", "cv_accuracy"}` (`cv_accuracy` is None without a search).
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import SVC
+
+    train_X, test_X = np.asarray(train_X, dtype=np.float64), np.asarray(test_X, dtype=np.float64)
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    if train_X.ndim != 2 or test_X.ndim != 2 or train_X.shape[1] != test_X.shape[1]:
+        raise ValueError(f"Embeddings must be (n, dim) with one dim; got {train_X.shape} and {test_X.shape}.")
+    if len(train_X) != len(train_y) or len(test_X) != len(test_y):
+        raise ValueError("Each split needs one label per embedding.")
+    _, counts = np.unique(train_y, return_counts=True)
+    folds = int(min(n_splits, counts.min()))
+    svm = SVC(kernel="rbf", gamma="scale", max_iter=10_000_000)
+    if len(train_y) // len(counts) < 5 or len(train_y) < 50 or folds < 2:
+        model = SVC(C=np.inf, kernel="rbf", gamma="scale", max_iter=10_000_000).fit(train_X, train_y)
+        chosen, cross_validated, cv_accuracy = np.inf, False, None
+    else:
+        search = GridSearchCV(
+            svm,
+            {"C": list(SVM_C_GRID)},
+            cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
+            n_jobs=n_jobs,
+        )
+        search.fit(train_X, train_y)
+        model = search.best_estimator_
+        chosen, cross_validated, cv_accuracy = float(search.best_params_["C"]), True, float(search.best_score_)
+    accuracy = float(np.mean(model.predict(test_X) == test_y))
+    return {"accuracy": accuracy, "C": chosen, "cross_validated": cross_validated, "cv_accuracy": cv_accuracy}
