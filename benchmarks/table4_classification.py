@@ -102,10 +102,8 @@ def frozen_embeddings(encoder_dir, series) -> np.ndarray:
     from modeling_trace import TraceConfig, TraceModel
 
     config = TraceConfig.from_pretrained(encoder_dir)
-    overrides = {"projection_dim": config.d_model}
-    if hasattr(config, "embedding_centering"):
-        # A stage-1 checkpoint has no centring statistics: loaded, the buffers would hold uninitialised memory.
-        overrides["embedding_centering"] = False
+    # the pooled encoder state itself: no projection, no centring; the (random) text tower is never used here
+    overrides = {"projection_dim": config.d_model, "embedding_centering": False, "allow_untrained_text_model": True}
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # the load report lists the text tower, unused here, as missing
     try:

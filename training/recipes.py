@@ -94,6 +94,7 @@ class TrainingRecipe:
                 bound = ">= 0" if allow_zero else "> 0"
                 raise RecipeError(f"Recipe value {name} must be {bound}, got {value!r}. Fix it in the recipe or with --{name}.")
 
+        check_model_overrides(self.model_overrides)
         positive("learning_rate")
         positive("weight_decay", allow_zero=True)
         positive("adam_epsilon")
@@ -193,6 +194,34 @@ class FinetuneRecipe(TrainingRecipe):
         if not 0.0 <= self.lora_dropout < 1.0:
             raise RecipeError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
         return self
+
+
+# `PreTrainedConfig` keyword arguments that are not dataclass fields but are read by `__init__` / `from_pretrained`.
+_CONFIG_KWARGS = frozenset({"num_labels", "output_attentions", "attn_implementation", "torch_dtype"})
+
+
+def model_override_keys() -> set[str]:
+    """The keys `model_overrides` may set: `TraceConfig` fields (and their aliases such as `hidden_size`) and the
+    `PreTrainedConfig` arguments. (A config itself keeps unknown keys as attributes, as transformers does; a recipe
+    refuses them, since a typo there would silently leave the value at its default.)"""
+    from modeling_trace.configuration_trace import TraceConfig
+
+    return {f.name for f in dataclasses.fields(TraceConfig)} | set(TraceConfig.attribute_map) | set(_CONFIG_KWARGS)
+
+
+def check_model_overrides(overrides: dict) -> None:
+    """`RecipeError` naming each unknown key of `model_overrides`, with the closest valid name (difflib)."""
+    known = model_override_keys()
+    unknown = sorted(str(key) for key in overrides if key not in known)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise RecipeError(
+            f"Unknown key(s) in model_overrides: {', '.join(hints)}. model_overrides sets TraceConfig values; valid "
+            f"keys: {', '.join(sorted(k for k in known if not k.startswith('_')))}."
+        )
 
 
 def _check_type(name, value, hint):

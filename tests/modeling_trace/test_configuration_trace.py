@@ -84,3 +84,64 @@ def test_pooling_is_validated_and_reads_the_old_pooling_type(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert TraceConfig.from_pretrained(tmp_path).pooling == "mean"
     assert tiny_config(pooling_type="mean").pooling == "mean"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(revin_eps=0.0), r"revin_eps must be a finite number in \(0.0, inf\), got 0.0"),
+        (dict(revin_eps=-1e-5), "revin_eps"),
+        (dict(layer_norm_eps=-1e-5), r"layer_norm_eps must be a finite number in \[0.0, inf\)"),
+        (dict(rope_theta=0.0), "rope_theta"),
+        (dict(rope_theta=-10.0), "rope_theta"),
+        (dict(logit_scale_init_value=float("nan")), "logit_scale_init_value must be a finite number, got nan"),
+        (dict(channel_loss_weight=float("nan")), "channel_loss_weight must be a finite number"),
+        (dict(channel_loss_weight=-1.0), "channel_loss_weight"),
+        (dict(initializer_range=float("inf")), "initializer_range"),
+        (dict(activation_function="nope"), r"activation_function must be one of \(.*'gelu'.*got 'nope'"),
+        (dict(ffn_dim=-64), "ffn_dim must be a positive integer, got -64"),
+        (dict(prediction_length=-4), "prediction_length must be a positive integer or None, got -4"),
+        (dict(prediction_length=2.5), r"prediction_length must be a positive integer or None, got 2.5 \(float\)"),
+        (dict(classifier_hidden_dim=0), "classifier_hidden_dim"),
+        (dict(num_hard_negatives=1.5), "num_hard_negatives"),
+        (dict(dropout="0.1"), r"dropout must be a finite number in \[0.0, 1.0\), got '0.1' \(str\).*without quotes"),
+        (dict(rope_theta="1e4"), r"rope_theta .*got '1e4' \(str\)"),
+        (dict(d_model="32"), "d_model must be a positive integer"),
+        (dict(revin="false"), r"revin must be a boolean \(true or false\), got 'false' \(str\)"),
+        (dict(norm_first=1), "norm_first must be a boolean"),
+        (dict(mask_ratio=float("nan")), "mask_ratio"),
+        (dict(attention_type=["full"]), "attention_type must be one of"),
+        (dict(num_input_channels=2, channel_names=["a", 2]), "channel_names must be a list of channel names"),
+    ],
+)
+def test_every_value_is_checked_for_type_and_range(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**kwargs)
+
+
+@pytest.mark.parametrize("key, value", [("rope_theta", "1e4"), ("dropout", "0.1"), ("revin", "false"), ("revin_eps", 0)])
+def test_config_json_with_strings_or_bad_values_is_refused_on_load(tmp_path, key, value):
+    tiny_config().save_pretrained(tmp_path)
+    values = json.loads((tmp_path / "config.json").read_text())
+    values[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=f"TraceConfig.{key} must be"):
+        TraceConfig.from_pretrained(tmp_path)
+
+
+def test_overrides_given_to_from_pretrained_are_validated_too(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    # transformers sets these as attributes after __init__
+    with pytest.raises(ValueError, match="mask_ratio"):
+        TraceConfig.from_pretrained(tmp_path, mask_ratio=0.0)
+    with pytest.raises(ValueError, match="revin_eps"):
+        TraceConfig.from_pretrained(tmp_path, revin_eps=-1.0)
+    assert TraceConfig.from_pretrained(tmp_path, mask_ratio=0.5).mask_ratio == 0.5
+
+
+def test_unknown_keys_are_kept_as_transformers_does(tmp_path):
+    config = tiny_config(my_extra_key=3)
+    assert config.my_extra_key == 3
+    config.save_pretrained(tmp_path)
+    assert TraceConfig.from_pretrained(tmp_path).my_extra_key == 3
+    assert tiny_config(rope_theta=10000, dropout=0, layer_norm_eps=0).rope_theta == 10000  # ints are numbers

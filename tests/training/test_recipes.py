@@ -48,6 +48,19 @@ def test_unknown_key_is_rejected_with_a_suggestion(tmp_path):
         parse_recipe(PretrainRecipe, ["--config", path])
 
 
+def test_a_typo_in_model_overrides_is_rejected_with_a_suggestion(tmp_path):
+    path = write_recipe(tmp_path, model_overrides={"drop_out": 0.0, "context_length": 48, "hidden_size": 64})
+    recipe, _ = parse_recipe(PretrainRecipe, ["--config", path])
+    with pytest.raises(RecipeError, match=r"Unknown key\(s\) in model_overrides: 'drop_out' \(did you mean 'dropout'\?\)"):
+        recipe.validate()
+    recipe, _ = parse_recipe(AlignRecipe, ["--model_overrides", "{num_input_chanels: 1}"])
+    with pytest.raises(RecipeError, match="did you mean 'num_input_channels'"):
+        recipe.validate()
+    # TraceConfig fields, their aliases (hidden_size) and PreTrainedConfig arguments (num_labels) are fine
+    values = {"dropout": 0.0, "hidden_size": 64, "num_labels": 3, "channel_names": None}
+    assert AlignRecipe(model_overrides=values).validate().model_overrides == values
+
+
 @pytest.mark.parametrize(
     "values, num_processes, message",
     [

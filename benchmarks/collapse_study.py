@@ -1,0 +1,75 @@
+"""Before / after the embedding-collapse fix, on the quickstart: the same pipeline with and without
+`embedding_centering`, three seeds each, side by side.
+
+    python -m benchmarks.collapse_study                      # runs 2 variants x 3 seeds (about 2-6 min each on 2 cores)
+    python -m benchmarks.collapse_study --output-root DIR    # where the runs go; a finished run is reused, not redone
+
+Each run is `python -m trace_training.quickstart --output-dir DIR/<variant>_s<seed> --seed <seed> --model-overrides
+'{"embedding_centering": <bool>}'` (a finished run is recognised by its summary.json with the same settings). The
+table reports mean ± std over seeds of the test-split retrieval metrics and of the embedding geometry (mean pairwise
+cosine and the norm of the mean unit vector of the test embeddings: near 1 when every item points one way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = {"plain": {"embedding_centering": False}, "centered": {"embedding_centering": True}}
+METRICS = (
+    ("Text→TS label P@1", "trace", "text_to_ts_label_precision@1"),
+    ("Text→TS label MRR@10", "trace", "text_to_ts_label_mrr@10"),
+    ("TS→Text label P@1", "trace", "ts_to_text_label_precision@1"),
+    ("TS→Text label MRR@10", "trace", "ts_to_text_label_mrr@10"),
+    ("TS→TS label P@1", "trace", "ts_to_ts_label_precision@1"),
+    ("Text→TS modality MRR@10", "trace", "text_to_ts_modality_mrr@10"),
+    ("TS→Text modality MRR@10", "trace", "ts_to_text_modality_mrr@10"),
+    ("random Text→TS modality MRR@10", "random", "text_to_ts_modality_mrr@10"),
+)
+GEOMETRY = (("TS mean cosine", "ts_mean_cosine"), ("TS |mean|", "ts_mean_norm"), ("text mean cosine", "text_mean_cosine"), ("text |mean|", "text_mean_norm"))
+
+
+def run(output: Path, seed: int, overrides: dict) -> dict:
+    summary_path = output / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("settings", {}).get("model_overrides") == overrides:
+            return summary
+    command = [
+        sys.executable, "-m", "trace_training.quickstart", "--output-dir", str(output), "--seed", str(seed),
+        "--model-overrides", json.dumps(overrides),
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    return json.loads(summary_path.read_text())
+
+
+def mean_std(values) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output-root", default="runs/collapse_study")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    root = Path(args.output_root)
+    summaries = {name: [run(root / f"{name}_s{seed}", seed, overrides) for seed in args.seeds] for name, overrides in VARIANTS.items()}
+    header = "| metric (test split) | " + " | ".join(f"{name} (embedding_centering={VARIANTS[name]['embedding_centering']})" for name in VARIANTS) + " |"
+    lines = [f"seeds {args.seeds}; quickstart settings as in training/quickstart.py (trace-tiny size, 300 + 300 steps)", "", header, "|---|" + "---:|" * len(VARIANTS)]
+    for label, method, key in METRICS:
+        lines.append(f"| {label} | " + " | ".join(mean_std([s["evaluation"][method][key] for s in summaries[name]]) for name in VARIANTS) + " |")
+    for label, key in GEOMETRY:
+        lines.append(f"| {label} | " + " | ".join(mean_std([s["geometry"][key] for s in summaries[name]]) for name in VARIANTS) + " |")
+    lines.append("| training wall s | " + " | ".join(mean_std([s["seconds"]["training"] for s in summaries[name]]) for name in VARIANTS) + " |")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
