@@ -2,10 +2,10 @@
 `embedding_centering`, three seeds each, side by side.
 
     python -m benchmarks.collapse_study                      # runs 2 variants x 3 seeds (about 2-6 min each on 2 cores)
-    python -m benchmarks.collapse_study --output-root DIR    # where the runs go; a finished run is reused, not redone
+    python -m benchmarks.collapse_study --output-root DIR    # where the runs go; a run made by the same commit is reused
 
 Each run is `python -m trace_training.quickstart --output-dir DIR/<variant>_s<seed> --seed <seed> --model-overrides
-'{"embedding_centering": <bool>}'` (a finished run is recognised by its summary.json with the same settings). The
+'{"embedding_centering": <bool>}'` (reused only when made by the same clean commit with the same seed and values). The
 table reports mean ± std over seeds of the test-split retrieval metrics and of the embedding geometry (mean pairwise
 cosine and the norm of the mean unit vector of the test embeddings: near 1 when every item points one way).
 """
@@ -34,17 +34,28 @@ METRICS = (
 GEOMETRY = (("TS mean cosine", "ts_mean_cosine"), ("TS |mean|", "ts_mean_norm"), ("text mean cosine", "text_mean_cosine"), ("text |mean|", "text_mean_norm"))
 
 
+def code_version() -> str:
+    """The commit of the checkout, with `+dirty` when tracked files differ from it: runs are reused only when
+    they were made by the same code."""
+    root = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+
+
 def run(output: Path, seed: int, overrides: dict) -> dict:
-    summary_path = output / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("settings", {}).get("model_overrides") == overrides:
-            return summary
+    summary_path, stamp = output / "summary.json", output / "collapse_study_run.json"
+    version = code_version()
+    if summary_path.is_file() and stamp.is_file() and not version.endswith("+dirty"):
+        made = json.loads(stamp.read_text())
+        if made == {"code_version": version, "seed": seed, "model_overrides": overrides}:
+            return json.loads(summary_path.read_text())
     command = [
         sys.executable, "-m", "trace_training.quickstart", "--output-dir", str(output), "--seed", str(seed),
         "--model-overrides", json.dumps(overrides),
     ]  # fmt: skip
     subprocess.run(command, check=True)
+    stamp.write_text(json.dumps({"code_version": version, "seed": seed, "model_overrides": overrides}))
     return json.loads(summary_path.read_text())
 
 
