@@ -5,9 +5,8 @@ Everything else (the retrieval index, RAG, metrics) is imported on first use (PE
 costs torch + transformers and no more.
 """
 
-import importlib
-
 from .auto import AutoModelForTimeSeriesClassification, register_auto_classes
+from .lazy import lazy_attributes
 
 register_auto_classes()
 
@@ -15,39 +14,29 @@ __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _LAZY = {
-    "TraceConfig": "configuration_trace",
-    "TraceClassificationOutput": "modeling_trace",
-    "TraceForClassification": "modeling_trace",
-    "TraceForecastingOutput": "modeling_trace",
-    "TraceForForecasting": "modeling_trace",
-    "TraceForPretraining": "modeling_trace",
-    "TraceModel": "modeling_trace",
-    "TraceOutput": "modeling_trace",
-    "TracePreTrainedModel": "modeling_trace",
-    "TracePretrainingOutput": "modeling_trace",
-    "TraceTimeSeriesModel": "modeling_trace",
-    "TraceTimeSeriesModelOutput": "modeling_trace",
-    "hard_negative_info_nce": "modeling_trace",
-    "trace_contrastive_loss": "modeling_trace",
-    "TraceFeatureExtractor": "processing_trace",
-    "TraceProcessor": "processing_trace",
-    "TraceForRetrievalAugmentedForecasting": "modeling_rag",
-    "RetrievalEvaluator": "retrieval",
-    "TraceRetrievalIndex": "retrieval",
-    "load_metric": "metrics",
+    "TraceConfig": ".configuration_trace",
+    "TraceClassificationOutput": ".modeling_trace",
+    "TraceForClassification": ".modeling_trace",
+    "TraceForecastingOutput": ".modeling_trace",
+    "TraceForForecasting": ".modeling_trace",
+    "TraceForPretraining": ".modeling_trace",
+    "TraceModel": ".modeling_trace",
+    "TraceOutput": ".modeling_trace",
+    "TracePreTrainedModel": ".modeling_trace",
+    "TracePretrainingOutput": ".modeling_trace",
+    "TraceTimeSeriesModel": ".modeling_trace",
+    "TraceTimeSeriesModelOutput": ".modeling_trace",
+    "hard_negative_info_nce": ".modeling_trace",
+    "trace_contrastive_loss": ".modeling_trace",
+    "TraceFeatureExtractor": ".processing_trace",
+    "TraceProcessor": ".processing_trace",
+    "TraceForRetrievalAugmentedForecasting": ".modeling_rag",
+    "RetrievalEvaluator": ".retrieval",
+    "TraceRetrievalIndex": ".retrieval",
+    "load_metric": ".metrics",
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = ["AutoModelForTimeSeriesClassification", "register_auto_classes", *_LAZY]

@@ -32,6 +32,8 @@ _LAZY = {
 }
 
 
+# The same PEP 562 pattern as `modeling_trace.lazy.lazy_attributes`, written out: importing anything from
+# `modeling_trace` would register its Auto classes (torch + transformers), which `trace --help` must not pay for.
 def __getattr__(name):
     if name in _LAZY:
         module = _LAZY[name]

@@ -4,31 +4,21 @@ evaluator (`evaluation.py`) and the raw-series baselines (`baselines.py`), all r
 (`results.py`). Names are imported on first use, so the overlap rule does not pull in the evaluator's metrics.
 """
 
-import importlib
+from ..lazy import lazy_attributes
 
 _LAZY = {
-    "DTWSearcher": "baselines",
-    "EuclideanScanSearcher": "baselines",
-    "RandomSearcher": "baselines",
-    "znormalize_windows": "baselines",
-    "RetrievalEvaluator": "evaluation",
-    "RetrievalIndexIntegrityError": "index",
-    "TraceRetrievalIndex": "index",
-    "RetrievalResults": "results",
-    "overlapping_windows": "results",
+    "DTWSearcher": ".baselines",
+    "EuclideanScanSearcher": ".baselines",
+    "RandomSearcher": ".baselines",
+    "znormalize_windows": ".baselines",
+    "RetrievalEvaluator": ".evaluation",
+    "RetrievalIndexIntegrityError": ".index",
+    "TraceRetrievalIndex": ".index",
+    "RetrievalResults": ".results",
+    "overlapping_windows": ".results",
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = sorted(_LAZY)
