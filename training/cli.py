@@ -8,6 +8,7 @@
     trace search --model MODEL --index storm_index --text "heavy snow" -k 5 --plot hits.png
     trace search --model MODEL --index storm_index --csv series.csv --target text
     trace evaluate --model MODEL --index storm_index
+    trace export-onnx --model MODEL --output MODEL-onnx      # onnxruntime graphs of the time-series side
     trace push MODEL user/trace-tiny-noaa
 
 `pretrain`, `align` and `finetune` run the training scripts in this process (one process). For several processes
@@ -17,18 +18,24 @@
 Errors never end in a traceback: bad options end with exit status 2 and one usage line; expected errors (missing or
 damaged files, invalid YAML/JSON, bad CSV columns, unknown channels, invalid values, an index that does not match its
 model) with exit status 1 and one line on stderr naming what and where; an unexpected exception (a bug) also prints one
-line, with its type and a pointer to `--debug`, which shows the traceback instead.
+line, with its type and a pointer to `--debug`, which shows the traceback instead. `--help` and usage errors, of the
+stages too, never import torch: they are answered before any model code is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import json
 import sys
+import types
 from pathlib import Path
 
 BUILDERS = ("noaa", "timemmd", "ucr", "ett")
 STAGES = ("pretrain", "align", "finetune")
+STAGE_RECIPES = {"pretrain": "PretrainRecipe", "align": "AlignRecipe", "finetune": "FinetuneRecipe"}
+ID_WIDTH, LABEL_WIDTH, TEXT_WIDTH = 28, 18, 60
 TIME_COLUMNS = ("date", "time", "timestamp", "datetime")
 
 
@@ -56,6 +63,22 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(command: str, message: str) -> None:
+    """One `trace <command>: warning: ...` line on stderr, printed once per message and process."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"trace {command}: warning: {message}", file=sys.stderr)
+
+
+def _cut(text, width: int) -> str:
+    """`text` on one line, at most `width` characters: a longer one ends with an ellipsis."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _existing_dir(path: str, what: str) -> Path:
@@ -142,6 +165,14 @@ def read_series_csv(path: str, model):
             f"{path} has {frame.shape[1]} columns {list(frame.columns)}, the model takes {model.config.num_input_channels} "
             "unnamed channels in order."
         )
+    context_length = model.config.context_length
+    if len(frame) > context_length:
+        # the model reads the most recent context_length steps (pad_or_truncate_series): say so, with the numbers
+        warn_once(
+            "search",
+            f"{path} has {len(frame)} steps but the model reads {context_length} (context_length): the last "
+            f"{context_length} steps are used, the first {len(frame) - context_length} are dropped.",
+        )
     if names is None:
         frame.columns = [str(i) for i in range(frame.shape[1])]
         return frame.to_numpy(dtype=np.float32)
@@ -155,6 +186,28 @@ def read_series_csv(path: str, model):
     return np.where(batch["past_observed_mask"][0], batch["past_values"][0], np.nan).astype(np.float32)
 
 
+def warn_long_dataset_series(dataset, model, what: str, column: str = "past_values") -> None:
+    """Warn once when rows of `dataset` hold more steps than the model reads (they are cut to the last
+    `context_length` steps when encoded). Reads only the list lengths (Arrow), never the values."""
+    if column not in dataset.column_names:
+        return
+    try:
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(dataset.with_format("arrow")[column])
+        longest = pc.max(lengths).as_py()
+        num_long = pc.sum(pc.greater(lengths, model.config.context_length)).as_py() or 0
+    except Exception:  # an unusual column layout: the encoder reports real problems itself
+        return
+    context_length = model.config.context_length
+    if longest is not None and longest > context_length:
+        warn_once(
+            "index",
+            f"{num_long} of the {len(dataset)} series of {what} have more steps (up to {longest}) than the model reads "
+            f"({context_length}, context_length): they are cut to their last {context_length} steps.",
+        )
+
+
 def _label_name(features, value):
     label = features.get("label") if features is not None else None
     if label is not None and hasattr(label, "int2str") and isinstance(value, int) and value >= 0:
@@ -162,15 +215,36 @@ def _label_name(features, value):
     return value
 
 
-def format_hits(hits, features=None, width: int = 70) -> str:
-    """A plain-text table of one query's hits: rank, score, id, label, text (truncated)."""
-    lines = [f"{'rank':>4}  {'score':>7}  {'id':<28} {'label':<18} text", "-" * (70 + width // 2)]
+def format_hits(hits, features=None, width: int = TEXT_WIDTH) -> str:
+    """A compact plain-text table of one query's hits: rank, id, label, score (4 decimals), the head of the text.
+
+    Columns are as wide as their widest cell; ids longer than 28 characters, labels longer than 18 and texts longer
+    than `width` are cut with an ellipsis."""
+    rows = []
     for rank, row in enumerate(hits.rows[0], start=1):
-        text = " ".join(str(row.get("text") or "").split())
-        text = text if len(text) <= width else text[: width - 1] + "…"
-        label = str(_label_name(features, row.get("label", "")))
-        lines.append(f"{rank:>4}  {row['score']:>7.3f}  {str(row.get('id', ''))[:28]:<28} {label[:18]:<18} {text}")
-    return "\n".join(lines)
+        label = _label_name(features, row.get("label"))
+        rows.append(
+            (
+                str(rank),
+                _cut(row.get("id", ""), ID_WIDTH),
+                _cut("" if label is None else label, LABEL_WIDTH),
+                f"{row['score']:.4f}",
+                _cut(row.get("text") or "", width),
+            )
+        )
+    header = ("rank", "id", "label", "score", "text")
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows]) for i in range(4)]
+
+    def line(cells) -> str:
+        rank, id_, label, score, text = cells
+        return (
+            f"{rank:>{widths[0]}}  {id_:<{widths[1]}}  {label:<{widths[2]}}  {score:>{widths[3]}}  {text}".rstrip()
+        )
+
+    table = [line(header)]
+    table.append("-" * max(len(table[0]), *(len(line(r)) for r in rows)) if rows else "-" * len(table[0]))
+    table += [line(r) for r in rows]
+    return "\n".join(table)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -194,6 +268,25 @@ def cmd_stage(args) -> int:
     return 0
 
 
+def _module_docstring(name: str) -> str:
+    """The docstring of module `name`, read from its source without importing it (a stage's module imports torch)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin:
+        return ""
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or ""
+
+
+def stage_parser(stage: str) -> argparse.ArgumentParser:
+    """The argument parser of `trace <stage>` (the stage script's own, from `build_argument_parser`), named
+    `trace <stage>` in its usage and ending errors with one line, built without importing the stage's module."""
+    from . import recipes
+
+    parser = recipes.build_argument_parser(getattr(recipes, STAGE_RECIPES[stage]), _module_docstring(f"trace_training.{stage}"))
+    parser.prog = f"trace {stage}"
+    parser.error = types.MethodType(_Parser.error, parser)
+    return parser
+
+
 def cmd_index(args) -> int:
     from modeling_trace.retrieval import TraceRetrievalIndex
     from trace_datasets.common import check_output_dir, replace_output_dir
@@ -206,13 +299,16 @@ def cmd_index(args) -> int:
     dataset = load_split(args.dataset, args.split)
     if args.max_rows is not None and len(dataset) > args.max_rows:
         dataset = dataset.select(range(args.max_rows))
+    warn_long_dataset_series(dataset, model, f"{args.dataset} [{args.split}]")
     index = TraceRetrievalIndex.build(
-        dataset, model, batch_size=args.batch_size, show_progress_bar=True, index_factory=args.index_factory
-    )
+        dataset, model, batch_size=args.batch_size, show_progress_bar=True, index_factory=args.index_factory,
+        precision=args.precision,
+    )  # fmt: skip
     # saved into a temporary folder beside --output, then renamed into place: a crash leaves the old index intact
     with replace_output_dir(args.output, overwrite=overwrite, what="index", written_by="trace index") as tmp:
         index.save(str(tmp))
-    print(f"Indexed {len(index)} rows of {args.dataset} [{args.split}] (dim {index.dim}) -> {args.output}")
+    stored = "" if args.precision == "float32" else f", {args.precision} vectors"
+    print(f"Indexed {len(index)} rows of {args.dataset} [{args.split}] (dim {index.dim}{stored}) -> {args.output}")
     return 0
 
 
@@ -231,7 +327,12 @@ def cmd_search(args) -> int:
     else:
         series = read_series_csv(args.csv, model)
         hits = index.search_by_time_series([series], k=args.k, target=args.target, columns=columns)
-        what = f"TS->{'Text' if args.target == 'text' else 'TS'} for {args.csv} ({series.shape[0]} steps)"
+        context_length = model.config.context_length
+        steps = (
+            f"{context_length} of {series.shape[0]} steps used" if series.shape[0] > context_length
+            else f"{series.shape[0]} steps"
+        )  # fmt: skip
+        what = f"TS->{'Text' if args.target == 'text' else 'TS'} for {args.csv} ({steps})"
     print(what)
     print(format_hits(hits, index.corpus.features))
     if args.plot:
@@ -260,6 +361,34 @@ def cmd_evaluate(args) -> int:
     if args.output:
         Path(args.output).write_text(json.dumps(evaluation, indent=2))
         print(f"Metrics: {args.output}")
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    output = Path(args.output)
+    if output.is_file() or (output.is_dir() and any(output.iterdir()) and not (output / "onnx_manifest.json").is_file()):
+        if not args.overwrite:
+            raise CliError(
+                f"--output {args.output!r} exists and is not an earlier `trace export-onnx` folder; give a new or empty "
+                "folder, or pass --overwrite to write the ONNX files into it anyway."
+            )
+    try:
+        from modeling_trace.onnx_export import export_onnx
+    except ImportError as err:
+        raise CliError(f"ONNX export needs torch's exporter ({err}); install the onnx extra: pip install 'trace-ts[onnx]'.") from err
+    model = load_model(args.model)
+    try:
+        manifest = export_onnx(model, output, opset=args.opset, verify=not args.no_verify)
+    except ImportError as err:
+        raise CliError(f"ONNX export needs onnx and onnxscript ({err}); install the onnx extra: pip install 'trace-ts[onnx]'.") from err
+    for part in manifest["parts"].values():
+        print(f"{part['file']}: {', '.join(part['inputs'])} -> {', '.join(part['outputs'])}")
+    diffs = manifest["verification"].get("max_abs_diff")
+    if diffs:
+        print(f"onnxruntime vs PyTorch, max abs diff: {max(diffs.values()):.2e} (batch {manifest['verification']['batch_size']})")
+    elif manifest["verification"]:
+        print(f"not verified: {manifest['verification'].get('skipped')}")
+    print(f"Exported {args.model} -> {args.output}")
     return 0
 
 
@@ -317,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "`trace index` did not write (deletes its contents)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--index-factory", default=None, help="FAISS factory string, e.g. IVF1024,Flat (default: exact)")
+    p.add_argument("--precision", choices=("float32", "int8", "binary"), default="float32",
+                   help="how the index stores the vectors: float32 (exact), int8 (scalar-quantised, 4x smaller) or "
+                   "binary (sign bits, Hamming search, 32x smaller); the corpus keeps float32 embeddings")
     p.add_argument("--max-rows", type=_positive_int, default=None, help="index only the first N rows (N >= 1)")
     p.set_defaults(func=cmd_index)
 
@@ -344,6 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="write the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("export-onnx", help="export the time-series tower and the projection heads to ONNX",
+                       description="Write time_series_model.onnx (series -> embeddings), time_series_projection.onnx and "
+                       "text_projection.onnx (sentence embeddings -> text embeddings), config.json, onnx_manifest.json "
+                       "and README.md into --output, with a dynamic batch axis, checked against PyTorch with onnxruntime.")
+    p.add_argument("--model", required=True, help="TRACE checkpoint folder (a TraceModel)")
+    p.add_argument("--output", required=True, help="folder to write (new, empty, or an earlier export)")
+    p.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check against PyTorch")
+    p.add_argument("--overwrite", action="store_true", help="write into --output even if it holds other files")
+    p.set_defaults(func=cmd_export_onnx)
+
     p = sub.add_parser("push", help="check a folder (model, processor, adapter, index, dataset) and upload it to the Hub")
     p.add_argument("folder")
     p.add_argument("repo_id", help="user/name")
@@ -364,6 +507,8 @@ def main(argv=None) -> int:
     # Delegated commands hand everything after them to the script's own parser untouched (argparse's REMAINDER
     # would swallow or reject leading options such as --config or --help).
     if rest[:1] and rest[0] in STAGES:
+        # `--help` and usage errors are answered here, by the stage's own parser, before torch is imported
+        stage_parser(rest[0]).parse_args(rest[1:])
         args = argparse.Namespace(debug=debug, command=rest[0], args=rest[1:], func=cmd_stage)
     elif rest[:1] == ["build-dataset"] and len(rest) > 1 and rest[1] in BUILDERS:
         args = argparse.Namespace(debug=debug, command="build-dataset", source=rest[1], args=rest[2:], func=cmd_build_dataset)

@@ -28,17 +28,23 @@ class RetrievalEvaluator:
             either embedding columns (`ts_embedding` / `text_embedding`) or raw `text_column` /
             `values_column` to encode. Defaults to the index's own corpus (self-retrieval).
         modes (`tuple[str]`): among `"text_to_ts"`, `"ts_to_text"`, `"ts_to_ts"`.
-        k (`int`): retrieved per query (the list the metrics see); a positive int, clamped by the index to its
-            corpus size.
-        precision_at, mrr_at, ndcg_at: metric cutoffs.
+        k (`int`): retrieved per query, at least; the search goes as deep as the largest cutoff too (`map_at=100`
+            needs 100 items, as sentence-transformers retrieves max(every cutoff)), clamped to the corpus size.
+        precision_at, mrr_at, ndcg_at, accuracy_at, recall_at, map_at: metric cutoffs, with the defaults of
+            sentence-transformers' `InformationRetrievalEvaluator` (`precision_recall_at_k=[1, 3, 5, 10]`,
+            `accuracy_at_k=[1, 3, 5, 10]`, `mrr_at_k=[10]`, `ndcg_at_k=[10]`, `map_at_k=[100]`); `recall_at`
+            defaults to `precision_at`. See `trace_retrieval` for the definitions.
         exclude_self (`bool`): drop the query's own id from its TS -> TS results.
         batch_size (`int`): encoding batch size.
         name (`str`): prefix of the metric keys.
 
-    Returns (from `__call__`): a dict such as `{"text_to_ts_label_precision@1": ...,
-    "text_to_ts_modality_mrr@10": ..., "ts_to_ts_seconds_per_1k_queries": ...}`; the
-    `seconds_per_1k_queries` count the index search only, `encode_seconds_per_1k_queries` the
-    query encoding when queries were raw.
+    Returns (from `__call__`): a dict keyed `{name_}{mode}_{label|modality}_{metric}` with the metric names of
+    sentence-transformers' `InformationRetrievalEvaluator` (`accuracy@k`, `precision@k`, `recall@k`, `ndcg@10`,
+    `mrr@10`, `map@100`; the family takes the place of its `cosine_` score-function prefix), e.g.
+    `{"text_to_ts_label_precision@1": ..., "text_to_ts_modality_mrr@10": ..., "ts_to_ts_label_map@100": ...,
+    "ts_to_ts_seconds_per_1k_queries": ...}`; `recall@k`, `ndcg@10` and `map@100` of label matching need the
+    labels in the corpus. The `seconds_per_1k_queries` count the index search only (at the evaluator's depth),
+    `encode_seconds_per_1k_queries` the query encoding when queries were raw.
     """
 
     MODES = {"text_to_ts": ("text", "time_series"), "ts_to_text": ("time_series", "text"), "ts_to_ts": ("time_series", "time_series")}
@@ -49,9 +55,12 @@ class RetrievalEvaluator:
         *,
         modes: Sequence[str] = ("text_to_ts", "ts_to_text", "ts_to_ts"),
         k: int = 10,
-        precision_at: Sequence[int] = (1, 5),
+        precision_at: Sequence[int] = (1, 3, 5, 10),
         mrr_at: int | None = 10,
         ndcg_at: int | None = 10,
+        accuracy_at: Sequence[int] = (1, 3, 5, 10),
+        recall_at: Sequence[int] | None = None,
+        map_at: int | None = 100,
         id_column: str = "id",
         label_column: str | None = "label",
         text_column: str = "text",
@@ -69,6 +78,9 @@ class RetrievalEvaluator:
         self.precision_at = tuple(precision_at)
         self.mrr_at = mrr_at
         self.ndcg_at = ndcg_at
+        self.accuracy_at = tuple(accuracy_at)
+        self.recall_at = None if recall_at is None else tuple(recall_at)
+        self.map_at = map_at
         self.id_column = id_column
         self.label_column = label_column
         self.text_column = text_column
@@ -112,6 +124,9 @@ class RetrievalEvaluator:
 
         results: dict[str, float] = {}
         embeddings: dict[str, np.ndarray] = {}
+        cutoffs = [*self.precision_at, *self.accuracy_at, *(self.recall_at or ()), self.mrr_at or 0, self.ndcg_at or 0]
+        # as deep as the deepest cutoff (sentence-transformers retrieves max(every k)), never more than the corpus
+        depth = min(max(self.k, self.map_at or 0, *cutoffs), len(index.corpus))
         for mode in self.modes:
             source, target = self.MODES[mode]
             if source not in embeddings and query_embeddings is not None and source in query_embeddings:
@@ -122,7 +137,7 @@ class RetrievalEvaluator:
                     results[f"{prefix}{source}_encode_seconds_per_1k_queries"] = 1000.0 * encode_seconds / max(len(queries), 1)
             exclude = [[qid] for qid in query_ids] if mode == "ts_to_ts" and self.exclude_self else None
             start = time.perf_counter()
-            hits = index.search(embeddings[source], self.k, target=target, exclude=exclude, return_rows=False)
+            hits = index.search(embeddings[source], depth, target=target, exclude=exclude, return_rows=False)
             seconds = time.perf_counter() - start
 
             kwargs: dict[str, Any] = {}
@@ -138,7 +153,14 @@ class RetrievalEvaluator:
             if not kwargs:
                 raise ValueError(f"{mode} needs labels (`{self.label_column}` in queries and corpus) to be evaluated.")
             metrics = retrieval_metrics(
-                hits.ids, precision_at=self.precision_at, mrr_at=self.mrr_at, ndcg_at=self.ndcg_at, **kwargs
+                hits.ids,
+                precision_at=self.precision_at,
+                mrr_at=self.mrr_at,
+                ndcg_at=self.ndcg_at,
+                accuracy_at=self.accuracy_at,
+                recall_at=self.recall_at,
+                map_at=self.map_at,
+                **kwargs,
             )
             results.update({f"{prefix}{mode}_{key}": value for key, value in metrics.items()})
             results[f"{prefix}{mode}_seconds_per_1k_queries"] = 1000.0 * seconds / max(len(queries), 1)

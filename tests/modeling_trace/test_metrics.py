@@ -17,7 +17,6 @@ from modeling_trace.metrics import (
     retrieval_metrics,
 )
 
-
 LOG2_3 = math.log2(3)
 LOG2_4 = 2.0
 
@@ -90,6 +89,61 @@ def test_ndcg_matches_sentence_transformers_formula():
     ]
     out = ranking_metrics(relevance, num_relevant=num_relevant)
     assert out["ndcg@10"] == pytest.approx(np.mean(expected))
+
+
+def test_every_metric_matches_sentence_transformers_information_retrieval_evaluator():
+    """accuracy@k, precision@k, recall@k, ndcg@10, mrr@10 and map@100 equal what sentence-transformers'
+    `InformationRetrievalEvaluator.compute_metrics` gives for the same rankings, under the same key names."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    rng = np.random.default_rng(1)
+    corpus = [f"d{i}" for i in range(150)]
+    relevant_docs, rankings = {}, {}
+    for q in range(25):
+        relevant = set(rng.choice(corpus, size=int(rng.integers(1, 12)), replace=False))
+        # a ranking of 120 documents, relevant ones pushed towards the top
+        weights = np.array([4.0 if doc in relevant else 1.0 for doc in corpus])
+        rankings[f"q{q}"] = list(rng.choice(corpus, size=120, replace=False, p=weights / weights.sum()))
+        relevant_docs[f"q{q}"] = relevant
+    evaluator = InformationRetrievalEvaluator(
+        queries={q: q for q in rankings}, corpus={d: d for d in corpus}, relevant_docs=relevant_docs, show_progress_bar=False
+    )
+    result_lists = [
+        [{"corpus_id": doc, "score": float(len(ranking) - rank)} for rank, doc in enumerate(ranking)]
+        for ranking in rankings.values()
+    ]
+    expected = evaluator.compute_metrics(result_lists)
+    relevance = [[doc in relevant_docs[q] for doc in ranking] for q, ranking in rankings.items()]
+    ours = ranking_metrics(
+        relevance, [len(relevant_docs[q]) for q in rankings], precision_at=(1, 3, 5, 10), accuracy_at=(1, 3, 5, 10)
+    )
+    compared = 0
+    for family, values in expected.items():
+        name = family.split("@")[0]
+        for k, value in values.items():
+            assert ours[f"{name}@{k}"] == pytest.approx(value), f"{name}@{k}"
+            compared += 1
+    assert compared == 4 * 3 + 3 and {"map@100", "ndcg@10", "mrr@10", "recall@10", "accuracy@3"} <= set(ours)
+
+
+def test_st_style_keys_by_hand_and_their_prefixes():
+    out = retrieval_metrics(
+        RETRIEVED, paired_ids=PAIRED, retrieved_labels=RETRIEVED_LABELS, query_labels=QUERY_LABELS,
+        corpus_labels=CORPUS_LABELS, map_at=3,
+    )  # fmt: skip
+    # label relevance q0 (rain, R=2): [1, 0, 1]; q1 (hail, R=1): [0, 0, 1]; q2 (snow, R=1): [0, 1, 0]
+    assert out["label_accuracy@1"] == pytest.approx(1 / 3) and out["label_accuracy@3"] == 1.0
+    assert out["label_recall@1"] == pytest.approx((1 / 2 + 0 + 0) / 3)
+    assert out["label_recall@5"] == pytest.approx((2 / 2 + 1 + 1) / 3)
+    assert out["label_map@3"] == pytest.approx(((1 + 2 / 3) / 2 + (1 / 3) / 1 + (1 / 2) / 1) / 3)
+    # modality: q0's pair c0 at rank 3, q1's pair c2 at rank 3; q2 has none (left out)
+    assert out["modality_accuracy@1"] == 0.0 and out["modality_accuracy@3"] == 1.0
+    assert out["modality_recall@5"] == 1.0 and out["modality_map@3"] == pytest.approx(1 / 3)
+    # without the corpus counts R, recall and MAP (as NDCG) are not reported; accuracy is
+    unlabelled = retrieval_metrics(RETRIEVED, retrieved_labels=RETRIEVED_LABELS, query_labels=QUERY_LABELS)
+    assert "label_accuracy@1" in unlabelled and not {"label_recall@1", "label_map@100", "label_ndcg@10"} & set(unlabelled)
+    with pytest.raises(ValueError, match="map_at"):
+        ranking_metrics([[1, 0]], [1], map_at=0)
 
 
 def test_retrieval_metrics_input_errors():

@@ -2,8 +2,10 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +14,8 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 
-from trace_training.cli import main
+from tests.conftest import tiny_config
+from trace_training.cli import format_hits, main, warn_long_dataset_series
 
 RECIPES = "configuration/recipes"
 TINY_RUN = ["--max_samples", "32", "--max_steps", "2", "--global_batch_size", "16", "--save_steps", "null", "--report_to", "jsonl"]
@@ -80,9 +83,9 @@ def test_search_by_text_and_by_csv_prints_a_table_and_plots(indexed, tmp_path, c
     code, out, err = run(capsys, "search", "--model", model, "--index", index, "--text", "influenza cases rising", "-k", "3")
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert lines[0].startswith("Text->TS") and "score" in lines[1]
+    assert lines[0].startswith("Text->TS") and lines[1].split() == ["rank", "id", "label", "score", "text"]
     assert len(lines) == 3 + 3  # title, header, rule, 3 hits
-    scores = [float(line.split()[1]) for line in lines[3:]]
+    scores = [float(re.findall(r"-?\d+\.\d{4}(?!\d)", line)[0]) for line in lines[3:]]  # 4 decimals
     assert scores == sorted(scores, reverse=True)
 
     csv = tmp_path / "series.csv"
@@ -224,3 +227,96 @@ def test_console_script_errors_have_no_traceback_unless_debug(tmp_path):
     help_text = subprocess.run(command[:3] + ["--help"], capture_output=True, text=True, timeout=120).stdout
     for name in ("build-dataset", "pretrain", "align", "finetune", "index", "search", "evaluate", "push", "accelerate launch"):
         assert name in help_text
+
+
+def test_a_csv_longer_than_the_context_warns_once_with_the_numbers(indexed, tmp_path, capsys):
+    # the workspace model reads 24 steps (context_length); a 40-step series keeps its last 24
+    csv = tmp_path / "long.csv"
+    pd.DataFrame({"OT": np.sin(np.arange(40) / 3.0)}).to_csv(csv, index=False)
+    argv = ["search", "--model", str(indexed / "align" / "final"), "--index", str(indexed / "index"), "--csv", str(csv)]
+    code, out, err = run(capsys, *argv, "-k", "2")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "40 steps" in warnings[0] and "reads 24" in warnings[0] and "first 16" in warnings[0]
+    assert out.startswith(f"TS->TS for {csv} (24 of 40 steps used)")
+    short = tmp_path / "short.csv"
+    pd.DataFrame({"OT": np.arange(10.0)}).to_csv(short, index=False)
+    code, out, err = run(capsys, *argv[:-1], str(short))
+    assert code == 0 and "warning" not in err and "(10 steps)" in out
+
+
+def test_dataset_rows_longer_than_the_context_warn_once(capsys):
+    from datasets import Dataset
+
+    model = SimpleNamespace(config=SimpleNamespace(context_length=96))
+    rows = Dataset.from_dict({"past_values": [np.zeros((168, 2)).tolist(), np.zeros((96, 2)).tolist(), np.zeros((170, 2)).tolist()]})
+    for _ in range(2):
+        warn_long_dataset_series(rows, model, "noaa [test]")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["trace index: warning: 2 of the 3 series of noaa [test] have more steps (up to 170) than the model "
+                   "reads (96, context_length): they are cut to their last 96 steps."]  # fmt: skip
+    warn_long_dataset_series(rows.select([1]), model, "noaa [one]")
+    assert capsys.readouterr().err == ""
+
+
+def test_hits_table_is_compact_with_4_decimal_scores_and_cut_ids():
+    long_id = "GHCND:USW00094728_2013-01-01T00:00_168h_window"
+    hits = SimpleNamespace(rows=[[
+        {"id": long_id, "label": "snow", "score": 0.912345678, "text": "Heavy   snow\nand ice " + "x" * 100},
+        {"id": "w2", "label": None, "score": -0.05, "text": None},
+    ]])  # fmt: skip
+    lines = format_hits(hits).splitlines()
+    assert lines[0].split() == ["rank", "id", "label", "score", "text"] and set(lines[1]) == {"-"}
+    first = lines[2]
+    assert long_id[:27] + "…" in first and long_id not in first  # 28 characters, the last an ellipsis
+    assert "0.9123" in first and "0.91234" not in first and "-0.0500" in lines[3]
+    assert "Heavy snow and ice" in first and first.endswith("…") and len(first.split("  ")[-1].strip()) <= 60
+    # columns sit where the header puts them, whatever the cell widths
+    assert first.index("snow") == lines[0].index("label") and lines[3].index("w2") == lines[0].index("id")
+    assert lines[2].index("0.9123") + 6 == lines[0].index("score") + 5 == lines[3].index("-0.0500") + 7
+
+
+def test_help_and_usage_errors_never_import_torch():
+    """`trace --help`, `trace search --help`, `trace pretrain --help` and bad arguments answer without torch
+    (checked with -X importtime, which lists every module the process imported)."""
+    cases = [
+        (["--help"], 0, "usage: trace "),
+        (["search", "--help"], 0, "usage: trace search "),
+        (["pretrain", "--help"], 0, "usage: trace pretrain "),
+        (["search", "--model", "m", "--text", "x"], 2, "trace search: error: the following arguments are required: --index"),
+        (["align", "--bogus-flag", "1"], 2, "trace align: error: unrecognized arguments: --bogus-flag"),
+        (["export-onnx", "--model", "m"], 2, "trace export-onnx: error"),
+    ]
+    for argv, code, expected in cases:
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "trace_training.cli", *argv],
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+        messages = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+        assert result.returncode == code, (argv, result.stderr[-2000:])
+        assert expected in (result.stdout if code == 0 else "\n".join(messages)), (argv, result.stdout[:500], messages)
+        assert {"torch", "transformers", "accelerate"}.isdisjoint(imported), (argv, sorted(imported & {"torch", "transformers"}))
+        assert "yaml" in imported or argv[0] not in ("pretrain", "align")  # the check sees what the stage parser loads
+        if code == 2:
+            assert len(messages) == 1, messages  # one line, no usage dump
+
+
+def test_export_onnx_writes_the_folder_and_refuses_a_foreign_one(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from modeling_trace import TraceModel
+
+    model_dir = tmp_path / "model"
+    TraceModel(tiny_config()).save_pretrained(model_dir)
+    code, out, err = run(capsys, "export-onnx", "--model", str(model_dir), "--output", str(tmp_path / "onnx"))
+    assert code == 0, err
+    assert {"time_series_model.onnx", "text_projection.onnx", "onnx_manifest.json", "config.json", "README.md"} <= {
+        p.name for p in (tmp_path / "onnx").iterdir()
+    }
+    assert "time_series_model.onnx: past_values, past_observed_mask -> time_series_embeds" in out
+    diff = float(re.search(r"max abs diff: (\S+)", out).group(1))
+    assert diff < 1e-5
+    foreign = tmp_path / "checkout"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    code, out, err = run(capsys, "export-onnx", "--model", str(model_dir), "--output", str(foreign))
+    assert code == 1 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]

@@ -1,5 +1,6 @@
 # Copyright 2025 The TRACE package authors. Licensed under the Apache License, Version 2.0.
-"""Retrieval metrics of TRACE (paper Table 1): label matching and modality matching P@k, MRR, NDCG.
+"""Retrieval metrics of TRACE (paper Table 1): label matching and modality matching P@k, MRR, NDCG, and the rest of
+sentence-transformers' `InformationRetrievalEvaluator` set (Accuracy@k, Recall@k, MAP@K), under the same names.
 
 This file is both an importable module (`modeling_trace.metrics.retrieval_metrics` re-exports its
 functions) and a local `evaluate` module (`evaluate.load("<path>/trace_retrieval")`): `evaluate`
@@ -15,7 +16,6 @@ from collections.abc import Hashable, Sequence
 import datasets
 import evaluate
 import numpy as np
-
 
 _CITATION = """\
 @article{chen2025trace,
@@ -46,6 +46,16 @@ Definitions, per query, for a ranked list r_1, r_2, ... of retrieved items (best
   min(K, R) relevant items, where R is the number of relevant items in the whole corpus.
   R is known for modality matching (the pair, R=1) and, for label matching, only when the corpus
   labels (or the counts R) are given; otherwise label NDCG is not reported.
+* Accuracy@k = 1 when at least one of r_1..r_k is relevant, else 0 (sentence-transformers' accuracy@k;
+  for modality matching, where R=1, it is the hit rate / recall@k).
+* Recall@k = (number of relevant items among r_1..r_k) / R (needs R, as NDCG).
+* MAP@K (default K=100) = sum over the relevant r_i, i <= K, of precision@i, divided by min(K, R)
+  (sentence-transformers' map@k; needs R). The list must reach K items for MAP@K to see them all:
+  `RetrievalEvaluator` retrieves max(k, every cutoff) items per query.
+
+The keys are those of sentence-transformers' evaluator (`accuracy@1`, `precision@1`, `recall@1`,
+`ndcg@10`, `mrr@10`, `map@100`, ...) behind a family prefix (`label_` / `modality_`) instead of its
+score-function prefix (`cosine_`).
 
 Queries with no relevant item at all (no pair, label None, or R=0) are left out of that family's
 averages, as sentence-transformers leaves out queries without relevant documents; the number of
@@ -66,10 +76,14 @@ Args:
     precision_at (`tuple` of `int`, defaults to `(1, 5)`): the k of P@k.
     mrr_at (`int` or `None`, defaults to 10): the cutoff of MRR; `None` = whole retrieved list.
     ndcg_at (`int`, defaults to 10): the cutoff of NDCG.
+    accuracy_at (`tuple` of `int`, defaults to `(1, 3, 5, 10)`): the k of Accuracy@k.
+    recall_at (`tuple` of `int`, *optional*): the k of Recall@k; defaults to `precision_at`.
+    map_at (`int` or `None`, defaults to 100): the cutoff of MAP; `None` = not reported.
 
 Returns:
-    `dict` with `label_precision@1`, `label_precision@5`, `label_mrr@10`, `label_ndcg@10` (when
-    `corpus_labels` is given), `label_num_queries`, and the same keys with the `modality_` prefix.
+    `dict` with `label_precision@1`, `label_precision@5`, `label_mrr@10`, `label_accuracy@1` ...
+    `label_accuracy@10`, and when `corpus_labels` is given `label_ndcg@10`, `label_recall@1`,
+    `label_recall@5`, `label_map@100`; `label_num_queries`; the same keys with the `modality_` prefix.
 
 Examples:
     >>> metric = evaluate.load("modeling_trace/metrics/trace_retrieval")
@@ -88,9 +102,13 @@ def ranking_metrics(
     precision_at: Sequence[int] = (1, 5),
     mrr_at: int | None = 10,
     ndcg_at: int | None = 10,
+    accuracy_at: Sequence[int] = (1, 3, 5, 10),
+    recall_at: Sequence[int] | None = None,
+    map_at: int | None = 100,
     prefix: str = "",
 ) -> dict[str, float]:
-    """Average P@k, MRR@K and NDCG@K over queries from a binary relevance matrix.
+    """Average P@k, MRR@K, NDCG@K, Accuracy@k, Recall@k and MAP@K over queries from a binary relevance matrix
+    (the metrics and key names of sentence-transformers' `InformationRetrievalEvaluator.compute_metrics`).
 
     Args:
         relevance: `(num_queries, list_length)` array (or ragged list of lists), 1 where the item
@@ -101,11 +119,15 @@ def ranking_metrics(
         precision_at: the k of P@k (divisor k, also when the list is shorter than k).
         mrr_at: cutoff of MRR (`None` = the whole list).
         ndcg_at: cutoff of NDCG (`None` = do not report NDCG).
+        accuracy_at: the k of Accuracy@k (1 when any of the top k is relevant).
+        recall_at: the k of Recall@k (relevant in the top k / R); defaults to `precision_at`. Needs `num_relevant`.
+        map_at: cutoff of MAP (`None` = do not report). Needs `num_relevant`.
         prefix: prepended to every key (e.g. `"label_"`).
 
     Returns:
-        `{"{prefix}precision@{k}": ..., "{prefix}mrr@{K}": ..., "{prefix}ndcg@{K}": ...,
-        "{prefix}num_queries": ...}`; averages are `nan` when no query is left to average.
+        `{"{prefix}precision@{k}": ..., "{prefix}mrr@{K}": ..., "{prefix}ndcg@{K}": ..., "{prefix}accuracy@{k}": ...,
+        "{prefix}recall@{k}": ..., "{prefix}map@{K}": ..., "{prefix}num_queries": ...}` (NDCG, recall and MAP only with
+        `num_relevant`); averages are `nan` when no query is left to average.
     """
     rows = [np.asarray(row, dtype=np.float64).reshape(-1) for row in relevance]
     width = max([len(row) for row in rows] + [1])
@@ -148,6 +170,23 @@ def ranking_metrics(
         ideal_hits = np.minimum(num_relevant[keep], ndcg_at)
         idcg = np.concatenate([[0.0], np.cumsum(discounts)])[ideal_hits]
         out[f"{prefix}ndcg@{ndcg_at}"] = mean(dcg / np.where(idcg > 0, idcg, 1.0))
+
+    for k in accuracy_at:
+        if k < 1:
+            raise ValueError(f"accuracy_at values must be >= 1, got {k}.")
+        out[f"{prefix}accuracy@{k}"] = mean(rel[:, :k].any(axis=1).astype(np.float64))
+    if num_relevant is not None:
+        relevant = num_relevant[keep].astype(np.float64)
+        for k in precision_at if recall_at is None else recall_at:
+            if k < 1:
+                raise ValueError(f"recall_at values must be >= 1, got {k}.")
+            out[f"{prefix}recall@{k}"] = mean(rel[:, :k].sum(axis=1) / np.maximum(relevant, 1.0))
+        if map_at is not None:
+            if map_at < 1:
+                raise ValueError(f"map_at must be >= 1, got {map_at}.")
+            top = rel[:, :map_at]
+            precision_at_hits = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1) * top
+            out[f"{prefix}map@{map_at}"] = mean(precision_at_hits.sum(axis=1) / np.minimum(map_at, np.maximum(relevant, 1.0)))
     out[f"{prefix}num_queries"] = n
     return out
 
@@ -163,8 +202,12 @@ def retrieval_metrics(
     precision_at: Sequence[int] = (1, 5),
     mrr_at: int | None = 10,
     ndcg_at: int | None = 10,
+    accuracy_at: Sequence[int] = (1, 3, 5, 10),
+    recall_at: Sequence[int] | None = None,
+    map_at: int | None = 100,
 ) -> dict[str, float]:
-    """Label-matching and modality-matching P@k, MRR and NDCG of ranked retrieval results.
+    """Label-matching and modality-matching P@k, MRR, NDCG, Accuracy@k, Recall@k and MAP of ranked retrieval
+    results.
 
     See the module description for the exact definitions (binary relevance; P@k divides by k;
     MRR@K is 0 when nothing relevant is in the top K; NDCG as sentence-transformers).
@@ -180,7 +223,7 @@ def retrieval_metrics(
             label NDCG. Mutually exclusive with `label_num_relevant`.
         label_num_relevant: R per query given directly, e.g. the corpus count minus one when the
             query itself is excluded from its own results (TS->TS).
-        precision_at, mrr_at, ndcg_at: cutoffs, as in `ranking_metrics`.
+        precision_at, mrr_at, ndcg_at, accuracy_at, recall_at, map_at: cutoffs, as in `ranking_metrics`.
 
     Returns:
         dict of floats, keys prefixed `label_` and/or `modality_`.
@@ -225,6 +268,9 @@ def retrieval_metrics(
                 precision_at=precision_at,
                 mrr_at=mrr_at,
                 ndcg_at=ndcg_at,
+                accuracy_at=accuracy_at,
+                recall_at=recall_at,
+                map_at=map_at,
                 prefix="label_",
             )
         )
@@ -240,6 +286,9 @@ def retrieval_metrics(
                 precision_at=precision_at,
                 mrr_at=mrr_at,
                 ndcg_at=ndcg_at,
+                accuracy_at=accuracy_at,
+                recall_at=recall_at,
+                map_at=map_at,
                 prefix="modality_",
             )
         )
@@ -292,6 +341,9 @@ class TraceRetrieval(evaluate.Metric):
         precision_at=(1, 5),
         mrr_at=10,
         ndcg_at=10,
+        accuracy_at=(1, 3, 5, 10),
+        recall_at=None,
+        map_at=100,
     ):
         has_labels = any(label is not None for label in reference_labels)
         return retrieval_metrics(
@@ -303,4 +355,7 @@ class TraceRetrieval(evaluate.Metric):
             precision_at=precision_at,
             mrr_at=mrr_at,
             ndcg_at=ndcg_at,
+            accuracy_at=accuracy_at,
+            recall_at=recall_at,
+            map_at=map_at,
         )
