@@ -255,7 +255,7 @@ def test_auto_classes_download_a_revision_with_remote_code_from_a_hub_endpoint(r
             batch = processor(time_series=series, text={TEXTS!r})
             out[revision] = {{
                 "time_series": model.encode_time_series(series).tolist(),
-                "text": model.encode_text({TEXTS!r}, tokenizer=processor.tokenizer).tolist(),
+                "text": model.encode_text({TEXTS!r}).tolist(),
                 "logits": list(model(**batch).logits_per_text.shape),
                 "module": type(model).__module__,
                 "channel_names": processor.feature_extractor.channel_names,
