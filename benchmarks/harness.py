@@ -26,7 +26,6 @@ import logging
 import os
 import platform
 import shutil
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path

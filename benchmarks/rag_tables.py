@@ -177,9 +177,9 @@ def run_seraf(
 def align_trace(train, args, input_length: int):
     """Quick contrastive alignment of trace-tiny with frozen all-MiniLM-L6-v2 on the (window, text) pairs."""
     from modeling_trace import TraceModel
-    from modeling_trace.presets import load_preset
     from modeling_trace.data_collator import TraceDataCollator
     from modeling_trace.modeling_trace import encode_sentences
+    from modeling_trace.presets import load_preset
 
     torch.manual_seed(args.seed)
     config = load_preset("trace-tiny", num_input_channels=1, context_length=input_length, channel_names=None, dropout=0.1)
@@ -207,10 +207,10 @@ def align_trace(train, args, input_length: int):
 
 def run_timemmd(args) -> str:
     """The `timemmd` command: TRACE RAG variants and SERAF ablations on one domain; returns the Markdown report."""
-    from trace_datasets.timemmd import DOMAIN_SETTINGS, build, load_statistics, read_numeric, split_bounds, standardize
     from modeling_trace import TraceForRetrievalAugmentedForecasting
     from modeling_trace.modeling_rag import RetrievalForecastingCollator, window_positions
     from modeling_trace.modeling_seraf import SentenceEmbedder
+    from trace_datasets.timemmd import DOMAIN_SETTINGS, build, load_statistics, read_numeric, split_bounds, standardize
 
     began = time.time()
     domain, horizon = args.domain, args.horizon
@@ -295,8 +295,8 @@ def run_timemmd(args) -> str:
 
 def run_ett(args) -> str:
     """The `ett` command: SERAF vs RAFT-style vs linear on an ETT set; returns the Markdown report."""
-    from trace_datasets.ett import load_ett_standardized
     from modeling_trace.modeling_seraf import SentenceEmbedder
+    from trace_datasets.ett import load_ett_standardized
 
     began = time.time()
     length, horizon, freq = args.input_length, args.horizon, "1h"

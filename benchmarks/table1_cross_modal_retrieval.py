@@ -11,9 +11,6 @@ of a query is its own row's other modality. Writes `benchmarks/results/table1_cr
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
 from benchmarks import harness

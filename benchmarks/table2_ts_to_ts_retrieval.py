@@ -10,9 +10,7 @@ dependent multivariate DTW), both on z-normalised windows left-padded to the enc
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 

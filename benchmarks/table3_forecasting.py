@@ -12,7 +12,6 @@ TRACE preset), and the last-value forecast. Writes `benchmarks/results/table3_fo
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 

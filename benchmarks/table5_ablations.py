@@ -9,9 +9,6 @@ through the cache); only the switch in the row name differs. Writes `benchmarks/
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from benchmarks import harness
 from benchmarks.table1_cross_modal_retrieval import evaluate_encoder
 from benchmarks.table3_forecasting import run_task
@@ -28,7 +25,7 @@ def main(argv=None):
     spec = harness.CORPORA[args.corpus]
     dataset_dict = spec["load"](args.cache_dir)
     train, test = dataset_dict["train"], dataset_dict["test"]
-    leakage = harness.assert_no_temporal_leakage(train, test)
+    harness.assert_no_temporal_leakage(train, test)
     rows = []
     for name in ABLATIONS:
         variant = harness.VARIANTS[name]

@@ -148,7 +148,7 @@ class EttScaler:
     std: pd.Series
 
     @classmethod
-    def fit(cls, train: pd.DataFrame) -> "EttScaler":
+    def fit(cls, train: pd.DataFrame) -> EttScaler:
         loc, scale = zscore_statistics(train.to_numpy(dtype=np.float64), dim=0)
         return cls(mean=pd.Series(loc[0], index=train.columns), std=pd.Series(scale[0], index=train.columns))
 

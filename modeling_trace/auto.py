@@ -42,13 +42,13 @@ from transformers import (
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
 from .configuration_trace import TraceConfig
+from .modeling_seraf import SerafConfig, SerafForForecasting
 from .modeling_trace import (
     TraceForClassification,
     TraceForForecasting,
     TraceForPretraining,
     TraceModel,
 )
-from .modeling_seraf import SerafConfig, SerafForForecasting
 from .processing_trace import TraceFeatureExtractor, TraceProcessor
 
 

@@ -17,7 +17,6 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.activations import ACT2FN
 from transformers.configuration_utils import SubConfigSpec
 
-
 ATTENTION_TYPES = ("channel_biased", "full", "causal")
 POOLING = ("cls", "mean")
 FORECAST_LOSSES = ("mse", "huber")

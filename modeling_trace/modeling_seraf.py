@@ -49,7 +49,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
@@ -57,7 +56,6 @@ from transformers.utils import ModelOutput
 from .describe import make_timestamps, seraf_template
 from .modeling_trace import encode_sentences, forecasting_loss, resolve_text_model_path, zscore_statistics
 from .retrieval.results import overlapping_windows
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Configuration
@@ -367,7 +365,7 @@ class SerafForForecasting(SerafPreTrainedModel):
         freq: str | None = None,
         description_embeddings=None,
         show_progress_bar: bool = False,
-    ) -> "SerafForForecasting":
+    ) -> SerafForForecasting:
         """Store the training series as the retrieval database (every stride-1 window of `L + H` steps).
 
         Args:

@@ -23,13 +23,11 @@ from numbers import Number
 
 import numpy as np
 import torch
-
 from transformers import BatchFeature, FeatureExtractionMixin, ProcessorMixin
 from transformers.utils import logging
 
 from .configuration_trace import TraceConfig
 from .modeling_trace import _tensor_to_numpy, check_texts, pad_or_truncate_series, text_max_length
-
 
 logger = logging.get_logger(__name__)
 

@@ -10,8 +10,8 @@ negatives as one process with the combined batch. Values come from the recipe; o
 from pathlib import Path
 
 from . import AlignRecipe, parse_recipe
-from .loops import distributed_state, run_alignment
 from .data import load_training_splits
+from .loops import distributed_state, run_alignment
 
 
 def main(argv=None):

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from . import FinetuneRecipe, parse_recipe
+from .data import load_training_splits
 from .finetuning import (
     apply_finetune_mode,
     build_finetune_model,
@@ -20,7 +21,6 @@ from .finetuning import (
     save_finetuned,
 )
 from .loops import distributed_state
-from .data import load_training_splits
 
 
 def main(argv=None):

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modeling_trace.data_collator import TraceDataCollator, align_dataset_channels
 from modeling_trace.modeling_trace import TraceForClassification, TraceForForecasting
 from modeling_trace.presets import load_preset
 from modeling_trace.processing_trace import TraceFeatureExtractor
-from modeling_trace.data_collator import TraceDataCollator, align_dataset_channels
+
 from .loops import is_checkpoint_folder, resolve_mixed_precision
 from .optimization import create_optimizer, create_scheduler
 from .recipes import FinetuneRecipe

@@ -9,8 +9,8 @@ Values come from the recipe file; only flags typed on the command line override 
 from pathlib import Path
 
 from . import PretrainRecipe, parse_recipe
-from .loops import distributed_state, run_pretraining
 from .data import load_training_splits
+from .loops import distributed_state, run_pretraining
 
 
 def main(argv=None):

@@ -67,11 +67,11 @@ class QuickstartSettings:
     model_overrides: dict = field(default_factory=dict)
 
     @classmethod
-    def full(cls) -> "QuickstartSettings":
+    def full(cls) -> QuickstartSettings:
         return cls()
 
     @classmethod
-    def smoke(cls) -> "QuickstartSettings":
+    def smoke(cls) -> QuickstartSettings:
         return cls(
             noaa_resolutions=("hourly",),
             noaa_non_event_windows=10,
@@ -319,13 +319,12 @@ def run_quickstart(
     """
     from datasets import load_from_disk
 
-    from trace_datasets.paths import require_data_dir
-
     from modeling_trace.cards import retrieval_eval_results, write_model_card
     from modeling_trace.data_collator import align_dataset_channels
     from modeling_trace.modeling_trace import TraceModel
-    from modeling_trace.plotting import plot_retrieval, plot_training_curves
+    from modeling_trace.plotting import plot_training_curves
     from modeling_trace.retrieval import TraceRetrievalIndex
+    from trace_datasets.paths import require_data_dir
 
     settings = settings or (QuickstartSettings.smoke() if smoke else QuickstartSettings.full())
     out = Path(output_dir).resolve()
@@ -468,7 +467,7 @@ def _retrieval_figure(index, test, out: Path, label_names) -> Path:
 
     sources, labels = test["source"], test["label"]
     query_row = next(
-        (i for i, (s, l) in enumerate(zip(sources, labels)) if s == "noaa" and label_names[l] not in ("none", "other")),
+        (i for i, (s, lab) in enumerate(zip(sources, labels)) if s == "noaa" and label_names[lab] not in ("none", "other")),
         next((i for i, s in enumerate(sources) if s == "noaa"), 0),
     )
     row = test[query_row]

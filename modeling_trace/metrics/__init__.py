@@ -19,7 +19,6 @@ from .trace_classification.trace_classification import classification_metrics
 from .trace_forecasting.trace_forecasting import forecasting_metrics
 from .trace_retrieval.trace_retrieval import ranking_metrics, retrieval_metrics
 
-
 METRICS_DIR = os.path.dirname(os.path.abspath(__file__))
 METRIC_NAMES = ("trace_retrieval", "trace_forecasting", "trace_classification")
 

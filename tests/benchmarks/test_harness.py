@@ -1,7 +1,5 @@
 """The leakage assertion every benchmark runs (`benchmarks/harness.py`), on constructed windows."""
 
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest

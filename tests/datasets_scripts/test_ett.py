@@ -104,7 +104,7 @@ def broken_copy(data_dir: Path, tmp_path: Path, edit) -> Path:
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda lines: [l.rsplit(",", 1)[0] + "\n" for l in lines], r"lacks column\(s\) \['OT'\]"),
+        (lambda lines: [line.rsplit(",", 1)[0] + "\n" for line in lines], r"lacks column\(s\) \['OT'\]"),
         (lambda lines: lines[:5000], "truncated"),
         (lambda lines: lines[:5000] + [lines[5000][:25]], "data row 5000 .CSV line 5001"),
         (lambda lines: lines[:10] + ["07/01/2016 10:00," + lines[10].split(",", 1)[1]] + lines[11:], "data row 10 .CSV line 11"),

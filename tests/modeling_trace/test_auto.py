@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from tests.conftest import run_fresh_python, save_tiny_text_model, tiny_config
-from modeling_trace import TraceForPretraining, TraceModel, TraceProcessor
 from transformers import AutoModel, AutoProcessor, BertModel
+
+from modeling_trace import TraceForPretraining, TraceModel, TraceProcessor
+from tests.conftest import run_fresh_python, save_tiny_text_model, tiny_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

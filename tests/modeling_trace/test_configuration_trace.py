@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from tests.conftest import tiny_config
 from modeling_trace import TraceConfig, TraceModel, TraceTimeSeriesModel
 from modeling_trace.presets import available_presets, load_preset
 from modeling_trace.resources import configuration_dir
+from tests.conftest import tiny_config
 
 
 @pytest.mark.parametrize(

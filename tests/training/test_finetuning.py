@@ -19,8 +19,8 @@ from trace_training.finetuning import (
 def test_lora_classification_trains_only_adapters_and_head(tmp_path, data_dir):
     from peft import PeftModel
 
-    from trace_datasets.ucr import load_ucr
     from modeling_trace import AutoModelForTimeSeriesClassification, TraceForClassification
+    from trace_datasets.ucr import load_ucr
 
     data = load_ucr("ItalyPowerDemand", data_dir=data_dir)
     train, test = data["train"], data["test"].select(range(0, 1029, 3))

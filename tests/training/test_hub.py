@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 import pytest
-
-from tests.conftest import run_fresh_python, save_tiny_text_model, tiny_config
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
+
 from modeling_trace import TraceModel, TraceProcessor
 from modeling_trace.cards import render_model_card, retrieval_eval_results, write_model_card
+from tests.conftest import run_fresh_python, save_tiny_text_model, tiny_config
 from trace_training.hub import IncompleteFolderError, check_folder, push_folder_to_hub
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

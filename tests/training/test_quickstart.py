@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

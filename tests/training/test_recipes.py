@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import REPO_ROOT
 from trace_training import (
     AlignRecipe,
     PretrainRecipe,
@@ -20,7 +21,6 @@ from trace_training import (
     parse_recipe,
     warmup_cosine_lambda,
 )
-from tests.conftest import REPO_ROOT
 
 
 def write_recipe(tmp_path, **values):

@@ -12,7 +12,6 @@ import datasets
 import evaluate
 import numpy as np
 
-
 _CITATION = """\
 @article{chen2025trace,
   title   = {TRACE: Grounding Time Series in Context for Multimodal Embedding and Retrieval},
