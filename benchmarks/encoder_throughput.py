@@ -1,17 +1,38 @@
-"""Forward throughput of the TRACE encoder vs transformers' PatchTST with the same size and patching.
+"""Throughput of the TRACE encoder vs transformers' PatchTST of the same size and patching, side by side.
 
-    python -m benchmarks.encoder_throughput [--batch-size 64] [--steps 20] [--threads N]
+    python -m benchmarks.encoder_throughput [--batch-sizes 32 64] [--modes infer train] [--rounds 5] [--steps 2]
+        [--baseline-rev HEAD] [--attn-implementations sdpa] [--compile] [--threads N]
 
-Both models: trace-small (6 layers, d_model 384, 6 heads, FFN 1536), 7 channels x 186 steps, patch 6 / stride 6,
-eval mode, no gradients, float32 on CPU. TRACE attends over all channels at once (1 + 7 x 32 = 225 tokens with
-channel-biased masking); PatchTST runs each channel as its own 31-patch sequence. Prints samples/s and the ratio.
+Models: trace-small (6 layers, d_model 384, 6 heads, FFN 1536), 7 channels x 186 steps, patch 6 / stride 6, float32
+on CPU, dropout 0 in both. TRACE attends over all channels at once (1 + 7 x 32 = 225 tokens with channel-biased
+masking); PatchTST runs each channel as its own 31-patch sequence.
+
+Modes: `infer` (eval mode, `torch.inference_mode`) and `train` (train mode, one forward + backward of the mean
+squared last hidden state, gradients zeroed; no optimizer step). The models are timed interleaved — every round
+times `--steps` steps of each model in turn (order reversed every other round), in one process — so machine load drifts hit all of them alike; the
+table gives the median over rounds of samples/s and of the per-round ratio to PatchTST.
+
+`--autocast bf16|fp16|auto` adds TRACE under CPU autocast (`auto`: bf16 only where oneDNN reports bf16 support
+on this CPU, otherwise the row is left out; fp16 and bf16 without hardware support are emulated and slow).
+`--baseline-rev REV` adds "TRACE @REV": the encoder code of that git revision (its `modeling_trace.py` and
+`configuration_trace.py`, loaded as a remote-code package), with the same weights: the before/after figure in the
+same run. `--compile` adds the encoder under `torch.compile` (compile time printed, not counted).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib
+import importlib.util
+import os
 import platform
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from transformers import PatchTSTConfig, PatchTSTModel
@@ -19,31 +40,91 @@ from transformers import PatchTSTConfig, PatchTSTModel
 from modeling_trace import TraceTimeSeriesModel
 from modeling_trace.presets import load_preset
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
-def throughput(fn, batch, steps: int, warmup: int = 3) -> float:
-    with torch.inference_mode():
+
+def load_revision_model_class(rev: str):
+    """`TraceTimeSeriesModel` as defined at git revision `rev` (hub-side files only, imported as a package)."""
+    folder = Path(tempfile.mkdtemp(prefix="trace_rev_"))
+    package = folder / f"trace_rev_{abs(hash(rev)) % 10**8}"
+    package.mkdir()
+    for name in ("modeling_trace.py", "configuration_trace.py"):
+        text = subprocess.run(
+            ["git", "show", f"{rev}:modeling_trace/{name}"], cwd=REPO_ROOT, check=True, capture_output=True, text=True
+        ).stdout
+        (package / name).write_text(text)
+    (package / "__init__.py").write_text("")
+    # registered as a package from its folder (no sys.path edit): its relative imports resolve inside it
+    spec = importlib.util.spec_from_file_location(
+        package.name, package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    sys.modules[package.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[package.name])
+    module = importlib.import_module(f"{package.name}.modeling_trace")
+    config_module = importlib.import_module(f"{package.name}.configuration_trace")
+    return module.TraceTimeSeriesModel, config_module.TraceConfig
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 / AMX); decided before bf16 is picked."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def make_step(model, forward, mode: str, batch):
+    if mode == "infer":
+        model.eval()
+
+        def step():
+            with torch.inference_mode():
+                forward(batch)
+
+    else:
+        model.train()
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            forward(batch).pow(2).mean().backward()
+
+    return step
+
+
+def run_interleaved(steps_by_name: dict, batch_size: int, rounds: int, steps: int, warmup: int = 1):
+    """samples/s per model per round, timing every model in turn within each round."""
+    for step in steps_by_name.values():
         for _ in range(warmup):
-            fn(batch)
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn(batch)
-        elapsed = time.perf_counter() - start
-    return steps * batch.shape[0] / elapsed
+            step()
+    results = {name: [] for name in steps_by_name}
+    for round_index in range(rounds):
+        order = list(steps_by_name.items())
+        for name, step in order if round_index % 2 == 0 else order[::-1]:  # ABC, CBA, ...: no position bias
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            results[name].append(steps * batch_size / (time.perf_counter() - start))
+    return results
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--modes", nargs="+", choices=["infer", "train"], default=["infer", "train"])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per model per round")
     parser.add_argument("--context-length", type=int, default=186)
+    parser.add_argument("--baseline-rev", default=None, help="also time the encoder of this git revision")
+    parser.add_argument(
+        "--attn-implementations", nargs="+", default=["sdpa"], help="TRACE attention kernels to time (eager, sdpa, ...)"
+    )
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile(TRACE) (sdpa)")
+    parser.add_argument("--autocast", choices=["none", "bf16", "fp16", "auto"], default="none")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    config = load_preset("trace-small", context_length=args.context_length)
-    trace = TraceTimeSeriesModel(config).eval()
+    config = load_preset("trace-small", context_length=args.context_length, dropout=0.0)
+    trace = TraceTimeSeriesModel(copy.deepcopy(config))
     patchtst = PatchTSTModel(
         PatchTSTConfig(
             num_input_channels=config.num_input_channels,
@@ -57,20 +138,65 @@ def main(argv=None):
             dropout=0.0,
             do_mask_input=False,
         )
-    ).eval()
-    batch = torch.randn(args.batch_size, config.context_length, config.num_input_channels)
+    )
+    models = {}  # name -> (model, forward returning a tensor)
+    for implementation in args.attn_implementations:
+        model = trace if implementation == args.attn_implementations[0] else TraceTimeSeriesModel(copy.deepcopy(config))
+        model.load_state_dict(trace.state_dict())
+        model.config._attn_implementation = implementation
+        models[f"TRACE ({implementation})"] = (model, lambda x, m=model: m(x).last_hidden_state)
+    if args.baseline_rev:
+        model_class, config_class = load_revision_model_class(args.baseline_rev)
+        before = model_class(config_class(**config.to_diff_dict()))
+        before.load_state_dict(trace.state_dict())
+        models[f"TRACE @{args.baseline_rev}"] = (before, lambda x, m=before: m(x).last_hidden_state)
+    compiled = None
+    if args.compile:
+        compiled = torch.compile(trace)
+        models["TRACE (sdpa, torch.compile)"] = (trace, lambda x: compiled(x).last_hidden_state)
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}.get(args.autocast)
+    if args.autocast == "auto":
+        autocast = torch.bfloat16 if cpu_bf16_supported() else None
+        print(f"CPU bf16 support (oneDNN): {cpu_bf16_supported()}; autocast {'bf16' if autocast else 'off'}")
+    if autocast is not None:
 
-    trace_sps = throughput(lambda x: trace(x), batch, args.steps)
-    patchtst_sps = throughput(lambda x: patchtst(past_values=x), batch, args.steps)
+        def autocast_forward(x, dtype=autocast):
+            with torch.autocast("cpu", dtype=dtype):
+                return trace(x).last_hidden_state.float()
+
+        models[f"TRACE (sdpa, autocast {str(autocast).split('.')[-1]})"] = (trace, autocast_forward)
+    models["PatchTST (same size)"] = (patchtst, lambda x: patchtst(past_values=x).last_hidden_state)
+
     params = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
-    print(f"device: CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; batch {args.batch_size}, {config.num_input_channels} channels x "
-          f"{config.context_length} steps, {args.steps} timed steps")
-    print("| model | params (M) | tokens / sample | samples/s |")
-    print("|---|---|---|---|")
-    print(f"| TRACE (trace-small) | {params(trace):.2f} | {config.sequence_length} | {trace_sps:.1f} |")
-    print(f"| PatchTST (same size) | {params(patchtst):.2f} | {config.num_input_channels} x {config.num_patches} | {patchtst_sps:.1f} |")
-    print(f"TRACE / PatchTST throughput ratio: {trace_sps / patchtst_sps:.2f}x")
+    load = os.getloadavg()
+    print(
+        f"device: CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"{config.num_input_channels} channels x {config.context_length} steps; params TRACE {params(trace):.2f} M, "
+        f"PatchTST {params(patchtst):.2f} M; tokens / sample TRACE {config.sequence_length}, PatchTST "
+        f"{config.num_input_channels} x {config.num_patches}; {args.rounds} rounds x {args.steps} steps, interleaved"
+    )
+    print("| mode | batch | model | samples/s (median) | / PatchTST (median of rounds) |")
+    print("|---|---|---|---|---|")
+    reference = "PatchTST (same size)"
+    for mode in args.modes:
+        for batch_size in args.batch_sizes:
+            batch = torch.randn(batch_size, config.context_length, config.num_input_channels)
+            steps = {name: make_step(model, forward, mode, batch) for name, (model, forward) in models.items()}
+            if compiled is not None:
+                start = time.perf_counter()
+                steps["TRACE (sdpa, torch.compile)"]()
+                print(f"(torch.compile, {mode}, batch {batch_size}: first call {time.perf_counter() - start:.1f} s)")
+            results = run_interleaved(steps, batch_size, args.rounds, args.steps)
+            for name, values in results.items():
+                ratios = [v / r for v, r in zip(values, results[reference])]
+                print(
+                    f"| {mode} | {batch_size} | {name} | {statistics.median(values):.1f} | "
+                    f"{statistics.median(ratios):.2f}x |"
+                )
+            sys.stdout.flush()
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -40,13 +40,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-
 from transformers.utils import ModelOutput
 
 from .configuration_trace import TraceConfig
 from .modeling_trace import TraceForecastingHead, TraceModel, TracePreTrainedModel, forecasting_loss
 from .retrieval import TraceRetrievalIndex, overlapping_windows
-
 
 RETRIEVAL_INDEX_DIR = "retrieval_index"
 # Corpus columns that locate each window in its series (integer steps); see `window_positions`.
@@ -136,6 +134,41 @@ def window_positions(dataset, prediction_length: int | None = None) -> dict[str,
     }
 
 
+def top_k_inner_product(
+    queries: torch.Tensor,
+    corpus: torch.Tensor,
+    k: int,
+    exclude: torch.Tensor | None = None,
+    chunk_rows: int = 262_144,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-`k` corpus rows by inner product (cosine on unit vectors), best first, on the tensors' device.
+
+    Args:
+        queries (`torch.Tensor` of shape `(Q, d)`), corpus (`torch.Tensor` of shape `(N, d)`).
+        k (`int`): results per query (at most N).
+        exclude (`torch.BoolTensor` of shape `(Q, N)`, *optional*): True = never return that row for that query
+            (its score is -inf; a query with fewer than `k` rows left gets -inf scores at the end).
+        chunk_rows (`int`): corpus rows scored at a time, so the score matrix never exceeds `Q x chunk_rows`.
+
+    Returns `(scores, indices)`, each `(Q, k)`: the same rows as an exact FAISS `IndexFlatIP` search.
+    """
+    k = min(int(k), corpus.shape[0])
+    best_scores = best_indices = None
+    for start in range(0, corpus.shape[0], chunk_rows):
+        block = corpus[start : start + chunk_rows]
+        scores = queries @ block.T
+        if exclude is not None:
+            scores = scores.masked_fill(exclude[:, start : start + block.shape[0]], float("-inf"))
+        scores, indices = scores.topk(min(k, block.shape[0]), dim=1)
+        indices = indices + start
+        if best_scores is not None:
+            scores, indices = torch.cat([best_scores, scores], dim=1), torch.cat([best_indices, indices], dim=1)
+            scores, order = scores.topk(k, dim=1)
+            indices = indices.gather(1, order)
+        best_scores, best_indices = scores, indices
+    return best_scores, best_indices
+
+
 class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
     """Frozen aligned TRACE model + retrieval index + trainable soft-prompt projection and forecasting head.
 
@@ -172,7 +205,7 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
     # -- construction -----------------------------------------------------------------------------------------
 
     @classmethod
-    def from_trace_model(cls, trace_model: TraceModel, **config_overrides) -> "TraceForRetrievalAugmentedForecasting":
+    def from_trace_model(cls, trace_model: TraceModel, **config_overrides) -> TraceForRetrievalAugmentedForecasting:
         """Wrap an aligned [`TraceModel`] (its weights are copied and frozen); `config_overrides` set e.g.
         `prediction_length`, `num_retrieved`, `rag_prompt_mode`."""
         config_dict = trace_model.config.to_dict()
@@ -198,7 +231,7 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
 
     # -- index ------------------------------------------------------------------------------------------------
 
-    def set_retrieval_index(self, index: TraceRetrievalIndex) -> "TraceForRetrievalAugmentedForecasting":
+    def set_retrieval_index(self, index: TraceRetrievalIndex) -> TraceForRetrievalAugmentedForecasting:
         """Attach a retrieval index over the training corpus.
 
         The corpus needs the embeddings the prompt mode uses (`ts_embedding`, plus `text_embedding` for
@@ -280,26 +313,21 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
             overlap = (corpus["series_index"][None, :] == series_index[:, None]) & overlapping_windows(
                 window_start, window_end, corpus["window_start"], corpus["window_end"]
             )
-            exclude = overlap.cpu().numpy()
-            left = (~exclude).sum(axis=1)
+            exclude = overlap
+            left = (~exclude).sum(dim=1)
             if (left < self.config.num_retrieved).any():
                 raise ValueError(
                     f"After excluding windows that overlap the query only {int(left.min())} corpus rows remain for some "
                     f"query, fewer than num_retrieved={self.config.num_retrieved}. Use a larger corpus or a smaller R."
                 )
-        results = self.retrieval_index.search(
-            query_embeds.detach().float().cpu().numpy(),
-            self.config.num_retrieved,
-            target="time_series",
-            exclude=exclude,
-            return_rows=False,
-        )
-        if (results.indices < 0).any():
+        # Exact cosine top-R on the device, over the corpus embeddings this model holds: no torch -> numpy -> FAISS
+        # -> torch round trip per batch (the FAISS index serves TraceRetrievalIndex's own search API).
+        queries = nn.functional.normalize(query_embeds.detach().to(corpus["ts"].dtype), dim=-1)
+        scores, indices = top_k_inner_product(queries, corpus["ts"], self.config.num_retrieved, exclude)
+        if torch.isneginf(scores).any():
             raise ValueError(
-                f"The index returned fewer than num_retrieved={self.config.num_retrieved} results for some query."
+                f"Fewer than num_retrieved={self.config.num_retrieved} corpus rows are left to retrieve for some query."
             )
-        indices = torch.from_numpy(results.indices).to(query_embeds.device)
-        scores = torch.from_numpy(results.scores).to(query_embeds.device)
         pairs = corpus["ts"][indices]
         if self.config.rag_prompt_mode == "ts_text":
             pairs = torch.cat([pairs, corpus["text"][indices]], dim=-1)
@@ -452,5 +480,6 @@ __all__ = [
     "RetrievalForecastingCollator",
     "TraceForRetrievalAugmentedForecasting",
     "TraceRetrievalAugmentedForecastingOutput",
+    "top_k_inner_product",
     "window_positions",
 ]

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -37,7 +36,6 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_trace import TraceConfig
-
 
 logger = logging.get_logger(__name__)
 
@@ -636,8 +634,9 @@ class TraceRotaryEmbedding(nn.Module):
 
     Dimension pairs (2i, 2i+1) of each head are rotated by angle `position * theta^(-2i / head_dim)`. The rotations
     are computed once per forward, for all layers, in the activation dtype: unit complex numbers for float32 /
-    float64 (one complex multiplication per tensor, the fewest kernels on CPU), a `(cos, sin)` pair for float16 /
-    bfloat16 (which have no complex type), so no layer up-casts its queries and keys.
+    float64 in eager mode (one complex multiplication per tensor, the fewest kernels on CPU), a `(cos, sin)` pair for
+    float16 / bfloat16 (which have no complex type) and under torch.compile (which fuses it), so no layer up-casts
+    its queries and keys.
     """
 
     def __init__(self, config: TraceConfig):
@@ -653,24 +652,57 @@ class TraceRotaryEmbedding(nn.Module):
         """Rotations for token positions `(L,)` (position 0: no rotation), each of shape `(L, 1, head_dim / 2)`."""
         angle_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         angles = positions.to(angle_dtype)[:, None] * self.inv_freq.to(angle_dtype)[None, :]
-        if dtype in (torch.float32, torch.float64):
+        # Inductor generates no code for complex operators: under torch.compile the cos/sin form fuses instead.
+        if dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
             return torch.polar(torch.ones_like(angles), angles)[:, None, :]
         return angles.cos().to(dtype)[:, None, :], angles.sin().to(dtype)[:, None, :]
 
 
 def apply_rotary_pos_emb(states: torch.Tensor, rotations) -> torch.Tensor:
-    """Rotate `(batch, L, heads, head_dim)` queries or keys by [`TraceRotaryEmbedding`]'s `rotations`."""
+    """Rotate `(batch, L, ..., head_dim)` queries and/or keys (e.g. `(batch, L, heads, head_dim)`, or
+    `(batch, L, 2, heads, head_dim)` for queries and keys at once) by [`TraceRotaryEmbedding`]'s `rotations`."""
+
+    def per_token(rotation):  # (L, 1, head_dim / 2) -> (L, 1, ..., 1, head_dim / 2) to match the states
+        return rotation.view(rotation.shape[0], *([1] * (states.dim() - 3)), rotation.shape[-1])
+
     if isinstance(rotations, tuple):
-        cos, sin = rotations
+        cos, sin = per_token(rotations[0]), per_token(rotations[1])
         even, odd = states.unflatten(-1, (-1, 2)).unbind(-1)
         return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
-    if states.dtype == torch.float32 and rotations.dtype == torch.complex64 or (
-        states.dtype == torch.float64 and rotations.dtype == torch.complex128
-    ):
+    rotations = per_token(rotations)
+    matching = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(states.dtype)
+    if rotations.dtype == matching:
         return torch.view_as_real(torch.view_as_complex(states.unflatten(-1, (-1, 2))) * rotations).flatten(-2)
     # Rotations built for another dtype than the states have: rotate in float32 and cast back.
     pairs = torch.view_as_complex(states.float().unflatten(-1, (-1, 2)).contiguous())
     return torch.view_as_real(pairs * rotations.to(torch.complex64)).flatten(-2).to(states.dtype)
+
+
+def _is_plain_linear(*modules) -> bool:
+    """Plain `nn.Linear`s with biases (not wrapped by PEFT / quantisation): their weights may be used directly."""
+    return all(type(m) is nn.Linear and m.bias is not None for m in modules)
+
+
+def linear_plus_residual(residual: torch.Tensor, inputs: torch.Tensor, linear: nn.Module, bias=None) -> torch.Tensor:
+    """`residual + linear(inputs)` (with `bias` in place of the layer's own bias when given).
+
+    Without autograd or autocast (inference, eager) and for a plain `nn.Linear`, one GEMM accumulates into
+    `residual + bias`: no separate bias-broadcast and residual-add passes over the activations (torch.compile fuses
+    the plain form itself).
+    """
+    if not _is_plain_linear(linear):
+        return residual + linear(inputs)
+    bias = linear.bias if bias is None else bias
+    if (
+        torch.compiler.is_compiling()
+        or torch.is_grad_enabled()
+        or torch.is_autocast_enabled(residual.device.type)
+        or not (residual.dtype == inputs.dtype == linear.weight.dtype)
+    ):
+        return residual + F.linear(inputs, linear.weight, bias)
+    out = residual.reshape(-1, residual.shape[-1]) + bias
+    torch.addmm(out, inputs.reshape(-1, inputs.shape[-1]), linear.weight.t(), out=out)
+    return out.view(residual.shape)
 
 
 def eager_attention_forward(
@@ -738,16 +770,42 @@ class TraceAttention(nn.Module):
         rotations=None,
         key_value_states: torch.Tensor | None = None,
         output_attentions: bool = False,
+        residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns `(o_proj(attention), probabilities or None)`; `residual + o_proj(attention)` when `residual` is
+        given (fused into the output projection's GEMM in inference)."""
         batch_size, length = hidden_states.shape[:2]
         kv = hidden_states if key_value_states is None else key_value_states
-        # (batch, L, heads, head_dim): RoPE works on this layout, then a transpose (a view) gives the kernels'
+        # Layout (batch, L, heads, head_dim): RoPE works on it, then a transpose (a view) gives the kernels'
         # (batch, heads, L, head_dim); SDPA's CPU kernel writes its output back in (batch, L, heads, head_dim).
-        query = self._heads(self.q_proj(hidden_states))
-        key = self._heads(self.k_proj(kv))
-        value = self._heads(self.v_proj(kv))
-        if rotations is not None:
-            query, key = apply_rotary_pos_emb(query, rotations), apply_rotary_pos_emb(key, rotations)
+        if key_value_states is None and _is_plain_linear(self.q_proj, self.k_proj):
+            # Self-attention with plain projections (PEFT wraps them, then they run one by one): queries and keys
+            # from one GEMM, rotated together by one complex multiplication.
+            weight = torch.cat([self.q_proj.weight, self.k_proj.weight])
+            bias = torch.cat([self.q_proj.bias, self.k_proj.bias])
+            query_key = F.linear(hidden_states, weight, bias).view(batch_size, length, 2, self.num_heads, -1)
+            if rotations is not None:
+                query_key = apply_rotary_pos_emb(query_key, rotations)
+            query, key = query_key.unbind(2)
+        else:
+            query = self._heads(self.q_proj(hidden_states))
+            key = self._heads(self.k_proj(kv))
+            if rotations is not None:
+                query, key = apply_rotary_pos_emb(query, rotations), apply_rotary_pos_emb(key, rotations)
+        # Every attention row sums to 1 over at least one key, so V's bias passes through the attention unchanged:
+        # fold it into the output projection's bias (exact, one broadcast pass less), unless attention dropout is
+        # active or the projections are wrapped.
+        fold_value_bias = (
+            key_value_states is None
+            and _is_plain_linear(self.v_proj, self.o_proj)
+            and (self.dropout == 0.0 or not self.training)
+        )
+        if fold_value_bias:
+            value = self._heads(F.linear(kv, self.v_proj.weight))
+            output_bias = torch.addmv(self.o_proj.bias, self.o_proj.weight, self.v_proj.bias)
+        else:
+            value = self._heads(self.v_proj(kv))
+            output_bias = None
         query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
         if isinstance(attention_mask, torch.Tensor) and attention_mask.dtype == torch.bool:
             attention_mask = additive_attention_mask(attention_mask, query.dtype)
@@ -763,7 +821,12 @@ class TraceAttention(nn.Module):
             is_causal=False,
         )
         context = context.reshape(batch_size, length, -1)
-        return self.o_proj(context), (weights if output_attentions else None)
+        weights = weights if output_attentions else None
+        if residual is not None:
+            return linear_plus_residual(residual, context, self.o_proj, output_bias), weights
+        if output_bias is not None:
+            return F.linear(context, self.o_proj.weight, output_bias), weights
+        return self.o_proj(context), weights
 
 
 class TraceEncoderLayer(GradientCheckpointingLayer):
@@ -784,7 +847,19 @@ class TraceEncoderLayer(GradientCheckpointingLayer):
         return self.dropout(self.fc2(self.dropout(self.activation_fn(self.fc1(x)))))
 
     def forward(self, hidden_states, attention_mask, rotations, output_attentions=False):
-        if self.norm_first:
+        if self.norm_first and (not self.training or self.dropout.p == 0.0):
+            # Dropout is the identity: the residual adds go into the output GEMMs (see `linear_plus_residual`).
+            hidden_states, weights = self.self_attn(
+                self.self_attn_layer_norm(hidden_states),
+                attention_mask,
+                rotations,
+                None,
+                output_attentions,
+                residual=hidden_states,
+            )
+            ffn_hidden = self.activation_fn(self.fc1(self.final_layer_norm(hidden_states)))
+            hidden_states = linear_plus_residual(hidden_states, ffn_hidden, self.fc2)
+        elif self.norm_first:
             attn, weights = self.self_attn(
                 self.self_attn_layer_norm(hidden_states), attention_mask, rotations, None, output_attentions
             )
@@ -1766,6 +1841,9 @@ class TraceModel(TracePreTrainedModel):
                 f"TraceModel.from_time_series_text_pretrained({str(source)!r}) (this encoder plus a pretrained sentence "
                 "encoder), or pass allow_untrained_text_model=True to use only its time-series side."
             )
+        # where the tokenizer comes from when it is first needed: the same revision / cache as the weights
+        hub_keys = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
+        model._hub_kwargs = {key: kwargs[key] for key in hub_keys if key in kwargs}
         model.freeze_text_model()
         model.logit_scale.requires_grad_(model.config.learnable_logit_scale)
         return (model, info) if output_loading_info else model
@@ -2119,12 +2197,14 @@ class TraceModel(TracePreTrainedModel):
                 "(processor.save_pretrained(folder))."
             )
             # AutoTokenizer builds an empty-vocabulary tokenizer when the folder has no tokenizer files: check first.
+            hub_kwargs = getattr(self, "_hub_kwargs", {})
             if not any(
                 cached_file(
                     source,
                     name,
                     _raise_exceptions_for_missing_entries=False,
                     _raise_exceptions_for_connection_errors=False,
+                    **hub_kwargs,
                 )
                 for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
             ):
@@ -2132,7 +2212,7 @@ class TraceModel(TracePreTrainedModel):
             try:
                 # The text tower's config tells AutoTokenizer the tokenizer family; without it AutoTokenizer reads
                 # config.json (model_type "trace"), which asks for trust_remote_code where this package is absent.
-                self.tokenizer = AutoTokenizer.from_pretrained(source, config=self.config.text_config)
+                self.tokenizer = AutoTokenizer.from_pretrained(source, config=self.config.text_config, **hub_kwargs)
             except (OSError, ValueError) as err:
                 raise not_found from err
         return self.tokenizer
@@ -2244,6 +2324,50 @@ class TraceModel(TracePreTrainedModel):
         embeddings = torch.cat(chunks) if chunks else torch.zeros(shape)
         check_finite_output(embeddings, "The time-series embeddings")
         return embeddings.numpy() if convert_to_numpy else embeddings
+
+    # -- sentence-transformers naming (`encode_query` / `encode_document` / `similarity`) ------------------------
+
+    similarity_fn_name = "cosine"
+
+    def encode_query(self, inputs, modality: str = "text", **kwargs):
+        """Embed retrieval queries, as sentence-transformers' `encode_query`: `modality="text"` (default; Text->TS,
+        the main search direction) runs [`encode_text`], `"time_series"` (TS->TS, TS->Text) runs
+        [`encode_time_series`]; `**kwargs` go to it (`batch_size`, `normalize_embeddings`, `convert_to_numpy`...).
+        TRACE has no query / document prompts: both names embed a modality the same way."""
+        return self._encode_modality(inputs, modality, **kwargs)
+
+    def encode_document(self, inputs, modality: str = "time_series", **kwargs):
+        """Embed corpus documents, as sentence-transformers' `encode_document`: `modality="time_series"` (default;
+        the corpus of Text->TS and TS->TS search) runs [`encode_time_series`], `"text"` (the corpus of TS->Text)
+        runs [`encode_text`]; `**kwargs` go to it."""
+        return self._encode_modality(inputs, modality, **kwargs)
+
+    def _encode_modality(self, inputs, modality: str, **kwargs):
+        if modality == "text":
+            return self.encode_text(inputs, **kwargs)
+        if modality == "time_series":
+            return self.encode_time_series(inputs, **kwargs)
+        raise ValueError(f"modality must be 'text' or 'time_series', got {modality!r}.")
+
+    def similarity(self, embeddings1, embeddings2) -> torch.Tensor:
+        """Cosine similarity matrix `(n1, n2)` of two sets of embeddings, as sentence-transformers'
+        `SentenceTransformer.similarity` (`cos_sim`): numpy arrays, tensors or lists; a 1-D input is one embedding.
+        Inputs are L2-normalised here, so unnormalised embeddings (`normalize_embeddings=False`) score alike."""
+
+        def batch(embeddings) -> torch.Tensor:
+            tensor = embeddings if isinstance(embeddings, torch.Tensor) else torch.as_tensor(np.asarray(embeddings))
+            if not tensor.is_floating_point():
+                tensor = tensor.float()
+            return tensor.unsqueeze(0) if tensor.ndim == 1 else tensor
+
+        first, second = batch(embeddings1), batch(embeddings2)
+        if first.ndim != 2 or second.ndim != 2 or first.shape[-1] != second.shape[-1]:
+            raise ValueError(
+                f"similarity takes two sets of embeddings (n, dim) of the same dim, got shapes {tuple(first.shape)} "
+                f"and {tuple(second.shape)}."
+            )
+        second = second.to(device=first.device, dtype=first.dtype)
+        return F.normalize(first, dim=-1) @ F.normalize(second, dim=-1).T
 
 
 def _progress(iterable, show: bool | None, default: bool, desc: str):

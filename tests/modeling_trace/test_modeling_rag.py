@@ -9,10 +9,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from tests.conftest import tiny_config
 from modeling_trace import TraceForRetrievalAugmentedForecasting
 from modeling_trace.modeling_rag import RetrievalForecastingCollator, window_positions
 from modeling_trace.retrieval import TraceRetrievalIndex
+from tests.conftest import tiny_config
 
 L, H, R = 24, 6, 3
 WORDS = ["rise", "fall", "calm", "storm", "flat", "peak", "dip"]
@@ -206,3 +206,49 @@ def test_bad_inputs_give_clear_errors(corpus):
         fresh.set_retrieval_index(no_positions)
     with pytest.raises(ValueError, match="prediction_length"):
         TraceForRetrievalAugmentedForecasting(tiny_config(num_input_channels=1, context_length=L))
+
+
+def test_device_top_k_returns_what_the_faiss_index_returned(corpus):
+    """The RAG model ranks on the device, over the corpus embeddings it holds; the rows and scores are the ones the
+    exact FAISS index search (the former path) gives, with and without the overlap exclusion."""
+    model = make_model(corpus).eval()
+    queries = with_positions(corpus)
+    picks = np.random.default_rng(1).choice(len(queries), size=40, replace=False).tolist()
+    batch = RetrievalForecastingCollator(model.config)([queries[i] for i in picks])
+    with torch.no_grad():
+        embeds = model.trace.project_time_series(
+            model.trace.time_series_model(batch["past_values"], batch["past_observed_mask"]).pooler_output
+        )
+    corpus_tensors = model._corpus_tensors(embeds.device)
+    for positions in (False, True):
+        exclude = None
+        args = (batch["series_index"], batch["window_start"], batch["window_end"]) if positions else (None, None, None)
+        indices, scores, pairs = model._retrieve(embeds, *args)
+        if positions:
+            exclude = (
+                (corpus_tensors["series_index"][None, :] == batch["series_index"][:, None])
+                & (corpus_tensors["window_start"][None, :] < batch["window_end"][:, None])
+                & (batch["window_start"][:, None] < corpus_tensors["window_end"][None, :])
+            ).numpy()
+        faiss_hits = model.retrieval_index.search(embeds.numpy(), R, exclude=exclude, return_rows=False)
+        assert indices.dtype == torch.long and indices.shape == (len(picks), R)
+        np.testing.assert_array_equal(indices.numpy(), faiss_hits.indices)
+        np.testing.assert_allclose(scores.numpy(), faiss_hits.scores, atol=1e-5)
+        expected = torch.cat([corpus_tensors["ts"][indices], corpus_tensors["text"][indices]], dim=-1)
+        torch.testing.assert_close(pairs, expected)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 64, 1_000_000])
+def test_chunked_top_k_equals_a_full_sort(chunk_rows):
+    from modeling_trace.modeling_rag import top_k_inner_product
+
+    generator = torch.Generator().manual_seed(0)
+    corpus_embeds = torch.nn.functional.normalize(torch.randn(300, 16, generator=generator), dim=-1)
+    queries = torch.nn.functional.normalize(torch.randn(9, 16, generator=generator), dim=-1)
+    exclude = torch.rand(9, 300, generator=generator) < 0.3
+    scores, indices = top_k_inner_product(queries, corpus_embeds, 5, exclude, chunk_rows=chunk_rows)
+    full = (queries @ corpus_embeds.T).masked_fill(exclude, float("-inf"))
+    expected = full.argsort(dim=1, descending=True)[:, :5]
+    assert torch.equal(indices, expected)
+    torch.testing.assert_close(scores, full.gather(1, expected))
+    assert not exclude.gather(1, indices).any()
