@@ -479,7 +479,30 @@ def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> No
             tensor = tensor.clone().contiguous()
         seen.add(tensor.untyped_storage().data_ptr())
         plain[name] = tensor
-    save_file(plain, str(path), metadata=metadata)
+    with _disk_errors(path):
+        save_file(plain, str(path), metadata=metadata)
+
+
+class DiskFullError(OSError):
+    """A training output could not be written because its disk is full (or over quota)."""
+
+
+@contextlib.contextmanager
+def _disk_errors(path):
+    """Say what happened and where when a write fails for lack of space, instead of a bare library message."""
+    import errno
+
+    try:
+        yield
+    except OSError as err:
+        text = str(err).lower()
+        if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "no space left" in text or "quota" in text:
+            free = shutil.disk_usage(Path(path).parent if Path(path).parent.exists() else ".").free
+            raise DiskFullError(
+                f"Could not write {path}: the disk is full ({free / 2**20:.0f} MiB free there). Free space or set "
+                "output_dir to another disk; resume with --resume from the last complete checkpoint."
+            ) from err
+        raise
 
 
 def _json_value(value, what: str):
@@ -735,9 +758,10 @@ def save_final(accelerator: Accelerator, model, output_dir: str | os.PathLike, t
     folder = Path(output_dir) / "final"
     unwrapped = accelerator.unwrap_model(model)
     state_dict = accelerator.get_state_dict(model)
-    unwrapped.save_pretrained(
-        folder, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
-    )
+    with _disk_errors(folder / "model.safetensors"):
+        unwrapped.save_pretrained(
+            folder, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
+        )
     if accelerator.is_main_process and tokenizer is not None:
         try:
             from modeling_trace.processing_trace import TraceProcessor

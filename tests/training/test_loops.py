@@ -228,3 +228,18 @@ def test_resume_refuses_when_no_checkpoint_is_readable_and_names_the_file(tmp_pa
     # loading the file directly names it too (not a bare SafetensorError)
     with pytest.raises(CheckpointError, match=rf"Cannot read {checkpoint / 'model.safetensors'}"):
         load_checkpoint(checkpoint, None, None, None, None)
+
+
+def test_a_full_disk_says_what_and_where(tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    from trace_training.loops import DiskFullError, _save_tensors
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", no_space)
+    with pytest.raises(DiskFullError, match=r"Could not write .*model\.safetensors: the disk is full .*--resume"):
+        _save_tensors({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
