@@ -141,6 +141,8 @@ def build_trainer(recipe: FinetuneRecipe, model, train_dataset, eval_dataset=Non
         label_names=LABEL_NAMES[recipe.task],
         remove_unused_columns=False,
         dataloader_num_workers=recipe.num_workers,
+        # pinned memory only helps copies to an accelerator; on a CPU-only machine torch warns that it is unused
+        dataloader_pin_memory=torch.cuda.is_available() or torch.backends.mps.is_available(),
         report_to=report_to,
         disable_tqdm=False,
     )

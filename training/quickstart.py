@@ -1,6 +1,6 @@
 """TRACE quickstart: data -> pretraining -> alignment -> index -> evaluation -> Hub-ready folder, on a CPU.
 
-    bash scripts/quickstart.sh                       # set up .venv, then run everything (about 5-10 min, 2 cores)
+    bash scripts/quickstart.sh                       # set up .venv, then run everything (measured: README, Results)
     python -m trace_training.quickstart --smoke      # reduced sizes (about a minute)
     python -m trace_training.quickstart --help
 
