@@ -43,20 +43,21 @@ def code_version() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def run(output: Path, seed: int, overrides: dict) -> dict:
+def run(output: Path, seed: int, overrides: dict, reuse_existing: bool = False) -> dict:
     summary_path, stamp = output / "summary.json", output / "collapse_study_run.json"
     version = code_version()
-    if summary_path.is_file() and stamp.is_file() and not version.endswith("+dirty"):
+    if summary_path.is_file() and stamp.is_file():
         made = json.loads(stamp.read_text())
-        if made == {"code_version": version, "seed": seed, "model_overrides": overrides}:
-            return json.loads(summary_path.read_text())
+        same_run = made.get("seed") == seed and made.get("model_overrides") == overrides
+        if same_run and (reuse_existing or (made.get("code_version") == version and not version.endswith("+dirty"))):
+            return {**json.loads(summary_path.read_text()), "code_version": made.get("code_version")}
     command = [
         sys.executable, "-m", "trace_training.quickstart", "--output-dir", str(output), "--seed", str(seed),
         "--model-overrides", json.dumps(overrides),
     ]  # fmt: skip
     subprocess.run(command, check=True)
     stamp.write_text(json.dumps({"code_version": version, "seed": seed, "model_overrides": overrides}))
-    return json.loads(summary_path.read_text())
+    return {**json.loads(summary_path.read_text()), "code_version": version}
 
 
 def mean_std(values) -> str:
@@ -68,9 +69,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output-root", default="runs/collapse_study")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--reuse-existing", action="store_true",
+                        help="reuse finished runs made by another commit too (each run's commit is printed)")
     args = parser.parse_args(argv)
     root = Path(args.output_root)
-    summaries = {name: [run(root / f"{name}_s{seed}", seed, overrides) for seed in args.seeds] for name, overrides in VARIANTS.items()}
+    summaries = {
+        name: [run(root / f"{name}_s{seed}", seed, overrides, args.reuse_existing) for seed in args.seeds]
+        for name, overrides in VARIANTS.items()
+    }
+    made_by = {f"{name}_s{seed}": s["code_version"] for name in VARIANTS for seed, s in zip(args.seeds, summaries[name])}
+    print("runs made by: " + ", ".join(f"{run_name} @ {version}" for run_name, version in made_by.items()))
     header = "| metric (test split) | " + " | ".join(f"{name} (embedding_centering={VARIANTS[name]['embedding_centering']})" for name in VARIANTS) + " |"
     lines = [f"seeds {args.seeds}; quickstart settings as in training/quickstart.py (trace-tiny size, 300 + 300 steps)", "", header, "|---|" + "---:|" * len(VARIANTS)]
     for label, method, key in METRICS:
