@@ -1311,6 +1311,15 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
     def _layout(self, device) -> tuple[TraceTokenLayout, torch.Tensor]:
         key = (str(device), self.config.attention_type)
         if key not in self._layout_cache:
+            self._build_layout(key, device)
+        return self._layout_cache[key]
+
+    @torch.compiler.disable
+    def _build_layout(self, key, device) -> None:
+        # Eagerly (not inside a compiled graph) and as normal tensors even when the first call runs under
+        # torch.inference_mode: the cache is reused by later training steps, where a compiled graph may save these
+        # tensors for backward (inference tensors cannot be).
+        with torch.inference_mode(False):
             layout = TraceTokenLayout(
                 self.config.num_input_channels,
                 self.config.num_patches,
@@ -1318,7 +1327,6 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
                 device=device,
             )
             self._layout_cache[key] = (layout, layout.attention_rule(self.config.attention_type))
-        return self._layout_cache[key]
 
     def normalize(self, past_values, past_observed_mask=None):
         """Validate, pad, and RevIN-normalise input. Returns `(value_patches, observed_patches, loc, scale)`.

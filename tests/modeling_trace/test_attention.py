@@ -298,3 +298,21 @@ def test_torch_compile_gives_the_eager_outputs():
             torch.testing.assert_close(
                 compiled(values).last_hidden_state, model(values).last_hidden_state, atol=1e-5, rtol=1e-5
             )
+
+
+def test_torch_compile_training_step_after_inference_gives_the_eager_gradients():
+    """A model first used compiled under torch.inference_mode (its token-layout cache filled there) still trains
+    compiled, with eager's gradients."""
+    model = randomize(make_model("sdpa", num_hidden_layers=1))
+    compiled = torch.compile(model)
+    values = torch.randn(2, 48, 3)
+    with torch.inference_mode():
+        compiled(values)
+    model.train()
+    model(values).last_hidden_state.pow(2).mean().backward()
+    eager_grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    compiled(values).last_hidden_state.pow(2).mean().backward()
+    for name, p in model.named_parameters():
+        if name in eager_grads:
+            torch.testing.assert_close(p.grad, eager_grads[name], atol=1e-5, rtol=1e-4, msg=name)
