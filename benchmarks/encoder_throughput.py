@@ -194,6 +194,10 @@ def main(argv=None):
                     f"| {mode} | {batch_size} | {name} | {statistics.median(values):.1f} | "
                     f"{statistics.median(ratios):.2f}x |"
                 )
+            if args.baseline_rev:
+                after, before = results[f"TRACE ({args.attn_implementations[0]})"], results[f"TRACE @{args.baseline_rev}"]
+                speedup = statistics.median(a / b for a, b in zip(after, before))
+                print(f"| {mode} | {batch_size} | after / before (TRACE now / @{args.baseline_rev}) | | {speedup:.2f}x |")
             sys.stdout.flush()
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

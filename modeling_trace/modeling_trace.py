@@ -683,28 +683,6 @@ def _is_plain_linear(*modules) -> bool:
     return all(type(m) is nn.Linear and m.bias is not None for m in modules)
 
 
-def linear_plus_residual(residual: torch.Tensor, inputs: torch.Tensor, linear: nn.Module, bias=None) -> torch.Tensor:
-    """`residual + linear(inputs)` (with `bias` in place of the layer's own bias when given).
-
-    Without autograd or autocast (inference, eager) and for a plain `nn.Linear`, one GEMM accumulates into
-    `residual + bias`: no separate bias-broadcast and residual-add passes over the activations (torch.compile fuses
-    the plain form itself).
-    """
-    if not _is_plain_linear(linear):
-        return residual + linear(inputs)
-    bias = linear.bias if bias is None else bias
-    if (
-        torch.compiler.is_compiling()
-        or torch.is_grad_enabled()
-        or torch.is_autocast_enabled(residual.device.type)
-        or not (residual.dtype == inputs.dtype == linear.weight.dtype)
-    ):
-        return residual + F.linear(inputs, linear.weight, bias)
-    out = residual.reshape(-1, residual.shape[-1]) + bias
-    torch.addmm(out, inputs.reshape(-1, inputs.shape[-1]), linear.weight.t(), out=out)
-    return out.view(residual.shape)
-
-
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -770,10 +748,8 @@ class TraceAttention(nn.Module):
         rotations=None,
         key_value_states: torch.Tensor | None = None,
         output_attentions: bool = False,
-        residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns `(o_proj(attention), probabilities or None)`; `residual + o_proj(attention)` when `residual` is
-        given (fused into the output projection's GEMM in inference)."""
+        """Returns `(o_proj(attention), attention probabilities or None)`."""
         batch_size, length = hidden_states.shape[:2]
         kv = hidden_states if key_value_states is None else key_value_states
         # Layout (batch, L, heads, head_dim): RoPE works on it, then a transpose (a view) gives the kernels'
@@ -822,8 +798,6 @@ class TraceAttention(nn.Module):
         )
         context = context.reshape(batch_size, length, -1)
         weights = weights if output_attentions else None
-        if residual is not None:
-            return linear_plus_residual(residual, context, self.o_proj, output_bias), weights
         if output_bias is not None:
             return F.linear(context, self.o_proj.weight, output_bias), weights
         return self.o_proj(context), weights
@@ -847,19 +821,7 @@ class TraceEncoderLayer(GradientCheckpointingLayer):
         return self.dropout(self.fc2(self.dropout(self.activation_fn(self.fc1(x)))))
 
     def forward(self, hidden_states, attention_mask, rotations, output_attentions=False):
-        if self.norm_first and (not self.training or self.dropout.p == 0.0):
-            # Dropout is the identity: the residual adds go into the output GEMMs (see `linear_plus_residual`).
-            hidden_states, weights = self.self_attn(
-                self.self_attn_layer_norm(hidden_states),
-                attention_mask,
-                rotations,
-                None,
-                output_attentions,
-                residual=hidden_states,
-            )
-            ffn_hidden = self.activation_fn(self.fc1(self.final_layer_norm(hidden_states)))
-            hidden_states = linear_plus_residual(hidden_states, ffn_hidden, self.fc2)
-        elif self.norm_first:
+        if self.norm_first:
             attn, weights = self.self_attn(
                 self.self_attn_layer_norm(hidden_states), attention_mask, rotations, None, output_attentions
             )

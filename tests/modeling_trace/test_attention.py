@@ -205,8 +205,8 @@ def _unfused_copy(model: TraceTimeSeriesModel) -> TraceTimeSeriesModel:
 
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_fused_projections_equal_the_plain_ones_in_inference_and_training(norm_first):
-    """One q|k GEMM, V's bias folded into the output bias, and residual adds inside the output GEMMs (inference)
-    give what separate projections and plain adds give, forward and backward."""
+    """One q|k GEMM rotated at once and V's bias folded into the output bias give what separate projections give,
+    forward (with and without autograd) and backward."""
     model = randomize(make_model("sdpa", norm_first=norm_first))
     unfused = _unfused_copy(model)
     values = with_missing(torch.randn(3, 48, 3))
