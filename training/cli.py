@@ -392,6 +392,18 @@ def cmd_export_onnx(args) -> int:
     return 0
 
 
+def cmd_bundle(args) -> int:
+    from trace_training.hub import write_self_contained_folder
+
+    try:
+        output = write_self_contained_folder(args.model, args.output)
+    except (ValueError, FileExistsError) as err:
+        raise CliError(str(err)) from err
+    size = sum(path.stat().st_size for path in output.rglob("*") if path.is_file())
+    print(f"Wrote {output} ({size / 2**20:.1f} MiB, text tower included): upload it with `trace push {output} user/name`")
+    return 0
+
+
 def cmd_push(args) -> int:
     from trace_training.hub import push_folder_to_hub
 
@@ -486,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check against PyTorch")
     p.add_argument("--overwrite", action="store_true", help="write into --output even if it holds other files")
     p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser(
+        "bundle", help="write a self-contained copy of a model folder that references its text tower (for the Hub)"
+    )
+    p.add_argument("model", help="model folder saved with save_text_model=False (e.g. the shipped checkpoint)")
+    p.add_argument("output", help="new or empty folder")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("push", help="check a folder (model, processor, adapter, index, dataset) and upload it to the Hub")
     p.add_argument("folder")

