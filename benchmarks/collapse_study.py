@@ -79,14 +79,18 @@ def main(argv=None) -> int:
     }
     made_by = {f"{name}_s{seed}": s["code_version"] for name in VARIANTS for seed, s in zip(args.seeds, summaries[name])}
     print("runs made by: " + ", ".join(f"{run_name} @ {version}" for run_name, version in made_by.items()))
-    header = "| metric (test split) | " + " | ".join(f"{name} (embedding_centering={VARIANTS[name]['embedding_centering']})" for name in VARIANTS) + " |"
-    lines = [f"seeds {args.seeds}; quickstart settings as in training/quickstart.py (trace-tiny size, 300 + 300 steps)", "", header, "|---|" + "---:|" * len(VARIANTS)]
-    for label, method, key in METRICS:
-        lines.append(f"| {label} | " + " | ".join(mean_std([s["evaluation"][method][key] for s in summaries[name]]) for name in VARIANTS) + " |")
-    for label, key in GEOMETRY:
-        lines.append(f"| {label} | " + " | ".join(mean_std([s["geometry"][key] for s in summaries[name]]) for name in VARIANTS) + " |")
-    lines.append("| training wall s | " + " | ".join(mean_std([s["seconds"]["training"] for s in summaries[name]]) for name in VARIANTS) + " |")
-    print("\n".join(lines))
+    from modeling_trace.tables import markdown_table
+
+    def cells(value):  # mean ± std over the seeds of each variant
+        return [mean_std([value(s) for s in summaries[name]]) for name in VARIANTS]
+
+    centering = {name: VARIANTS[name]["embedding_centering"] for name in VARIANTS}
+    header = ["metric (test split)", *(f"{name} (embedding_centering={centering[name]})" for name in VARIANTS)]
+    rows = [[label, *cells(lambda s, m=method, k=key: s["evaluation"][m][k])] for label, method, key in METRICS]
+    rows += [[label, *cells(lambda s, k=key: s["geometry"][k])] for label, key in GEOMETRY]
+    rows.append(["training wall s", *cells(lambda s: s["seconds"]["training"])])
+    print(f"seeds {args.seeds}; quickstart settings as in training/quickstart.py (trace-tiny size, 300 + 300 steps)\n")
+    print(markdown_table(header, rows, align=["-", *["r"] * len(VARIANTS)]))
     return 0
 
 

@@ -39,6 +39,7 @@ from transformers import PatchTSTConfig, PatchTSTModel
 
 from modeling_trace import TraceTimeSeriesModel
 from modeling_trace.presets import load_preset
+from modeling_trace.tables import markdown_table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,8 +177,10 @@ def main(argv=None):
         f"PatchTST {params(patchtst):.2f} M; tokens / sample TRACE {config.sequence_length}, PatchTST "
         f"{config.num_input_channels} x {config.num_patches}; {args.rounds} rounds x {args.steps} steps, interleaved"
     )
-    print("| mode | batch | model | samples/s (median) | / PatchTST (median of rounds) |")
-    print("|---|---|---|---|---|")
+    # The table is printed row group by row group as the measurements finish; notes go below it.
+    header = ["mode", "batch", "model", "samples/s (median)", "/ PatchTST (median of rounds)"]
+    print(markdown_table(header, []))
+    notes = []
     reference = "PatchTST (same size)"
     for mode in args.modes:
         for batch_size in args.batch_sizes:
@@ -186,19 +189,23 @@ def main(argv=None):
             if compiled is not None:
                 start = time.perf_counter()
                 steps["TRACE (sdpa, torch.compile)"]()
-                print(f"(torch.compile, {mode}, batch {batch_size}: first call {time.perf_counter() - start:.1f} s)")
+                took = time.perf_counter() - start
+                notes.append(f"(torch.compile, {mode}, batch {batch_size}: first call {took:.1f} s)")
             results = run_interleaved(steps, batch_size, args.rounds, args.steps)
+            rows = []
             for name, values in results.items():
                 ratios = [v / r for v, r in zip(values, results[reference])]
-                print(
-                    f"| {mode} | {batch_size} | {name} | {statistics.median(values):.1f} | "
-                    f"{statistics.median(ratios):.2f}x |"
+                rows.append(
+                    [mode, batch_size, name, f"{statistics.median(values):.1f}", f"{statistics.median(ratios):.2f}x"]
                 )
             if args.baseline_rev:
                 after, before = results[f"TRACE ({args.attn_implementations[0]})"], results[f"TRACE @{args.baseline_rev}"]
                 speedup = statistics.median(a / b for a, b in zip(after, before))
-                print(f"| {mode} | {batch_size} | after / before (TRACE now / @{args.baseline_rev}) | | {speedup:.2f}x |")
-            sys.stdout.flush()
+                label = f"after / before (TRACE now / @{args.baseline_rev})"
+                rows.append([mode, batch_size, label, "", f"{speedup:.2f}x"])
+            print(markdown_table(header, rows, with_header=False), flush=True)
+    for note in notes:
+        print(note)
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

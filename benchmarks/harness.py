@@ -376,16 +376,12 @@ def environment_line() -> str:
     )
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def write_table(name: str, title: str, notes: Sequence[str], header: Sequence[str], rows: Sequence[Sequence],
                 extra_sections: Sequence[tuple[str, Sequence[str], Sequence[Sequence]]] = (), results_dir: Path = RESULTS_DIR) -> str:
     """Write `<results_dir>/<name>.md` (title, notes, table[s]) and `<name>.csv` (all rows, with a `table` column),
     print the Markdown and return it."""
+    from modeling_trace.tables import markdown_table
+
     results_dir.mkdir(parents=True, exist_ok=True)
     parts = [f"# {title}", "", *[f"- {n}" for n in notes], "", markdown_table(header, rows)]
     for section_title, section_header, section_rows in extra_sections:

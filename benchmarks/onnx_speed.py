@@ -23,6 +23,8 @@ import time
 import numpy as np
 import torch
 
+from modeling_trace.tables import markdown_table
+
 
 def _median_seconds(fn, repeats: int, warmup: int = 3) -> float:
     for _ in range(warmup):
@@ -83,10 +85,12 @@ def main(argv=None) -> None:
         f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.2f}; "
         f"threads {args.threads}; batch {args.batch_size}; opset {args.opset}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
     )
-    print("| preset | torch ms/batch | onnxruntime ms/batch | torch / onnxruntime | max abs diff |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['preset']} | {row['torch_ms']:.2f} | {row['onnx_ms']:.2f} | {row['ratio']:.2f}x | {row['max_abs_diff']:.1e} |")
+    header = ["preset", "torch ms/batch", "onnxruntime ms/batch", "torch / onnxruntime", "max abs diff"]
+    cells = [
+        [r["preset"], f"{r['torch_ms']:.2f}", f"{r['onnx_ms']:.2f}", f"{r['ratio']:.2f}x", f"{r['max_abs_diff']:.1e}"]
+        for r in rows
+    ]
+    print(markdown_table(header, cells))
 
 
 if __name__ == "__main__":

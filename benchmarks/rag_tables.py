@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from modeling_trace.metrics import forecasting_metrics
+from modeling_trace.tables import markdown_table
 
 logger = logging.getLogger("training.rag")
 
@@ -87,15 +88,15 @@ def predict(model, rows, collator, batch_size: int = 256) -> tuple[np.ndarray, n
     return np.concatenate(predictions), np.concatenate(targets)
 
 
-def markdown_table(title: str, results: dict[str, list[dict]]) -> str:
-    """One row per model: mean ± std over seeds of MSE and MAE."""
-    lines = [f"**{title}**", "", "| model | MSE | MAE | seeds |", "|---|---|---|---|"]
+def results_table(title: str, results: dict[str, list[dict]]) -> str:
+    """`title` in bold over a table with one row per model: mean ± std over seeds of MSE and MAE."""
+    rows = []
     for name, runs in results.items():
         mse = np.array([r["mse"] for r in runs])
         mae = np.array([r["mae"] for r in runs])
         spread = (lambda a: f" ± {a.std():.4f}") if len(runs) > 1 else (lambda a: "")
-        lines.append(f"| {name} | {mse.mean():.4f}{spread(mse)} | {mae.mean():.4f}{spread(mae)} | {len(runs)} |")
-    return "\n".join(lines)
+        rows.append([name, f"{mse.mean():.4f}{spread(mse)}", f"{mae.mean():.4f}{spread(mae)}", len(runs)])
+    return f"**{title}**\n\n" + markdown_table(["model", "MSE", "MAE", "seeds"], rows)
 
 
 def seraf_collate(rows: list[dict]) -> dict:
@@ -285,7 +286,8 @@ def run_timemmd(args) -> str:
         f"{args.rag_epochs} epochs; SERAF: K={args.seraf_top_k}, τ=0.1, {args.seraf_epochs} epochs. "
         f"Total {time.time() - began:.0f} s."
     )
-    return "\n\n".join([header, markdown_table("TRACE retrieval-augmented forecasting", rag), markdown_table("SERAF ablations", seraf)])
+    tables = [results_table("TRACE retrieval-augmented forecasting", rag), results_table("SERAF ablations", seraf)]
+    return "\n\n".join([header, *tables])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -353,7 +355,7 @@ def run_ett(args) -> str:
         f"{args.seraf_learning_rate}); test on all {len(test_rows)} test windows; K={args.seraf_top_k}, τ=0.1; mean ± std "
         f"over {args.seeds} seeds. Descriptions + embeddings: {described}. Total {time.time() - began:.0f} s CPU wall."
     )
-    return "\n\n".join([header, markdown_table(f"{args.name} (H={horizon})", results)])
+    return "\n\n".join([header, results_table(f"{args.name} (H={horizon})", results)])
 
 
 # ----------------------------------------------------------------------------------------------------------------

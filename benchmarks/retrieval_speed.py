@@ -151,6 +151,7 @@ def main() -> None:
     import torch
 
     from modeling_trace.retrieval import DTWSearcher, EuclideanScanSearcher, TraceRetrievalIndex
+    from modeling_trace.tables import markdown_table
 
     rng = np.random.default_rng(args.seed)
     if args.skip_windows:
@@ -246,10 +247,7 @@ def main() -> None:
     print()
     print(f"## TS -> TS, top-{args.k}, {q} queries over {n} windows")
     print()
-    print("| method | seconds per 1,000 queries | ms per query |")
-    print("| --- | ---: | ---: |")
-    for name, s1k, ms in rows:
-        print(f"| {name} | {s1k} | {ms} |")
+    print(markdown_table(["method", "seconds per 1,000 queries", "ms per query"], rows, align="-rr"))
     print()
     print(f"DTW timed on {dtw_pairs:,} pairs ({dtw_s:.2f} s) and extrapolated linearly to {q * n:,} pairs.")
     print(
@@ -289,6 +287,7 @@ def run_large(args, dim: int, rng) -> None:
 
     from modeling_trace.modeling_rag import top_k_inner_product
     from modeling_trace.retrieval import TraceRetrievalIndex
+    from modeling_trace.tables import markdown_table
 
     q = args.num_queries
     centres = rng.standard_normal((4096, dim)).astype(np.float32)
@@ -328,10 +327,8 @@ def run_large(args, dim: int, rng) -> None:
     print(f"Trainable indexes are trained on {args.large_train_size:,} of the vectors; build = train + add, through "
           "`TraceRetrievalIndex.from_embeddings`.")
     print()
-    print("| index | search parameters | build (s) | recall@10 vs exact | ms per query |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for factory, label, build, recall, ms in table:
-        print(f"| {factory} | {label} | {build} | {recall:.3f} | {ms:.3f} |")
+    header = ["index", "search parameters", "build (s)", "recall@10 vs exact", "ms per query"]
+    print(markdown_table(header, table, align="--rrr", float_format=".3f"))
     eligible = [row for row in table[1:] if row[2] != "-" and row[3] >= args.target_recall and row[4] <= args.target_ms]
     print()
     if eligible:

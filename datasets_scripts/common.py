@@ -286,16 +286,15 @@ def _label_counts(ds: datasets.Dataset) -> Counter:
 
 
 def _counts_table(dd: datasets.DatasetDict) -> str:
+    """Markdown table of the rows per label (and in total) of every split of `dd`."""
+    from modeling_trace.tables import markdown_table
+
     splits = list(dd.keys())
     label_names = next(iter(dd.values())).features["label"].names
     per_split = {s: _label_counts(dd[s]) for s in splits}
-    header = "| label | " + " | ".join(splits) + " |"
-    rule = "|---|" + "---:|" * len(splits)
-    rows = [header, rule]
-    for name in label_names:
-        rows.append(f"| {name} | " + " | ".join(str(per_split[s].get(name, 0)) for s in splits) + " |")
-    rows.append("| **total** | " + " | ".join(str(len(dd[s])) for s in splits) + " |")
-    return "\n".join(rows)
+    rows = [[name, *(per_split[s].get(name, 0) for s in splits)] for name in label_names]
+    rows.append(["**total**", *(len(dd[s]) for s in splits)])
+    return markdown_table(["label", *splits], rows, align=["-", *["r"] * len(splits)])
 
 
 _CARD_TEMPLATE = """---

@@ -71,6 +71,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from modeling_trace.modeling_trace import zscore_statistics
+from modeling_trace.tables import markdown_table
 
 from .common import add_common_cli_args, finalize, parse_channels_arg, render_dataset_card, write_outputs
 from .paths import require_data_dir
@@ -631,10 +632,12 @@ def _per_domain(value, domain: str, default, name: str) -> int:
 def dataset_card(dd, config: str, text_source: str = "search") -> str:
     """The dataset card of a `build` result, with the training z-score statistics in its metadata."""
     stats = load_statistics(next(iter(dd.values())))
-    lines = ["| domain | channel | train mean | train std |", "|---|---|---:|---:|"]
-    for domain, per_channel in stats.items():
-        for channel, s in per_channel.items():
-            lines.append(f"| {domain} | {channel} | {s['mean']:.6g} | {s['std']:.6g} |")
+    rows = [
+        [domain, channel, float(s["mean"]), float(s["std"])]
+        for domain, per_channel in stats.items()
+        for channel, s in per_channel.items()
+    ]
+    table = markdown_table(["domain", "channel", "train mean", "train std"], rows, align="--rr", float_format=".6g")
     how = f"""`python -m trace_datasets.timemmd --config {config} --text-source {text_source}` from the Time-MMD
 CSV files. Chronological 70/10/20 split of each domain's time steps; no window crosses a split
 boundary. Text: the `fact` of the most recent {text_source} text whose end date falls inside the
@@ -642,7 +645,7 @@ input window (see `datasets_scripts/timemmd.py`). Values are raw; z-score them w
 statistics below (also in `info.description` and in this card's `train_statistics` metadata) to
 report standardised MSE as the paper does.
 
-{chr(10).join(lines)}"""
+{table}"""
     return render_dataset_card(
         dd,
         pretty_name=f"Time-MMD ({config}) in the TRACE schema",

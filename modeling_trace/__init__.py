@@ -31,6 +31,8 @@ _LAZY = {
     "TraceFeatureExtractor": ".processing_trace",
     "TraceProcessor": ".processing_trace",
     "TraceForRetrievalAugmentedForecasting": ".modeling_rag",
+    "SerafConfig": ".configuration_seraf",
+    "SerafForForecasting": ".modeling_seraf",
     "RetrievalEvaluator": ".retrieval",
     "TraceRetrievalIndex": ".retrieval",
     "load_metric": ".metrics",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .resources import resource_dir
+from .tables import markdown_table
 
 TEMPLATE_NAME = "trace_model_card.md"
 DEFAULT_TAGS = ("time-series", "retrieval", "trace", "multimodal", "feature-extraction")
@@ -148,11 +149,8 @@ def _results_table(eval_results: Sequence) -> str:
         if column not in columns:
             columns.append(column)
         rows.setdefault(result.metric_name or result.metric_type, {})[column] = result.metric_value
-    lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for name, values in rows.items():
-        cells = [f"{values[c]:.4f}" if c in values else "" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    table = [[name, *(float(values[c]) if c in values else None for c in columns)] for name, values in rows.items()]
+    return markdown_table(["metric", *columns], table, align=["-", *["r"] * len(columns)], float_format=".4f")
 
 
 def _recipe_table(recipes: Mapping[str, Mapping[str, Any]] | None) -> str:
@@ -161,12 +159,12 @@ def _recipe_table(recipes: Mapping[str, Mapping[str, Any]] | None) -> str:
     keys = ("model", "dataset", "max_samples", "max_steps", "global_batch_size", "learning_rate", "mask_ratio",
             "num_hard_negatives", "channel_loss_weight", "mode", "task")
     stages = list(recipes)
-    lines = ["| recipe value | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
-    for key in keys:
-        if any(key in recipes[s] for s in stages):
-            cells = [f"`{_public(recipes[s][key])}`" if key in recipes[s] else "" for s in stages]
-            lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    table = [
+        [key, *(f"`{_public(recipes[s][key])}`" if key in recipes[s] else None for s in stages)]
+        for key in keys
+        if any(key in recipes[s] for s in stages)
+    ]
+    return markdown_table(["recipe value", *stages], table)
 
 
 def _is_local_path(value: Any) -> bool:
@@ -278,13 +276,17 @@ def render_model_card(
         eval_results=eval_results or None,
     )
     architectures = config_dict.get("architectures") or ["TraceModel"]
+    model_facts = _model_facts(config_dict)
+    architecture = ("architecture", f"`{architectures[0]}` (`model_type: trace`)")
+    model_table = markdown_table(["", ""], [architecture, *model_facts])
     return ModelCard.from_template(
         card_data,
         template_str=template.read_text(encoding="utf-8"),
         model_name=model_name,
         description=description or "A TRACE dual encoder for time series and text.",
         architecture=architectures[0],
-        model_facts=_model_facts(config_dict),
+        model_facts=model_facts,
+        model_table=model_table,
         repo_id=repo_id or "path/to/this/folder",
         projection_dim=config_dict.get("projection_dim") or config_dict.get("d_model"),
         context_length=config_dict.get("context_length", 96),

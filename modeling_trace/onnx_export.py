@@ -51,6 +51,7 @@ from .modeling_trace import (
     pool_sample_embedding,
     zscore_statistics,
 )
+from .tables import markdown_table
 
 TIME_SERIES_FILE = "time_series_model.onnx"
 TIME_SERIES_PROJECTION_FILE = "time_series_projection.onnx"
@@ -330,12 +331,10 @@ def _readme(manifest: dict) -> str:
         + (f" ({manifest['source']})" if manifest["source"] else "")
         + f", opset {manifest['opset']}, torch {manifest['torch_version']}, float32. Batch axes are dynamic.",
         "",
-        "| file | inputs | outputs |",
-        "|---|---|---|",
     ]
-    for part in manifest["parts"].values():
-        shape = lambda spec: ", ".join(f"`{k}` ({' x '.join(map(str, v))})" for k, v in spec.items())  # noqa: E731
-        lines.append(f"| `{part['file']}` | {shape(part['inputs'])} | {shape(part['outputs'])} |")
+    shape = lambda spec: ", ".join(f"`{k}` ({' x '.join(map(str, v))})" for k, v in spec.items())  # noqa: E731
+    rows = [(f"`{p['file']}`", shape(p["inputs"]), shape(p["outputs"])) for p in manifest["parts"].values()]
+    lines.append(markdown_table(["file", "inputs", "outputs"], rows))
     lines += [
         "",
         "`past_values` has exactly `context_length` steps (left-pad shorter series with unobserved points, keep the most",

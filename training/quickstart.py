@@ -269,16 +269,20 @@ def evaluate(model, index, queries, k: int = 10, seed: int = 0) -> dict[str, dic
 
 def results_table(evaluation: dict[str, dict[str, float]]) -> str:
     """A Markdown table: one row per (mode, method), the label/modality matching metrics as columns."""
+    from modeling_trace.tables import markdown_table
+
     methods = {"trace": "TRACE", "random": "random", "euclidean": "Euclidean (raw)"}
-    lines = ["| mode | method | " + " | ".join(name for name, _ in TABLE_METRICS) + " |", "|---|---|" + "---:|" * len(TABLE_METRICS)]
+    rows = []
     for mode in MODES:
         for method, label in methods.items():
             metrics = evaluation.get(method, {})
             if not any(key.startswith(mode + "_") for key in metrics):
                 continue
-            cells = [f"{metrics[f'{mode}_{key}']:.3f}" if f"{mode}_{key}" in metrics else "-" for _, key in TABLE_METRICS]
-            lines.append(f"| {mode.replace('_to_', '→').replace('ts', 'TS').replace('text', 'Text')} | {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            cells = [metrics.get(f"{mode}_{key}") for _, key in TABLE_METRICS]
+            cells = [None if value is None else float(value) for value in cells]
+            rows.append([mode.replace("_to_", "→").replace("ts", "TS").replace("text", "Text"), label, *cells])
+    header = ["mode", "method", *(name for name, _ in TABLE_METRICS)]
+    return markdown_table(header, rows, align=["-", "-", *["r"] * len(TABLE_METRICS)], float_format=".3f", missing="-")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -445,10 +449,11 @@ def run_quickstart(
 
 def stage_table(seconds: dict, cpu_seconds: dict) -> str:
     """Markdown table of the stages' wall and CPU seconds (CPU > wall: several cores busy; CPU << wall: waiting)."""
-    lines = ["| stage | wall s | CPU s |", "|---|---:|---:|"]
-    lines += [f"| {name} | {seconds[name]:.1f} | {cpu_seconds.get(name, float('nan')):.1f} |" for name in seconds]
-    lines.append(f"| total | {sum(seconds.values()):.1f} | {sum(cpu_seconds.values()):.1f} |")
-    return "\n".join(lines)
+    from modeling_trace.tables import markdown_table
+
+    rows = [[name, float(seconds[name]), float(cpu_seconds.get(name, float("nan")))] for name in seconds]
+    rows.append(["total", float(sum(seconds.values())), float(sum(cpu_seconds.values()))])
+    return markdown_table(["stage", "wall s", "CPU s"], rows, align="-rr", float_format=".1f")
 
 
 def trace_command() -> str:
