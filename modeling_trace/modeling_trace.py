@@ -1728,17 +1728,17 @@ class TraceChannelTextCrossAttention(nn.Module):
         return channel_states + attn * has_text[:, None, None].to(attn.dtype)
 
 
-def _load_sentence_tower(text_path: str) -> nn.Module:
+def _load_sentence_tower(text_path: str, local_files_only: bool = False) -> nn.Module:
     """The sentence encoder's transformer without its pooler (sentence embeddings mean-pool the tokens), loaded
     quietly: the checkpoint's `pooler.*` weights are expected to be left out, and the weight-loading bar is off;
     any other missing or unexpected key is still reported by transformers."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(text_path)
+    config = AutoConfig.from_pretrained(text_path, local_files_only=local_files_only)
     model_class = AutoModel._model_mapping[type(config)]
     quiet_class = type(model_class.__name__, (model_class,), {"_keys_to_ignore_on_load_unexpected": [r"^pooler\."]})
     with _quiet_progress_bars():
-        loaded = quiet_class.from_pretrained(text_path, add_pooling_layer=False)
+        loaded = quiet_class.from_pretrained(text_path, add_pooling_layer=False, local_files_only=local_files_only)
     tower = model_class(loaded.config, add_pooling_layer=False)  # a plain class, not the loading-only subclass
     tower.load_state_dict(loaded.state_dict())
     return tower.eval()
@@ -2203,11 +2203,7 @@ class TraceModel(TracePreTrainedModel):
                 path = resolve_text_model_path(None)
             except ImportError:
                 path = reference
-        if path == reference and local_files_only:
-            from huggingface_hub import snapshot_download
-
-            path = snapshot_download(reference, local_files_only=True)
-        tower = _load_sentence_tower(path)
+        tower = _load_sentence_tower(path, local_files_only=local_files_only)
         try:
             self.text_model.load_state_dict(tower.state_dict())
         except RuntimeError as err:

@@ -7,7 +7,6 @@ so PEFT can find them); the task head (`classifier` / `forecast_head`) is traine
 from __future__ import annotations
 
 import warnings
-
 from pathlib import Path
 
 import numpy as np

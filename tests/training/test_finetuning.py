@@ -114,7 +114,7 @@ def test_lora_wrapping_emits_no_deprecation_warning_and_keeps_the_filters():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         wrapped = apply_finetune_mode(model, "classification", "lora", 4, 8)
-        warnings.warn("a real warning", UserWarning)
+        warnings.warn("a real warning", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["a real warning"]
     assert list(warnings.filters) == filters_before
     assert any("lora_" in name for name, _ in wrapped.named_parameters())
