@@ -95,14 +95,18 @@ _WRITERS = {
 }
 
 
-def load_model(path: str):
-    """A `TraceModel` from a checkpoint folder (must hold the tokenizer for text queries)."""
+def load_model(path: str | None):
+    """A `TraceModel` from a checkpoint folder (must hold the tokenizer for text queries); `None`: the shipped one."""
     from transformers.utils import logging as transformers_logging
 
     from modeling_trace.modeling_trace import TraceModel
 
     # the weight-loading bar would precede every result and error line; the package's own bars stay on
     transformers_logging.disable_progress_bar()
+    if path is None:
+        from modeling_trace.resources import shipped_checkpoint
+
+        path = str(shipped_checkpoint())
     folder = _existing_dir(path, "model")
     if not (folder / "config.json").is_file():
         raise CliError(f"Model folder {path!r} has no config.json; give a folder written by save_pretrained.")
@@ -388,7 +392,7 @@ def cmd_export_onnx(args) -> int:
         print(f"onnxruntime vs PyTorch, max abs diff: {max(diffs.values()):.2e} (batch {manifest['verification']['batch_size']})")
     elif manifest["verification"]:
         print(f"not verified: {manifest['verification'].get('skipped')}")
-    print(f"Exported {args.model} -> {args.output}")
+    print(f"Exported {args.model or 'the shipped checkpoint'} -> {args.output}")
     return 0
 
 
@@ -426,13 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="TRACE: time series <-> text embedding and retrieval. Build datasets, train, index, search, "
         "evaluate and publish.",
         epilog="Multi-process training: accelerate launch --config_file configuration/accelerate/<x>.yaml "
-        "training/<stage>.py --config <recipe>. Quickstart: bash scripts/quickstart.sh",
+        "-m trace_training.<stage> --config <recipe>. Quickstart: bash scripts/quickstart.sh",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("build-dataset", help="build a dataset in the TRACE schema (delegates to datasets_scripts.<source>)",
+    p = sub.add_parser("build-dataset", help="build a dataset in the TRACE schema (delegates to trace_datasets.<source>)",
                        description="Build a dataset; every option after the source goes to `python -m trace_datasets.<source>` "
                        "(see `trace build-dataset <source> --help`).")
     p.add_argument("source", choices=BUILDERS)
@@ -441,16 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     for stage, text in (("pretrain", "stage 1: masked reconstruction"), ("align", "stage 2: contrastive alignment"),
                         ("finetune", "task tuning with Trainer / PEFT")):
-        p = sub.add_parser(stage, help=f"{text} (training/{stage}.py, one process)",
-                           description=f"{text}. Runs training/{stage}.py in this process; options go to it (see "
+        p = sub.add_parser(stage, help=f"{text} (trace_training.{stage}, one process)",
+                           description=f"{text}. Runs trace_training.{stage} in this process; options go to it (see "
                            f"`trace {stage} --help`, e.g. --config configuration/recipes/{stage}-quick.yaml). Several "
-                           f"processes: accelerate launch --config_file configuration/accelerate/<x>.yaml training/{stage}.py ...",
+                           f"processes: accelerate launch --config_file configuration/accelerate/<x>.yaml -m trace_training.{stage} ...",
                            add_help=False)
         p.add_argument("args", nargs=argparse.REMAINDER)
         p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("index", help="encode a saved dataset with a model and save a retrieval index")
-    p.add_argument("--model", required=True, help="TRACE checkpoint folder")
+    p.add_argument("--model", default=None, help="TRACE checkpoint folder (default: the shipped checkpoints/trace-mini-noaa)")
     p.add_argument("--dataset", required=True, help="saved DatasetDict folder (trace build-dataset ... --output-dir)")
     p.add_argument("--split", default="test", help="split to index (default: test)")
     p.add_argument("--output", required=True, help="index folder to write (new, empty, or an earlier `trace index` output)")
@@ -468,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Search an index with a text (Text->TS) or a CSV series (TS->TS, or TS->Text with "
                        "--target text). The CSV has one column per channel, named as the model's channel_names (absent "
                        "channels are missing; a date/time column is ignored), one row per step.")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", default=None, help="TRACE checkpoint folder (default: the shipped checkpoints/trace-mini-noaa)")
     p.add_argument("--index", required=True)
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--text", help="query text (Text->TS)")
@@ -479,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("evaluate", help="retrieval metrics of a model + index vs random / Euclidean baselines")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", default=None, help="TRACE checkpoint folder (default: the shipped checkpoints/trace-mini-noaa)")
     p.add_argument("--index", required=True)
     p.add_argument("--queries", default=None, help="saved dataset of queries (default: the index corpus itself)")
     p.add_argument("--split", default="test")
@@ -492,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write time_series_model.onnx (series -> embeddings), time_series_projection.onnx and "
                        "text_projection.onnx (sentence embeddings -> text embeddings), config.json, onnx_manifest.json "
                        "and README.md into --output, with a dynamic batch axis, checked against PyTorch with onnxruntime.")
-    p.add_argument("--model", required=True, help="TRACE checkpoint folder (a TraceModel)")
+    p.add_argument("--model", default=None, help="TRACE checkpoint folder (default: the shipped checkpoints/trace-mini-noaa)")
     p.add_argument("--output", required=True, help="folder to write (new, empty, or an earlier export)")
     p.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check against PyTorch")
