@@ -43,7 +43,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_trace import TraceConfig
-from .modeling_trace import TraceForecastingHead, TraceModel, TracePreTrainedModel, forecasting_loss
+from .modeling_trace import TraceForecastingHead, TraceModel, TracePreTrainedModel
 from .retrieval import TraceRetrievalIndex, overlapping_windows
 
 RETRIEVAL_INDEX_DIR = "retrieval_index"
@@ -396,7 +396,6 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
             use_retrieval (`bool`, *optional*, defaults to `True`):
                 `False` zeroes the prompt: the head then reads `H_q` alone (the no-RAG baseline).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         batch_size = past_values.shape[0] if isinstance(past_values, torch.Tensor) else None
         if use_retrieval:
             if window_start is None and self.training:
@@ -431,23 +430,18 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
             prompt = patches.new_zeros(batch_size, self.config.num_retrieved, self.config.d_model)
         prompt_per_channel = prompt[:, None].expand(-1, num_channels, -1, -1)
         normalized = self.forecast_head(torch.cat([prompt_per_channel, patches], dim=2))  # (B, H, C)
-        prediction = normalized * outputs.scale + outputs.loc
-
-        loss = None
-        if future_values is not None:
-            loss = forecasting_loss(prediction, future_values, future_observed_mask, self.config.forecast_loss)
-
-        output = TraceRetrievalAugmentedForecastingOutput(
+        prediction, loss = self._forecast(normalized, outputs, future_values, future_observed_mask)
+        return self._model_output(
+            TraceRetrievalAugmentedForecastingOutput,
+            return_dict,
+            outputs,
             loss=loss,
             prediction_outputs=prediction,
             retrieved_indices=indices,
             retrieved_scores=scores,
             prompt_embeds=prompt,
             query_embeds=query_embeds,
-            loc=outputs.loc,
-            scale=outputs.scale,
         )
-        return output if return_dict else output.to_tuple()
 
 
 @dataclass

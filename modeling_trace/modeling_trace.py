@@ -1195,6 +1195,54 @@ class TracePreTrainedModel(PreTrainedModel):
         elif isinstance(module, TraceModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
 
+    # -- what the forward of every TRACE model shares ------------------------------------------------------------
+
+    def _encode_time_series(
+        self, past_values, past_observed_mask, output_attentions, output_hidden_states, patch_mask=None
+    ) -> TraceTimeSeriesModelOutput:
+        """The output of the model's time-series tower (`self.time_series_model`), always as a
+        [`TraceTimeSeriesModelOutput`], for the forward of a model built on it."""
+        return self.time_series_model(
+            past_values,
+            past_observed_mask,
+            patch_mask=patch_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+
+    def _forecast(self, normalized, encoder_outputs, future_values, future_observed_mask, check_finite: bool = False):
+        """`(prediction, loss)` of a forecasting head's normalised output `(batch, horizon, channels)`: the forecasts
+        in the scale of the input (RevIN undone with the encoder's `loc` / `scale`), and their [`forecasting_loss`]
+        (`config.forecast_loss`) when `future_values` is given, else `None`. `check_finite`: forecasts holding NaN
+        or inf are a `ValueError`."""
+        prediction = normalized * encoder_outputs.scale + encoder_outputs.loc
+        if check_finite and not torch.isfinite(prediction).all():
+            raise ValueError(
+                f"The forecasts hold NaN or inf in {prediction.dtype} (input scale up to "
+                f"{encoder_outputs.scale.abs().max().item():.3g}): pass past_values as float64 or rescale the series."
+            )
+        loss = None
+        if future_values is not None:
+            loss = forecasting_loss(prediction, future_values, future_observed_mask, self.config.forecast_loss)
+        return prediction, loss
+
+    def _model_output(self, output_class, return_dict: bool | None, encoder_outputs=None, **values):
+        """What `forward` returns: `output_class(**values)`, where the fields it shares with the time-series tower's
+        output (`last_hidden_state`, `loc`, `scale`, `hidden_states`, `attentions`) and `values` does not set come
+        from `encoder_outputs`; a tuple (`to_tuple()`) unless `return_dict` (default `config.return_dict`)."""
+        if encoder_outputs is not None:
+            for name in _ENCODER_OUTPUT_FIELDS:
+                if name not in values and name in output_class.__dataclass_fields__:
+                    values[name] = getattr(encoder_outputs, name)
+        output = output_class(**values)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
+
+
+# The fields of `TraceTimeSeriesModelOutput` that the outputs of the models built on it pass on (`_model_output`).
+_ENCODER_OUTPUT_FIELDS = ("last_hidden_state", "loc", "scale", "hidden_states", "attentions")
+
 
 def _weights_file(name_or_path, subfolder: str = "") -> str:
     """The weights file of a checkpoint (`model.safetensors`, or the index of a sharded one), for error messages."""
@@ -1342,7 +1390,6 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
 
         value_patches, observed_patches, loc, scale = self.normalize(past_values, past_observed_mask)
         patch_observed = observed_patches.any(dim=-1)  # (B, C, N): patches with at least one observed point
@@ -1382,7 +1429,9 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             weights = patch_observed.to(per_channel.dtype)[..., None]
             channel_embeddings = (per_channel * weights).sum(2) / weights.sum(2).clamp(min=1.0)
 
-        output = TraceTimeSeriesModelOutput(
+        return self._model_output(
+            TraceTimeSeriesModelOutput,
+            return_dict,
             last_hidden_state=last_hidden_state,
             cls_embedding=last_hidden_state[:, 0],
             channel_embeddings=channel_embeddings,
@@ -1396,7 +1445,6 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class TraceForPretraining(TracePreTrainedModel):
@@ -1447,19 +1495,13 @@ class TraceForPretraining(TracePreTrainedModel):
                 Explicit patches to mask (overrides the random choice).
             generator (`torch.Generator`, *optional*): Source of randomness for the random patch choice.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         # The encoder normalises again inside its forward (cheap next to the transformer); here the normalised
         # patches are the reconstruction target and choose the patches to mask.
         value_patches, observed_patches, loc, scale = self.time_series_model.normalize(past_values, past_observed_mask)
         if patch_mask is None and (self.training if mask_patches is None else mask_patches):
             patch_mask = self.random_patch_mask(observed_patches, generator)
-        outputs = self.time_series_model(
-            past_values,
-            past_observed_mask,
-            patch_mask=patch_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+        outputs = self._encode_time_series(
+            past_values, past_observed_mask, output_attentions, output_hidden_states, patch_mask=patch_mask
         )
         reconstruction = self.reconstruction_head(outputs.patch_embeddings)
         loss = None
@@ -1467,18 +1509,17 @@ class TraceForPretraining(TracePreTrainedModel):
             weights = observed_patches.to(reconstruction.dtype) * patch_mask[..., None].to(reconstruction.dtype)
             squared_error = (reconstruction - value_patches) ** 2
             loss = (squared_error * weights).sum() / weights.sum().clamp(min=1.0)
-        output = TracePretrainingOutput(
+        return self._model_output(
+            TracePretrainingOutput,
+            return_dict,
+            outputs,
             loss=loss,
             reconstruction=reconstruction,
             target=value_patches,
             patch_mask=patch_mask,
-            last_hidden_state=outputs.last_hidden_state,
             loc=loc,
             scale=scale,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -2087,7 +2128,6 @@ class TraceModel(TracePreTrainedModel):
                 Which channel texts exist (e.g. not empty); absent ones take no part in the channel-level loss.
             return_loss (`bool`, *optional*, defaults to `True`): Compute the contrastive loss.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         if past_values is None:
             raise ValueError("TraceModel.forward needs past_values; use get_text_features for text alone.")
         text_embeds, channel_text_embeds = self._check_pair_inputs(
@@ -2100,13 +2140,7 @@ class TraceModel(TracePreTrainedModel):
             channel_text_embeds,
             channel_text_mask,
         )
-        ts_outputs = self.time_series_model(
-            past_values,
-            past_observed_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        ts_outputs = self._encode_time_series(past_values, past_observed_mask, output_attentions, output_hidden_states)
         batch_size = past_values.shape[0]
         time_series_embeds = self.project_time_series(ts_outputs.pooler_output)
 
@@ -2140,7 +2174,9 @@ class TraceModel(TracePreTrainedModel):
                     channel_loss_weight=self.config.channel_loss_weight,
                 )
 
-        output = TraceOutput(
+        return self._model_output(
+            TraceOutput,
+            return_dict,
             loss=loss,
             sample_loss=sample_loss,
             channel_loss=channel_loss,
@@ -2152,7 +2188,6 @@ class TraceModel(TracePreTrainedModel):
             channel_text_embeds=projected_channel_text,
             time_series_model_output=ts_outputs,
         )
-        return output if return_dict else output.to_tuple()
 
     # -- sentence-transformers-like encoding ------------------------------------------------------------------
 
@@ -2471,36 +2506,12 @@ class TraceForForecasting(TracePreTrainedModel):
                 *optional*): Targets; NaN points are ignored by the loss.
             future_observed_mask (`torch.BoolTensor`, *optional*): Which target points count in the loss.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.time_series_model(
-            past_values,
-            past_observed_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self._encode_time_series(past_values, past_observed_mask, output_attentions, output_hidden_states)
         normalized = self.forecast_head(outputs.patch_embeddings)  # (B, H, C)
-        prediction = normalized * outputs.scale + outputs.loc  # RevIN undone
-        if not torch.isfinite(prediction).all():
-            raise ValueError(
-                f"The forecasts hold NaN or inf in {prediction.dtype} (input scale up to "
-                f"{outputs.scale.abs().max().item():.3g}): pass past_values as float64 or rescale the series."
-            )
-
-        loss = None
-        if future_values is not None:
-            loss = forecasting_loss(prediction, future_values, future_observed_mask, self.config.forecast_loss)
-
-        output = TraceForecastingOutput(
-            loss=loss,
-            prediction_outputs=prediction,
-            last_hidden_state=outputs.last_hidden_state,
-            loc=outputs.loc,
-            scale=outputs.scale,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+        prediction, loss = self._forecast(normalized, outputs, future_values, future_observed_mask, check_finite=True)
+        return self._model_output(
+            TraceForecastingOutput, return_dict, outputs, loss=loss, prediction_outputs=prediction
         )
-        return output if return_dict else output.to_tuple()
 
 
 class TraceForClassification(TracePreTrainedModel):
@@ -2531,14 +2542,7 @@ class TraceForClassification(TracePreTrainedModel):
             past_values, past_observed_mask: See [`TraceTimeSeriesModel.forward`].
             labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): Class ids in `[0, num_labels)`.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.time_series_model(
-            past_values,
-            past_observed_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self._encode_time_series(past_values, past_observed_mask, output_attentions, output_hidden_states)
         pooled = outputs.pooler_output
         logits = self.classifier(pooled)
         loss = None
@@ -2546,14 +2550,9 @@ class TraceForClassification(TracePreTrainedModel):
             if labels.min() < 0 or labels.max() >= self.num_labels:
                 raise ValueError(f"labels must be in [0, {self.num_labels}), got values in [{labels.min()}, {labels.max()}].")
             loss = F.cross_entropy(logits, labels.long())
-        output = TraceClassificationOutput(
-            loss=loss,
-            logits=logits,
-            pooled_output=pooled,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+        return self._model_output(
+            TraceClassificationOutput, return_dict, outputs, loss=loss, logits=logits, pooled_output=pooled
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

@@ -7,35 +7,16 @@ Negatives are gathered from all processes (gradients kept for the local shard), 
 negatives as one process with the combined batch. Values come from the recipe; only typed flags override it.
 """
 
-from pathlib import Path
-
-from . import AlignRecipe, parse_recipe
-from .data import load_training_splits
-from .loops import distributed_state, run_alignment
+from .entry import EntryPoint
+from .loops import run_alignment
+from .recipes import AlignRecipe
 
 
 def main(argv=None):
-    recipe, extras = parse_recipe(AlignRecipe, argv, __doc__)
-    state = distributed_state()
-    recipe.validate(num_processes=state.num_processes)  # before any data or model is built
-    with state.main_process_first():
-        splits = load_training_splits(
-            recipe.dataset,
-            recipe.dataset_config,
-            ("train", "validation") if recipe.eval_steps else ("train",),
-            recipe.data_dir,
-            describe_channels=recipe.channel_loss_weight > 0,
-            max_samples=recipe.max_samples,
-        )
-    result = run_alignment(
-        recipe, splits["train"], resume=extras.resume, stop_at_step=extras.stop_at_step, eval_dataset=splits.get("validation")
-    )
-    if state.is_main_process and "final_dir" in result:
-        from modeling_trace.cards import write_model_card  # README.md card next to the final save_pretrained
-
-        write_model_card(result["final_dir"], model_name=Path(recipe.output_dir).name, datasets=[recipe.dataset],
-                         training_description="Stage 2 of TRACE: dual-level contrastive alignment (python -m trace_training.align).")
-        print(f"Saved {result['final_dir']}")
+    entry = EntryPoint(AlignRecipe, argv, __doc__)
+    splits = entry.load_splits(describe_channels=entry.recipe.channel_loss_weight > 0)
+    entry.run_stage(run_alignment, splits,
+                    "Stage 2 of TRACE: dual-level contrastive alignment (python -m trace_training.align).")
 
 
 if __name__ == "__main__":

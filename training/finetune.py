@@ -11,8 +11,7 @@ and `metrics.json`. Values come from the recipe; only typed flags override it.
 import json
 from pathlib import Path
 
-from . import FinetuneRecipe, parse_recipe
-from .data import load_training_splits
+from .entry import EntryPoint
 from .finetuning import (
     apply_finetune_mode,
     build_finetune_model,
@@ -20,24 +19,18 @@ from .finetuning import (
     count_parameters,
     save_finetuned,
 )
-from .loops import distributed_state
+from .recipes import FinetuneRecipe
 
 
 def main(argv=None):
-    recipe, _ = parse_recipe(FinetuneRecipe, argv, __doc__)
-    state = distributed_state()
-    recipe.validate(num_processes=state.num_processes)  # before any data or model is built
-    with state.main_process_first():
-        splits = load_training_splits(
-            recipe.dataset,
-            recipe.dataset_config,
-            ("train", "test"),
-            recipe.data_dir,
-            max_samples={"train": recipe.max_samples, "test": recipe.max_eval_samples},
-        )
-        if "test" not in splits:
-            raise ValueError(f"The {recipe.dataset} dataset has no test split to evaluate the tuned model on.")
-        train, test = splits["train"], splits["test"]
+    entry = EntryPoint(FinetuneRecipe, argv, __doc__)
+    recipe, state = entry.recipe, entry.state
+    splits = entry.load_splits(
+        ("train", "test"), max_samples={"train": recipe.max_samples, "test": recipe.max_eval_samples}
+    )
+    if "test" not in splits:
+        raise ValueError(f"The {recipe.dataset} dataset has no test split to evaluate the tuned model on.")
+    train, test = splits["train"], splits["test"]
     label_feature = train.features["label"]
     id2label = {i: name for i, name in enumerate(label_feature.names)}
     model = build_finetune_model(recipe, num_labels=len(id2label), id2label=id2label)

@@ -209,18 +209,24 @@ def model_override_keys() -> set[str]:
     return {f.name for f in dataclasses.fields(TraceConfig)} | set(TraceConfig.attribute_map) | set(_CONFIG_KWARGS)
 
 
+def _did_you_mean(unknown, known) -> str:
+    """`'key' (did you mean 'closest'?)` for each of the `unknown` keys, comma-separated: the closest of the `known`
+    names by difflib, where one is close enough."""
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ", ".join(hints)
+
+
 def check_model_overrides(overrides: dict) -> None:
     """`RecipeError` naming each unknown key of `model_overrides`, with the closest valid name (difflib)."""
     known = model_override_keys()
     unknown = sorted(str(key) for key in overrides if key not in known)
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise RecipeError(
-            f"Unknown key(s) in model_overrides: {', '.join(hints)}. model_overrides sets TraceConfig values; valid "
-            f"keys: {', '.join(sorted(k for k in known if not k.startswith('_')))}."
+            f"Unknown key(s) in model_overrides: {_did_you_mean(unknown, known)}. model_overrides sets TraceConfig "
+            f"values; valid keys: {', '.join(sorted(k for k in known if not k.startswith('_')))}."
         )
 
 
@@ -245,12 +251,8 @@ def recipe_from_dict(recipe_class: type[TrainingRecipe], values: dict, source: s
     known = {f.name for f in dataclasses.fields(recipe_class)}
     unknown = sorted(set(values) - known)
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise RecipeError(
-            f"Unknown key(s) in {source} for {recipe_class.__name__}: {', '.join(hints)}. "
+            f"Unknown key(s) in {source} for {recipe_class.__name__}: {_did_you_mean(unknown, known)}. "
             f"Valid keys: {', '.join(sorted(known))}."
         )
     return recipe_class(**values)

@@ -734,18 +734,14 @@ class TraceRetrievalIndex(_CorpusResultsMixin):
             if not os.path.isfile(path):
                 raise RetrievalIndexIntegrityError(f"The {modality} index file {path} is missing. {rebuild}")
             if verify:
-                size = os.path.getsize(path)
-                if size != entry["num_bytes"]:
-                    raise RetrievalIndexIntegrityError(
-                        f"The {modality} index file {path} is {size} bytes but the manifest records "
-                        f"{entry['num_bytes']}: it is truncated or was replaced. {rebuild}"
-                    )
-                digest = sha256_file(path)
-                if digest != entry["sha256"]:
-                    raise RetrievalIndexIntegrityError(
-                        f"The {modality} index file {path} has sha256 {digest} but the manifest records "
-                        f"{entry['sha256']}: the file is corrupted or was modified. {rebuild}"
-                    )
+                _verify_recorded_file(
+                    path,
+                    entry,
+                    f"The {modality} index file",
+                    "the manifest",
+                    truncated="it is truncated or was replaced",
+                    modified="the file is corrupted or was modified",
+                )
             try:
                 if manifest.get("precision") == "binary":
                     index = BinaryHammingIndex(faiss.read_index_binary(path))
@@ -887,18 +883,30 @@ def _verify_corpus_files(corpus_path: str, recorded: dict, paths: dict, manifest
         path = paths[name]
         if not os.path.isfile(path):
             raise RetrievalIndexIntegrityError(f"The corpus data file {path} is missing. {_REBUILD}")
-        size = os.path.getsize(path)
-        if size != entry["num_bytes"]:
-            raise RetrievalIndexIntegrityError(
-                f"The corpus data file {path} is {size} bytes but the manifest {manifest_path} records "
-                f"{entry['num_bytes']}: the corpus was truncated or replaced by another one. {_REBUILD}"
-            )
-        digest = sha256_file(path)
-        if digest != entry["sha256"]:
-            raise RetrievalIndexIntegrityError(
-                f"The corpus data file {path} has sha256 {digest} but the manifest {manifest_path} records "
-                f"{entry['sha256']}: the corpus was modified or replaced by another one of the same size. {_REBUILD}"
-            )
+        _verify_recorded_file(
+            path,
+            entry,
+            "The corpus data file",
+            f"the manifest {manifest_path}",
+            truncated="the corpus was truncated or replaced by another one",
+            modified="the corpus was modified or replaced by another one of the same size",
+        )
+
+
+def _verify_recorded_file(path: str, entry: dict, name: str, manifest: str, truncated: str, modified: str) -> None:
+    """`RetrievalIndexIntegrityError` unless the file at `path` has the size and the sha256 that its manifest entry
+    records (`entry["num_bytes"]`, `entry["sha256"]`); the message names the file (`name`, e.g. "The text index
+    file"), the `manifest` and what the mismatch means (`truncated` for the size, `modified` for the digest)."""
+    size = os.path.getsize(path)
+    if size != entry["num_bytes"]:
+        raise RetrievalIndexIntegrityError(
+            f"{name} {path} is {size} bytes but {manifest} records {entry['num_bytes']}: {truncated}. {_REBUILD}"
+        )
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise RetrievalIndexIntegrityError(
+            f"{name} {path} has sha256 {digest} but {manifest} records {entry['sha256']}: {modified}. {_REBUILD}"
+        )
 
 
 def _verify_model(manifest: dict, manifest_path: str, model) -> None:
