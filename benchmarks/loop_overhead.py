@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -161,14 +162,14 @@ def main(argv=None) -> int:
                 out = Path(tmp) / f"r{round_index}"
                 pre = _pretrain_recipe(out / "pretrain", args.steps, length)
                 fine = _finetune_recipe(out / "finetune", args.steps, length)
-                for name, bare, loop in (
-                    ("pretraining", lambda: bare_pretrain(pre, train, args.steps), lambda: loop_pretrain(pre, train, args.steps)),
-                    (
-                        "finetuning (Trainer)",
-                        lambda: bare_finetune(fine, train, args.steps, num_labels),
-                        lambda: loop_finetune(fine, train, args.steps, num_labels),
+                measures = {
+                    "pretraining": (partial(bare_pretrain, pre, train, args.steps), partial(loop_pretrain, pre, train, args.steps)),
+                    "finetuning (Trainer)": (
+                        partial(bare_finetune, fine, train, args.steps, num_labels),
+                        partial(loop_finetune, fine, train, args.steps, num_labels),
                     ),
-                ):
+                }
+                for name, (bare, loop) in measures.items():
                     if round_index % 2:
                         loop_s, setup_s = loop()
                         bare_s = bare()

@@ -555,7 +555,9 @@ def test_list_of_equal_length_series_searches_like_the_array():
         from_array = cls(windows).search(windows[:4], k=5, return_rows=False)
         from_list = cls(list(windows)).search(list(windows[:4]), k=5, return_rows=False)
         np.testing.assert_array_equal(from_array.indices, from_list.indices)
-        np.testing.assert_allclose(from_array.scores, from_list.scores, rtol=1e-4, atol=1e-4)
+        # Squared distances agree to float32 rounding. The distances themselves need not near 0: the array path's
+        # float32 |q|^2 + |v|^2 - 2 q.v carries ~1e-5 of rounding, whose square root is ~3e-3 for a self-match.
+        np.testing.assert_allclose(from_array.scores**2, from_list.scores**2, rtol=1e-4, atol=1e-4)
 
 
 def test_euclidean_on_variable_length_resamples_to_the_longest_corpus_series():
