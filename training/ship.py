@@ -10,8 +10,9 @@ What it writes into `--output` (new, empty, or an earlier `ship` folder):
   processor and tokenizer, and the Hub-side Python files (`trust_remote_code=True` loads it without this package);
 - `evaluation.json`: retrieval metrics of TRACE and of the random / Euclidean baselines on the test split of the
   run's dataset (every test window a query, the test split the corpus), plus the embedding geometry;
-- `training_curves.png` (training and held-out losses of both stages), `retrieval.png` (a Text->TS query and the
-  four windows found, channels under their names);
+- `training_curves.png` (training and held-out losses of both stages) with the logs it is drawn from
+  (`train_logs/{pretrain,align}.jsonl`), `retrieval.png` (a Text->TS query and the four windows found, channels
+  under their names);
 - `README.md`, the model card with those metrics and both recipes.
 """
 
@@ -116,6 +117,9 @@ def ship(run: str | Path, output: str | Path, *, pretrain_run: str | Path | None
         keys=("loss", "eval_loss", "sample_loss", "channel_loss"),
         title="trace-mini: training and held-out (eval_) losses",
     )
+    (out / "train_logs").mkdir()
+    for name, path in runs.items():
+        shutil.copyfile(path / "train_log.jsonl", out / "train_logs" / f"{name}.jsonl")
     _, figure = _retrieval_figure(index, test, out / "retrieval.png")
     dataset = f"{recipe['dataset']} {recipe.get('dataset_config') or ''}".strip()
     table = results_table(evaluation)

@@ -1,0 +1,1 @@
+../../modeling_trace/configuration_trace.py

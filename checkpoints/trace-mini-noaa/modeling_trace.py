@@ -1,0 +1,1 @@
+../../modeling_trace/modeling_trace.py

@@ -1,0 +1,1 @@
+../../modeling_trace/processing_trace.py
