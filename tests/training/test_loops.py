@@ -243,3 +243,31 @@ def test_a_full_disk_says_what_and_where(tmp_path, monkeypatch):
     monkeypatch.setattr(safetensors.torch, "save_file", no_space)
     with pytest.raises(DiskFullError, match=r"Could not write .*model\.safetensors: the disk is full .*--resume"):
         _save_tensors({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+
+
+def test_series_batches_precollated_equal_batches_collated_on_demand(monkeypatch):
+    """The loop collates a small training set once and slices it; the tensors are those of collating each batch's
+    rows (variable lengths, fewer channels, NaNs), and a set too large for that is collated batch by batch."""
+    import numpy as np
+    import torch
+    from datasets import Dataset
+
+    from modeling_trace.data_collator import TraceDataCollator
+    from trace_training import loops
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in rng.integers(5, 40, size=37):
+        values = rng.normal(size=(int(n), int(rng.integers(1, 4))))
+        values[rng.random(values.shape) < 0.1] = np.nan
+        rows.append(values.tolist())
+    dataset = Dataset.from_dict({"past_values": rows})
+    collator = TraceDataCollator(context_length=24, num_channels=3)
+    indices = [5, 0, 36, 5, 17]
+    expected = collator([dataset[i] for i in indices])
+    for limit in (loops.PRECOLLATE_MAX_VALUES, 10):  # precollated, then on demand
+        monkeypatch.setattr(loops, "PRECOLLATE_MAX_VALUES", limit)
+        got = loops.series_batches(collator, dataset)(indices)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, equal_nan=True)
