@@ -121,7 +121,8 @@ def ship(run: str | Path, output: str | Path, *, pretrain_run: str | Path | None
     for name, path in runs.items():
         shutil.copyfile(path / "train_log.jsonl", out / "train_logs" / f"{name}.jsonl")
     _, figure = _retrieval_figure(index, test, out / "retrieval.png")
-    dataset = f"{recipe['dataset']} {recipe.get('dataset_config') or ''}".strip()
+    options = recipe.get("dataset_config") or {}
+    dataset = " ".join([recipe["dataset"], *(str(value) for value in options.values())])  # e.g. "noaa station_windows"
     table = results_table(evaluation)
     write_model_card(
         out,
