@@ -17,6 +17,10 @@ on this CPU, otherwise the row is left out; fp16 and bf16 without hardware suppo
 `--baseline-rev REV` adds "TRACE @REV": the encoder code of that git revision (its `modeling_trace.py` and
 `configuration_trace.py`, loaded as a remote-code package), with the same weights: the before/after figure in the
 same run. `--compile` adds the encoder under `torch.compile` (compile time printed, not counted).
+
+`--profile` prints, instead of the timings, where one inference forward of each model spends its time
+(torch.profiler self CPU time, summed by operator group: linear layers, the attention kernel, RoPE, activations,
+norms, the rest), at the first `--batch-sizes` value.
 """
 
 from __future__ import annotations
@@ -105,6 +109,38 @@ def run_interleaved(steps_by_name: dict, batch_size: int, rounds: int, steps: in
     return results
 
 
+# operator name fragments -> group (first match wins); everything else is "other"
+PROFILE_GROUPS = (
+    ("linear layers (addmm / mm / linear)", ("addmm", "aten::mm", "aten::linear", "aten::matmul", "aten::bmm")),
+    ("attention kernel (SDPA / softmax)", ("scaled_dot_product", "flash_attention", "softmax")),
+    ("RoPE (complex / cos-sin multiply)", ("view_as_complex", "view_as_real", "polar")),
+    ("activation (GELU)", ("gelu",)),
+    ("LayerNorm / BatchNorm", ("layer_norm", "batch_norm")),
+)
+
+
+def profile_forward(models: dict, batch: torch.Tensor) -> list[list]:
+    """Rows `[group, ms of model 1, ms of model 2, ...]`: self CPU time of one inference forward, by group."""
+    from torch.profiler import ProfilerActivity, profile
+
+    totals = {}
+    for name, (model, forward) in models.items():
+        model.eval()
+        with torch.inference_mode():
+            forward(batch)  # warm-up
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                forward(batch)
+        groups = {}
+        for event in prof.key_averages():
+            group = next((g for g, keys in PROFILE_GROUPS if any(k in event.key for k in keys)), "other")
+            groups[group] = groups.get(group, 0.0) + event.self_cpu_time_total / 1000
+        totals[name] = groups
+    names = [g for g, _ in PROFILE_GROUPS] + ["other"]
+    rows = [[group, *(f"{totals[m].get(group, 0.0):.1f}" for m in models)] for group in names]
+    rows.append(["total", *(f"{sum(totals[m].values()):.1f}" for m in models)])
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
@@ -119,6 +155,7 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(TRACE) (sdpa)")
     parser.add_argument("--autocast", choices=["none", "bf16", "fp16", "auto"], default="none")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--profile", action="store_true", help="print the time per operator group instead")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,6 +214,12 @@ def main(argv=None):
         f"PatchTST {params(patchtst):.2f} M; tokens / sample TRACE {config.sequence_length}, PatchTST "
         f"{config.num_input_channels} x {config.num_patches}; {args.rounds} rounds x {args.steps} steps, interleaved"
     )
+    if args.profile:
+        batch = torch.randn(args.batch_sizes[0], config.context_length, config.num_input_channels)
+        header = ["operator group", *(f"{name} ms" for name in models)]
+        print(f"self CPU time of one inference forward, batch {args.batch_sizes[0]} (torch.profiler):")
+        print(markdown_table(header, profile_forward(models, batch), align="-" + "r" * len(models)))
+        return
     # The table is printed row group by row group as the measurements finish; notes go below it.
     header = ["mode", "batch", "model", "samples/s (median)", "/ PatchTST (median of rounds)"]
     print(markdown_table(header, []))
