@@ -1139,6 +1139,13 @@ class TracePreTrainedModel(PreTrainedModel):
         super().__init__(config, *args, **kwargs)
         self.register_load_state_dict_pre_hook(_rename_legacy_state_dict_keys)
 
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """`is_activation_checkpointing`, without transformers' deprecation warning for this old name: PEFT (0.21)
+        reads it whenever it wraps or loads an adapter (`get_peft_model`, `PeftModel.from_pretrained`), which is
+        not the user's code to change."""
+        return self.is_activation_checkpointing
+
     @classmethod
     def from_pretrained(cls, *args, check_finite_weights: bool = True, **kwargs):
         """`PreTrainedModel.from_pretrained`, renaming the keys of checkpoints in the old head layout, without the

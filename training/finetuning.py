@@ -6,7 +6,6 @@ so PEFT can find them); the task head (`classifier` / `forecast_head`) is traine
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +58,7 @@ def apply_finetune_mode(model, task: str, mode: str, lora_r: int = 8, lora_alpha
             target_modules=list(LORA_TARGET_MODULES),
             modules_to_save=[head],
         )
-        with warnings.catch_warnings():
-            # PEFT (0.21) reads transformers' deprecated `is_gradient_checkpointing` alias while wrapping; the
-            # warning is about PEFT's call, not the user's code. Only that one message is hidden.
-            warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
-            return get_peft_model(model, config)
+        return get_peft_model(model, config)  # (PEFT's read of `is_gradient_checkpointing`: see the model class)
     raise ValueError(f"mode must be 'linear_probe', 'lora' or 'full', got {mode!r}.")
 
 

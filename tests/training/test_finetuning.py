@@ -101,20 +101,26 @@ def test_forecasting_beats_the_last_value_forecast(tmp_path):
     np.testing.assert_allclose(predict(loaded, test, "forecasting"), predict(model, test, "forecasting"), rtol=1e-5, atol=1e-4)
 
 
-def test_lora_wrapping_emits_no_deprecation_warning_and_keeps_the_filters():
-    """PEFT reads transformers' deprecated `is_gradient_checkpointing`; that one FutureWarning is hidden, nothing
-    else is, and the caller's warning filters are left as they were."""
+def test_lora_wrap_and_adapter_reload_emit_no_deprecation_warning(tmp_path):
+    """PEFT reads `is_gradient_checkpointing` (deprecated in transformers) when it wraps a model and when it loads an
+    adapter; TRACE models answer it without the warning, correctly, and real warnings still show."""
     import warnings
+
+    from peft import PeftModel
 
     from modeling_trace.modeling_trace import TraceForClassification
     from modeling_trace.presets import load_preset
 
     model = TraceForClassification(load_preset("trace-tiny", num_labels=3))
-    filters_before = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         wrapped = apply_finetune_mode(model, "classification", "lora", 4, 8)
+        wrapped.save_pretrained(tmp_path / "adapter")
+        base = TraceForClassification(load_preset("trace-tiny", num_labels=3))
+        PeftModel.from_pretrained(base, tmp_path / "adapter")
         warnings.warn("a real warning", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["a real warning"]
-    assert list(warnings.filters) == filters_before
     assert any("lora_" in name for name, _ in wrapped.named_parameters())
+    assert base.is_gradient_checkpointing is False
+    base.activation_checkpointing_enable()
+    assert base.is_gradient_checkpointing is True
