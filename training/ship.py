@@ -52,7 +52,11 @@ def _retrieval_figure(index, test, out: Path) -> tuple[Path, dict]:
     own = [ids[i] in [hit["id"] for hit in found.rows[i]] for i in range(len(ids))]
     query_row = own.index(True) if any(own) else 0
     row = test[query_row]
-    hits = index.search_by_text([row["text"]], k=4, columns=["id", "text", "past_values", "channel_names"])
+    hits = index.search_by_text(
+        query_embeddings=index.embeddings("text")[query_row : query_row + 1],
+        k=4,
+        columns=["id", "text", "past_values", "channel_names"],
+    )  # its stored embedding: no second encoding of the text
     plot_retrieval(
         row["past_values"],
         hits,
@@ -112,7 +116,7 @@ def ship(run: str | Path, output: str | Path, *, pretrain_run: str | Path | None
     runs["align"] = run
     recipes = {name: _read_recipe(path) for name, path in runs.items()}
     plot_training_curves(
-        {name: path for name, path in runs.items()},
+        runs,
         out / "training_curves.png",
         keys=("loss", "eval_loss", "sample_loss", "channel_loss"),
         title="trace-mini: training and held-out (eval_) losses",
