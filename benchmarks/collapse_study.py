@@ -52,7 +52,7 @@ def run(output: Path, seed: int, overrides: dict, reuse_existing: bool = False) 
         if same_run and (reuse_existing or (made.get("code_version") == version and not version.endswith("+dirty"))):
             return {**json.loads(summary_path.read_text()), "code_version": made.get("code_version")}
     command = [
-        sys.executable, "-m", "trace_training.quickstart", "--output-dir", str(output), "--seed", str(seed),
+        sys.executable, "-m", "trace_training.quickstart", "--train", "--output-dir", str(output), "--seed", str(seed),
         "--model-overrides", json.dumps(overrides),
     ]  # fmt: skip
     subprocess.run(command, check=True)

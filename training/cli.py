@@ -354,7 +354,7 @@ def cmd_search(args) -> int:
 def cmd_evaluate(args) -> int:
     from modeling_trace.retrieval import TraceRetrievalIndex
 
-    from .quickstart import evaluate, results_table
+    from .evaluation import evaluate, results_table
 
     model = load_model(args.model)
     index = TraceRetrievalIndex.load(str(_existing_dir(args.index, "index")), model=model)

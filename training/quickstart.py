@@ -1,20 +1,27 @@
-"""TRACE quickstart: data -> pretraining -> alignment -> index -> evaluation -> Hub-ready folder, on a CPU.
+"""TRACE quickstart: evaluate the shipped trained checkpoint, or (`--train`) train one from scratch, on a CPU.
 
-    bash scripts/quickstart.sh                       # set up .venv, then run everything (measured: README, Results)
+    bash scripts/quickstart.sh                       # set up .venv, then evaluate checkpoints/trace-mini-noaa
+    bash scripts/quickstart.sh --train               # set up .venv, then the whole training pipeline (trace-tiny)
     python -m trace_training.quickstart --smoke      # reduced sizes (about a minute)
     python -m trace_training.quickstart --help
 
-What it does, in `<output-dir>` (default `quickstart_output/`):
+By default (`run_checkpoint_quickstart`), in `<output-dir>` (default `quickstart_output/`): builds the test split the
+shipped checkpoint was evaluated on (recorded in its `ship.json`: NOAA station windows and their describer texts),
+indexes it with the checkpoint, evaluates Text->TS, TS->Text and TS->TS against a random ranking and a Euclidean scan
+of z-normalised raw windows, checks the figures against those recorded in the checkpoint's card, and writes `index/`,
+`evaluation.json`, `retrieval.png` and the results table. `bash scripts/train_mini.sh` retrains that checkpoint
+(about an hour on 2 cores).
+
+With `--train` (`run_quickstart`):
 
 1. builds the NOAA storm-event pairs (`trace_datasets.noaa`) and the Time-MMD retrieval windows
    (`trace_datasets.timemmd`, the domains of `align-quick`) from the data folder, each saved with its dataset
    card under `data/`, and their union (labels: event types and Time-MMD domains) under `data/combined`;
 2. stage 1, masked reconstruction (`python -m trace_training.pretrain` with `configuration/recipes/pretrain-quick.yaml`) and
-   stage 2, alignment with the frozen all-MiniLM-L6-v2 (`python -m trace_training.align` with `align-quick.yaml`), both on the
-   union's train split with the `trace-tiny` size, 96 steps, and one channel identity per channel *name* (the 7
+   stage 2, alignment with the frozen all-MiniLM-L6-v2 (`python -m trace_training.align` with `align-quick.yaml`), both on
+   the union's train split with the `trace-tiny` size, 96 steps, and one channel identity per channel *name* (the 7
    weather channels and Time-MMD's `OT`); held-out curves on the validation split;
-3. indexes the test split (`TraceRetrievalIndex`) and evaluates Text->TS, TS->Text and TS->TS (`RetrievalEvaluator`)
-   against a random ranking and, for TS->TS, a Euclidean scan of z-normalised raw windows;
+3. indexes the test split (`TraceRetrievalIndex`) and evaluates it as above (`trace_training.evaluation`);
 4. writes `model/` (config.json with auto_map, model.safetensors, tokenizer and processor files, README.md card whose
    model-index holds the metrics of `evaluation.json`), `index/`, `retrieval.png`, `training_curves.png`, and
    prints the results table.
@@ -33,16 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling_trace.resources import configuration_dir
+from modeling_trace.resources import configuration_dir, shipped_checkpoint
 
-MODES = ("text_to_ts", "ts_to_text", "ts_to_ts")
-TABLE_METRICS = (
-    ("label P@1", "label_precision@1"),
-    ("label P@5", "label_precision@5"),
-    ("label MRR@10", "label_mrr@10"),
-    ("modality P@1", "modality_precision@1"),
-    ("modality MRR@10", "modality_mrr@10"),
-)
+from .evaluation import MODES, TABLE_METRICS, evaluate, geometry_line, results_table  # noqa: F401 (public names)
+
 logger = logging.getLogger("trace_training.quickstart")
 
 
@@ -228,64 +229,6 @@ def train(out: Path, dataset_path: Path, settings: QuickstartSettings, seed: int
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 3. Evaluation
-# --------------------------------------------------------------------------------------------------------------
-
-
-def evaluate(model, index, queries, k: int = 10, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Retrieval metrics of the TRACE index and of the baselines over `queries` (paired with the index corpus by id;
-    `None` = the corpus itself, as the quickstart evaluates the test split against itself).
-
-    Returns `{"trace": {...}, "random": {...}, "euclidean": {...}}` in `RetrievalEvaluator`'s key format.
-    """
-    from modeling_trace.modeling_trace import pad_or_truncate_series
-    from modeling_trace.retrieval import EuclideanScanSearcher, RandomSearcher, RetrievalEvaluator
-
-    corpus = index.corpus
-    # The index corpus already holds the query rows' embeddings when queries == corpus: no second encoding.
-    trace_queries = corpus if queries is None else queries
-    results = {"trace": RetrievalEvaluator(trace_queries, k=k)(index, model=model)}
-
-    # Baselines see the raw windows, padded / truncated to the model's context as the model sees them (NaN = missing).
-    def raw_windows(dataset):
-        values, observed = pad_or_truncate_series(
-            [np.asarray(v, dtype=np.float32) for v in dataset["past_values"]],
-            model.config.context_length,
-            model.config.num_input_channels,
-            fill_missing_channels=True,
-        )
-        return np.where(observed, values, np.nan)
-
-    windows = raw_windows(corpus)
-    query_windows = windows if queries is None else raw_windows(queries)
-    # A random ranking ignores the query vectors; the raw windows (and empty text vectors) only give their count.
-    raw = {"time_series": query_windows, "text": np.zeros((len(query_windows), 1), dtype=np.float32)}
-    random_searcher = RandomSearcher(len(corpus), corpus=corpus, seed=seed)
-    results["random"] = RetrievalEvaluator(trace_queries, k=k)(random_searcher, query_embeddings=raw)
-    euclidean = EuclideanScanSearcher(windows, corpus=corpus)
-    results["euclidean"] = RetrievalEvaluator(trace_queries, modes=("ts_to_ts",), k=k)(euclidean, query_embeddings=raw)
-    return results
-
-
-def results_table(evaluation: dict[str, dict[str, float]]) -> str:
-    """A Markdown table: one row per (mode, method), the label/modality matching metrics as columns."""
-    from modeling_trace.tables import markdown_table
-
-    methods = {"trace": "TRACE", "random": "random", "euclidean": "Euclidean (raw)"}
-    rows = []
-    for mode in MODES:
-        for method, label in methods.items():
-            metrics = evaluation.get(method, {})
-            if not any(key.startswith(mode + "_") for key in metrics):
-                continue
-            cells = [metrics.get(f"{mode}_{key}") for _, key in TABLE_METRICS]
-            cells = [None if value is None else float(value) for value in cells]
-            rows.append([mode.replace("_to_", "→").replace("ts", "TS").replace("text", "Text"), label, *cells])
-    header = ["mode", "method", *(name for name, _ in TABLE_METRICS)]
-    return markdown_table(header, rows, align=["-", "-", *["r"] * len(TABLE_METRICS)], float_format=".3f", missing="-")
-
-
-# --------------------------------------------------------------------------------------------------------------
 # 4. The pipeline
 # --------------------------------------------------------------------------------------------------------------
 
@@ -298,6 +241,120 @@ def _prepare_output(out: Path) -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text("written by python -m trace_training.quickstart\n")
+
+
+class _Laps:
+    """Wall and CPU seconds per stage, printed as each ends (`laps("index")`)."""
+
+    def __init__(self):
+        self.seconds, self.cpu_seconds = {}, {}
+        self._started, self._cpu_started = time.perf_counter(), time.process_time()
+
+    def __call__(self, name: str) -> None:
+        now, cpu_now = time.perf_counter(), time.process_time()
+        self.seconds[name] = round(now - self._started, 1)
+        self.cpu_seconds[name] = round(cpu_now - self._cpu_started, 1)
+        self._started, self._cpu_started = now, cpu_now
+        print(f"[quickstart] {name} done in {self.seconds[name]:.1f} s ({self.cpu_seconds[name]:.1f} s CPU)", flush=True)
+
+
+def run_checkpoint_quickstart(
+    output_dir: str | Path = "quickstart_output",
+    data_dir: str | Path | None = None,
+    *,
+    model: str | Path | None = None,
+    smoke: bool = False,
+    seed: int = 0,
+) -> dict:
+    """The default quickstart: evaluate the shipped trained checkpoint (`checkpoints/trace-mini-noaa`, or `model`, a
+    folder written by `python -m trace_training.ship`) on the test split it was evaluated on, against the random and
+    raw-Euclidean baselines, and check the figures against the ones recorded in its card.
+
+    Writes `<output_dir>/index/` (the test split indexed by the checkpoint: `trace search --index` it),
+    `evaluation.json`, `retrieval.png` and `summary.json`; prints the results table. `smoke` evaluates 120 test
+    windows only (the figures then differ from the card's and are not compared).
+
+    Returns:
+        `{"evaluation", "geometry", "table", "recorded_max_abs_difference", "paths", "seconds", "cpu_seconds"}`.
+    """
+    from modeling_trace.modeling_trace import TraceModel
+    from trace_datasets.paths import require_data_dir
+
+    from .evaluation import evaluate_test_split
+    from .ship import MARKER, retrieval_figure
+
+    model_dir = Path(model) if model is not None else shipped_checkpoint()
+    if not (model_dir / MARKER).is_file():
+        raise QuickstartError(
+            f"{model_dir} has no {MARKER}: give a folder written by `python -m trace_training.ship` (it records the "
+            "dataset the checkpoint is evaluated on), or train one with `--train`."
+        )
+    record = json.loads((model_dir / MARKER).read_text())
+    out = Path(output_dir).resolve()
+    data_dir = require_data_dir(data_dir)
+    _prepare_output(out)
+    laps = _Laps()
+    print(f"[quickstart] checkpoint {model_dir}; data from {data_dir}; output in {out}", flush=True)
+    trace_model = TraceModel.from_pretrained(model_dir).eval()
+    laps("loading the checkpoint")
+    result = evaluate_test_split(
+        trace_model, record["dataset"], record.get("dataset_config"), data_dir=data_dir, k=record.get("k", 10),
+        seed=seed, max_rows=120 if smoke else None,
+    )  # fmt: skip
+    shutil.rmtree(out / "index", ignore_errors=True)
+    result.index.save(str(out / "index"))
+    laps("test split, index and evaluation")
+    figure_path, figure = retrieval_figure(result.index, result.test, out / "retrieval.png")
+    laps("figure")
+
+    evaluation = result.evaluation
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    recorded_file = model_dir / "evaluation.json"
+    difference = None
+    if not smoke and seed == record.get("seed", 0) and recorded_file.is_file():
+        recorded = json.loads(recorded_file.read_text())["evaluation"]
+        difference = max(
+            abs(float(value) - float(evaluation[method][key]))
+            for method, metrics in recorded.items()
+            for key, value in metrics.items()
+            if "seconds" not in key
+        )
+    table = results_table(evaluation)
+    print("\n" + table + "\n", flush=True)
+    print(geometry_line(result.geometry), flush=True)
+    print(
+        f"retrieval.png: {figure['own_window_in_top4']}/{figure['queries']} test texts find their own window in the "
+        "top 4",
+        flush=True,
+    )
+    if difference is not None:
+        verdict = "reproduces them" if difference <= 1e-6 else "differs (another machine or library version?)"
+        print(f"largest difference to the metrics recorded in {recorded_file}: {difference:.2e} ({verdict})", flush=True)
+    print("\n" + stage_table(laps.seconds, laps.cpu_seconds) + "\n", flush=True)
+    summary = {
+        "evaluation": evaluation,
+        "geometry": result.geometry,
+        "table": table,
+        "recorded_max_abs_difference": difference,
+        "test_rows": len(result.test),
+        "paths": {
+            "model": str(model_dir),
+            "index": str(out / "index"),
+            "evaluation": str(out / "evaluation.json"),
+            "retrieval_png": str(figure_path),
+        },
+        "seconds": laps.seconds,
+        "cpu_seconds": laps.cpu_seconds,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    trace = trace_command()
+    print(
+        f"[quickstart] next: {trace} search --index {out / 'index'} --text \"strong wind and heavy rain\" --plot hits.png\n"
+        f"             {trace} bundle {model_dir} trace-mini-noaa-hub   # self-contained Hub folder (text tower included)\n"
+        "             bash scripts/quickstart.sh --train                # train a trace-tiny model from scratch instead",
+        flush=True,
+    )
+    return summary
 
 
 def run_quickstart(
@@ -334,15 +391,8 @@ def run_quickstart(
     out = Path(output_dir).resolve()
     data_dir = require_data_dir(data_dir)
     _prepare_output(out)
-    seconds, cpu_seconds = {}, {}
-    started, cpu_started = time.perf_counter(), time.process_time()
-
-    def lap(name):
-        nonlocal started, cpu_started
-        now, cpu_now = time.perf_counter(), time.process_time()
-        seconds[name], cpu_seconds[name] = round(now - started, 1), round(cpu_now - cpu_started, 1)
-        started, cpu_started = now, cpu_now
-        print(f"[quickstart] {name} done in {seconds[name]:.1f} s ({cpu_seconds[name]:.1f} s CPU)", flush=True)
+    laps = _Laps()
+    lap, seconds, cpu_seconds = laps, laps.seconds, laps.cpu_seconds
 
     print(f"[quickstart] data from {data_dir}; output in {out}", flush=True)
     data_paths = build_datasets(out, data_dir, settings, seed)
@@ -413,12 +463,7 @@ def run_quickstart(
     lap("card and figures")
 
     print("\n" + table + "\n", flush=True)
-    print(
-        "embedding geometry of the test split (mean pairwise cosine / norm of the mean unit vector; 1 = collapsed): "
-        f"time series {geometry['ts_mean_cosine']:.3f} / {geometry['ts_mean_norm']:.3f}, "
-        f"text {geometry['text_mean_cosine']:.3f} / {geometry['text_mean_norm']:.3f}\n",
-        flush=True,
-    )
+    print(geometry_line(geometry) + "\n", flush=True)
     print(stage_table(seconds, cpu_seconds) + "\n", flush=True)
     summary = {
         "evaluation": evaluation,
@@ -497,16 +542,29 @@ def main(argv=None) -> int:
                                      epilog="Multi-process training: see `trace pretrain --help` (accelerate launch).")
     parser.add_argument("--output-dir", default="quickstart_output", help="where to write everything (default: quickstart_output/)")
     parser.add_argument("--data-dir", default=None, help="shared data folder (default: $TRACE_DATA_DIR or ../shared/data)")
-    parser.add_argument("--smoke", action="store_true", help="reduced sizes (about a minute), as the test runs it")
+    parser.add_argument("--train", action="store_true",
+                        help="train a trace-tiny model from scratch (datasets -> pretrain -> align -> index -> evaluation "
+                        "-> Hub-ready model/) instead of evaluating the shipped checkpoint")
+    parser.add_argument("--model", default=None,
+                        help="without --train: a folder written by `python -m trace_training.ship` (default: the "
+                        "shipped checkpoints/trace-mini-noaa)")
+    parser.add_argument("--smoke", action="store_true", help="reduced sizes (about a minute), as the tests run it")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model-overrides", type=json.loads, default={}, metavar="JSON",
-                        help='TraceConfig values on top of trace-tiny\'s, e.g. \'{"embedding_centering": true}\'')
+    parser.add_argument("--model-overrides", type=json.loads, default=None, metavar="JSON",
+                        help='with --train: TraceConfig values on top of trace-tiny\'s, e.g. \'{"embedding_centering": true}\'')
     args = parser.parse_args(argv)
+    if args.train and args.model is not None:
+        parser.error("--model names a trained checkpoint to evaluate; --train trains a new one: give one of them")
+    if not args.train and args.model_overrides is not None:
+        parser.error("--model-overrides sizes the model --train trains; add --train")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = QuickstartSettings.smoke() if args.smoke else QuickstartSettings.full()
-    settings.model_overrides = dict(args.model_overrides)
     try:
-        run_quickstart(args.output_dir, args.data_dir, settings=settings, seed=args.seed)
+        if args.train:
+            settings = QuickstartSettings.smoke() if args.smoke else QuickstartSettings.full()
+            settings.model_overrides = dict(args.model_overrides or {})
+            run_quickstart(args.output_dir, args.data_dir, settings=settings, seed=args.seed)
+        else:
+            run_checkpoint_quickstart(args.output_dir, args.data_dir, model=args.model, smoke=args.smoke, seed=args.seed)
     except (QuickstartError, FileNotFoundError, NotADirectoryError) as err:
         print(f"quickstart: error: {err}", file=sys.stderr)
         return 1

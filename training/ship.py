@@ -41,7 +41,7 @@ def _read_recipe(run: Path) -> dict:
     return yaml.safe_load((run / "recipe.yaml").read_text()) or {}
 
 
-def _retrieval_figure(index, test, out: Path) -> tuple[Path, dict]:
+def retrieval_figure(index, test, out: Path) -> tuple[Path, dict]:
     """Text->TS for the first test window (in split order) whose own series TRACE ranks in its top 4, and how many
     test texts have their own series there (so the figure's query is not mistaken for the typical case)."""
     from modeling_trace.plotting import plot_retrieval
@@ -76,38 +76,19 @@ def ship(run: str | Path, output: str | Path, *, pretrain_run: str | Path | None
          seed: int = 0) -> dict:
     """Evaluate `run/final` (an aligned `TraceModel`) on its dataset's test split and write `output` (see the
     module docstring). Returns the evaluation summary (also in `output/evaluation.json`)."""
-    import torch
-
     from modeling_trace.cards import retrieval_eval_results, write_model_card
-    from modeling_trace.data_collator import align_dataset_channels
     from modeling_trace.modeling_trace import TraceModel
     from modeling_trace.plotting import plot_training_curves
     from modeling_trace.processing_trace import TraceProcessor
-    from modeling_trace.retrieval import TraceRetrievalIndex
 
-    from .data import load_training_splits
-    from .loops import embedding_geometry
-    from .quickstart import evaluate, results_table
+    from .evaluation import evaluate_test_split, geometry_line, results_table
 
     run, out = Path(run), Path(output)
     recipe = _read_recipe(run)
     started, cpu_started = time.perf_counter(), time.process_time()
     model = TraceModel.from_pretrained(run / "final").eval()
-    splits = load_training_splits(recipe["dataset"], recipe.get("dataset_config"), splits=("test",), data_dir=data_dir)
-    test = align_dataset_channels(splits["test"], model.config.channel_names)
-    index = TraceRetrievalIndex.build(test, model, show_progress_bar=False)
-    evaluation = evaluate(model, index, None, k=k, seed=seed)
-    if len(set(test["label"])) < 2:
-        # one label for every window (station windows carry no event label): label matching is trivially 1
-        evaluation = {
-            method: {key: value for key, value in metrics.items() if "_label_" not in key}
-            for method, metrics in evaluation.items()
-        }
-        evaluation = {method: metrics for method, metrics in evaluation.items() if metrics}
-    geometry = {
-        **embedding_geometry(torch.from_numpy(index.embeddings("time_series")), "ts"),
-        **embedding_geometry(torch.from_numpy(index.embeddings("text")), "text"),
-    }
+    result = evaluate_test_split(model, recipe["dataset"], recipe.get("dataset_config"), data_dir=data_dir, k=k, seed=seed)
+    test, index, evaluation, geometry = result.test, result.index, result.evaluation, result.geometry
 
     _prepare_output(out)
     model.save_pretrained(out, save_text_model=False)
@@ -124,7 +105,7 @@ def ship(run: str | Path, output: str | Path, *, pretrain_run: str | Path | None
     (out / "train_logs").mkdir()
     for name, path in runs.items():
         shutil.copyfile(path / "train_log.jsonl", out / "train_logs" / f"{name}.jsonl")
-    _, figure = _retrieval_figure(index, test, out / "retrieval.png")
+    _, figure = retrieval_figure(index, test, out / "retrieval.png")
     options = recipe.get("dataset_config") or {}
     dataset = " ".join([recipe["dataset"], *(str(value) for value in options.values())])  # e.g. "noaa station_windows"
     table = results_table(evaluation)
@@ -167,11 +148,7 @@ def ship(run: str | Path, output: str | Path, *, pretrain_run: str | Path | None
     }
     (out / MARKER).write_text(json.dumps(record, indent=2))
     print(table + "\n")
-    print(
-        "embedding geometry of the test split (mean pairwise cosine / norm of the mean unit vector; 1 = collapsed): "
-        f"time series {geometry['ts_mean_cosine']:.3f} / {geometry['ts_mean_norm']:.3f}, "
-        f"text {geometry['text_mean_cosine']:.3f} / {geometry['text_mean_norm']:.3f}"
-    )
+    print(geometry_line(geometry))
     print(f"retrieval.png: {figure['own_window_in_top4']}/{figure['queries']} test texts find their own window in the top 4")
     print(f"Wrote {out} ({summary['seconds']} s, {summary['cpu_seconds']} s CPU)")
     return summary

@@ -18,7 +18,7 @@ def quickstart(tmp_path_factory):
     if not default_data_dir().is_dir():
         pytest.fail(f"Real data not found at {default_data_dir()}; set TRACE_DATA_DIR to the shared data folder.")
     out = tmp_path_factory.mktemp("quickstart")
-    return out, run_quickstart(out, smoke=True)
+    return out, run_quickstart(out, smoke=True)  # the --train pipeline
 
 
 def test_model_folder_is_hub_ready(quickstart):
@@ -79,3 +79,47 @@ def test_refuses_a_foreign_output_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(QuickstartError, match="not written by the quickstart"):
         run_quickstart(tmp_path, smoke=True)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_quickstart(tmp_path_factory):
+    from trace_datasets.paths import default_data_dir
+    from trace_training.quickstart import run_checkpoint_quickstart
+
+    if not default_data_dir().is_dir():
+        pytest.fail(f"Real data not found at {default_data_dir()}; set TRACE_DATA_DIR to the shared data folder.")
+    out = tmp_path_factory.mktemp("checkpoint_quickstart")
+    return out, run_checkpoint_quickstart(out, smoke=True)
+
+
+def test_default_quickstart_evaluates_the_shipped_checkpoint(checkpoint_quickstart):
+    """The default mode indexes real test windows with the shipped checkpoint: the index loads, the written
+    evaluation is the returned one, and the trained model finds pairs far above a random ranking."""
+    from modeling_trace.resources import shipped_checkpoint
+    from modeling_trace.retrieval import TraceRetrievalIndex
+
+    out, summary = checkpoint_quickstart
+    assert summary["paths"]["model"] == str(shipped_checkpoint())
+    assert json.loads((out / "evaluation.json").read_text()) == summary["evaluation"]
+    index = TraceRetrievalIndex.load(str(out / "index"))
+    assert len(index) == summary["test_rows"] == 120
+    trace, random = summary["evaluation"]["trace"], summary["evaluation"]["random"]
+    for mode in ("text_to_ts", "ts_to_text"):
+        assert trace[f"{mode}_modality_mrr@10"] > 5 * random[f"{mode}_modality_mrr@10"]
+    assert summary["recorded_max_abs_difference"] is None  # a subset: not compared with the card's figures
+    assert "| TS→TS |" not in summary["table"]  # station windows: no TS->TS label, no pair: no empty row
+    with Image.open(out / "retrieval.png") as image:
+        image.verify()
+
+
+def test_quickstart_command_line_errors(tmp_path, capsys):
+    from trace_training.quickstart import main
+
+    with pytest.raises(SystemExit):
+        main(["--train", "--model", str(tmp_path)])
+    assert "give one of them" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model-overrides", "{}"])
+    assert "add --train" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == 1
+    assert "ship.json" in capsys.readouterr().err
