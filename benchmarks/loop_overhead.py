@@ -7,8 +7,13 @@ For each loop, in one process and interleaved round by round (bare, loop, bare, 
 - **pretraining**: `trace_training.loops.run_pretraining` (as `benchmarks/table4_classification.py` calls it) on the
   UCR GunPoint training split, trace-tiny sized to it, batch 32, against the bare step: one collated batch,
   `TraceForPretraining` forward + backward + `torch.optim.AdamW.step` + `zero_grad`;
+- **alignment**: `trace_training.loops.run_alignment` on the Time-MMD Energy retrieval windows (48 steps, their
+  search texts), trace-tiny + the frozen all-MiniLM-L6-v2, batch 32, against the bare step: one collated batch with
+  its cached text embeddings, `TraceModel` forward + `alignment_loss` + backward + AdamW (the text cache, shared by
+  the rounds, is set-up in both);
 - **finetuning**: `trace_training.finetuning.build_trainer(...).train()` (transformers `Trainer`, full
-  finetuning) of `TraceForClassification` on the same split, batch 16, against its bare step.
+  finetuning; the training set collated once, `CollatedRows`) of `TraceForClassification` on the GunPoint split,
+  batch 16, against its bare step.
 
 The loop's figure is its own `seconds` (the stepping loop: batches, forward/backward, clipping, optimiser and
 scheduler, logging; not the model construction before it) divided by the steps, and, in the `with set-up` column,
@@ -139,6 +144,61 @@ def loop_finetune(recipe, train, steps: int, num_labels: int) -> tuple[float, fl
     return output.metrics["train_runtime"] / steps, (time.perf_counter() - started) / steps
 
 
+def _align_recipe(out: Path, steps: int, cache: Path):
+    from trace_training import AlignRecipe
+
+    return AlignRecipe(
+        model="trace-tiny",
+        model_overrides={"num_input_channels": 1, "channel_names": ["OT"], "context_length": 48},
+        output_dir=str(out),
+        text_cache_dir=str(cache),  # shared by the rounds: the text tower encodes the texts once
+        seed=0,
+        max_steps=steps,
+        global_batch_size=32,
+        learning_rate=1e-3,
+        mixed_precision="no",
+        report_to="none",
+        logging_steps=10,
+        save_steps=None,
+    ).validate()
+
+
+def bare_align(recipe, train, steps: int) -> float:
+    from modeling_trace.data_collator import TraceDataCollator, align_dataset_channels
+    from trace_training.loops import alignment_loss, build_alignment_model
+    from trace_training.text_cache import build_text_embedding_cache, text_embedding_batch
+
+    torch.manual_seed(0)
+    model = build_alignment_model(recipe).train()
+    config = model.config
+    rows = align_dataset_channels(train, config.channel_names)
+    cache, _, _ = build_text_embedding_cache(model, model.tokenizer, rows, config.num_input_channels, recipe.text_cache_dir, recipe.text_batch_size)
+    indices = list(range(32))
+    batch = {
+        **TraceDataCollator(config.context_length, config.num_input_channels)([rows[i] for i in indices]),
+        **text_embedding_batch(cache, indices),
+    }
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    started = time.perf_counter()
+    for _ in range(steps):
+        outputs = model(**batch, return_loss=False)
+        loss = alignment_loss(model, outputs, batch["channel_text_mask"])[0]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return (time.perf_counter() - started) / steps
+
+
+def loop_align(recipe, train, steps: int) -> tuple[float, float]:
+    from benchmarks import harness
+    from trace_training.loops import run_alignment
+
+    started = time.perf_counter()
+    with harness._silenced():
+        result = run_alignment(recipe, train)
+    return result["summary"]["seconds"] / steps, (time.perf_counter() - started) / steps
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loop_overhead", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -147,23 +207,30 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
 
+    from benchmarks import harness
     from modeling_trace.tables import markdown_table
     from trace_datasets.ucr import load_ucr
 
     torch.set_num_threads(os.cpu_count() or 1)
     train = load_ucr("GunPoint", data_dir=args.data_dir)["train"]
+    from trace_datasets import timemmd
+
+    with harness._silenced():
+        texts = timemmd.build("retrieval", ["Energy"], args.data_dir, input_length=48, stride=8, seed=0)["train"]
     length = len(train[0]["past_values"])
     num_labels = len(set(train["label"]))
     job = subprocess.Popen([sys.executable, "-c", SECOND_JOB]) if args.second_job else None
-    results = {name: {"bare": [], "loop": [], "setup": []} for name in ("pretraining", "finetuning (Trainer)")}
+    results = {name: {"bare": [], "loop": [], "setup": []} for name in ("pretraining", "alignment", "finetuning (Trainer)")}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for round_index in range(args.rounds):
                 out = Path(tmp) / f"r{round_index}"
                 pre = _pretrain_recipe(out / "pretrain", args.steps, length)
                 fine = _finetune_recipe(out / "finetune", args.steps, length)
+                align = _align_recipe(out / "align", args.steps, Path(tmp) / "text-cache")
                 measures = {
                     "pretraining": (partial(bare_pretrain, pre, train, args.steps), partial(loop_pretrain, pre, train, args.steps)),
+                    "alignment": (partial(bare_align, align, texts, args.steps), partial(loop_align, align, texts, args.steps)),
                     "finetuning (Trainer)": (
                         partial(bare_finetune, fine, train, args.steps, num_labels),
                         partial(loop_finetune, fine, train, args.steps, num_labels),
@@ -184,7 +251,8 @@ def main(argv=None) -> int:
             job.kill()
     load = os.getloadavg()
     print(
-        f"GunPoint train ({len(train)} series x {length} steps), trace-tiny, {args.steps} steps x {args.rounds} rounds, "
+        f"GunPoint train ({len(train)} series x {length} steps; alignment: {len(texts)} Time-MMD Energy windows x 48 "
+        f"steps with their texts), trace-tiny, {args.steps} steps x {args.rounds} rounds, "
         f"torch threads {torch.get_num_threads()}, second job: {'yes' if args.second_job else 'no'}; "
         f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )

@@ -16,7 +16,7 @@ from modeling_trace.modeling_trace import TraceForClassification, TraceForForeca
 from modeling_trace.presets import load_preset
 from modeling_trace.processing_trace import TraceFeatureExtractor
 
-from .loops import is_checkpoint_folder, resolve_mixed_precision
+from .loops import collate_once, is_checkpoint_folder, resolve_mixed_precision
 from .optimization import create_optimizer, create_scheduler
 from .recipes import FinetuneRecipe
 
@@ -96,7 +96,41 @@ def make_compute_metrics(task: str):
     return compute_metrics
 
 
-def build_trainer(recipe: FinetuneRecipe, model, train_dataset, eval_dataset=None, num_processes: int = 1):
+class _Batch(dict):
+    """A batch already sliced by `CollatedRows.__getitems__` (`stack_rows` passes it on)."""
+
+
+class CollatedRows(torch.utils.data.Dataset):
+    """A dataset's rows collated once into tensors (`collate_once`), served row by row or, through the DataLoader's
+    batched fetch (`__getitems__`), a batch at a time by one index. `stack_rows` is its collator. The Trainer then
+    samples the same indices and sees the same batches as with the Arrow rows and `TraceDataCollator`, without
+    decoding and padding them again at every step."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+        self._length = len(next(iter(tensors.values())))
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[index] for key, value in self.tensors.items()}
+
+    def __getitems__(self, indices: list[int]) -> list[_Batch]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return [_Batch({key: value.index_select(0, index) for key, value in self.tensors.items()})]
+
+
+def stack_rows(rows: list) -> dict[str, torch.Tensor]:
+    """The collator of `CollatedRows`: a batch sliced by `__getitems__` as it is, or single rows stacked."""
+    if len(rows) == 1 and isinstance(rows[0], _Batch):
+        return dict(rows[0])
+    return {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def build_trainer(
+    recipe: FinetuneRecipe, model, train_dataset, eval_dataset=None, num_processes: int = 1, precollate: bool = True
+):
     """A `transformers.Trainer` with the recipe's batch, AdamW + warmup/cosine, label names and metrics."""
     from transformers import Trainer, TrainingArguments
 
@@ -110,6 +144,14 @@ def build_trainer(recipe: FinetuneRecipe, model, train_dataset, eval_dataset=Non
         prediction_length=config.prediction_length if recipe.task == "forecasting" else None,
         with_labels=recipe.task == "classification",
     )
+    if precollate:
+        # collate the (small) training and evaluation sets once: the same batches, no per-step Arrow decoding
+        columns = ["past_values", *(["future_values"] if recipe.task == "forecasting" else ["label"])]
+        collated = {name: collate_once(collator, dataset, columns) for name, dataset in (("train", train_dataset), ("eval", eval_dataset)) if dataset is not None}
+        if all(tensors is not None for tensors in collated.values()):
+            train_dataset = CollatedRows(collated["train"])
+            eval_dataset = CollatedRows(collated["eval"]) if "eval" in collated else None
+            collator = stack_rows
     per_device = recipe.per_device_batch_size(num_processes)
     steps_per_epoch = max(1, len(train_dataset) // recipe.global_batch_size)
     total_steps, warmup = recipe.schedule(steps_per_epoch)

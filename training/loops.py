@@ -328,20 +328,29 @@ def _seed_micro_step(seed: int, micro_step: int, rank: int) -> None:
 PRECOLLATE_MAX_VALUES = 2**26
 
 
+def collate_once(collator: TraceDataCollator, dataset, columns=("past_values",)) -> dict[str, torch.Tensor] | None:
+    """The whole `dataset` (its `columns` only) collated into tensors once, in chunks, or `None` when they would not
+    fit (`PRECOLLATE_MAX_VALUES` values of past and future windows) or the dataset is empty. Rows are collated
+    independently (fixed context, channels and horizon), so any slice of the result equals the collation of its
+    rows."""
+    if len(dataset) == 0:
+        return None
+    steps = collator.context_length + (collator.prediction_length or 0)
+    if len(dataset) * steps * collator.num_channels > PRECOLLATE_MAX_VALUES:
+        return None
+    columns = dataset.select_columns(list(columns))
+    chunk = 1024
+    parts = [collator(columns.select(range(start, min(start + chunk, len(columns)))).to_list()) for start in range(0, len(columns), chunk)]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
 def series_batches(collator: TraceDataCollator, dataset):
     """`get_batch(indices) -> {"past_values", "past_observed_mask"}` over `dataset`: slices of tensors collated once
-    for the whole dataset when they fit (`PRECOLLATE_MAX_VALUES`), else each batch collated from its rows. Rows are
-    collated independently (fixed context, fixed channels), so both give the same tensors."""
-    columns = dataset.select_columns(["past_values"])
-    size = len(columns) * collator.context_length * collator.num_channels
-    if len(columns) == 0 or size > PRECOLLATE_MAX_VALUES:
+    for the whole dataset when they fit (`collate_once`), else each batch collated from its rows."""
+    full = collate_once(collator, dataset)
+    if full is None:
+        columns = dataset.select_columns(["past_values"])
         return lambda indices: collator([columns[i] for i in indices])
-    chunk = 1024
-    parts = [
-        collator([{"past_values": values} for values in columns[start : start + chunk]["past_values"]])
-        for start in range(0, len(columns), chunk)
-    ]
-    full = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
     def get_batch(indices):
         index = torch.as_tensor(indices, dtype=torch.long)

@@ -124,3 +124,50 @@ def test_lora_wrap_and_adapter_reload_emit_no_deprecation_warning(tmp_path):
     assert base.is_gradient_checkpointing is False
     base.activation_checkpointing_enable()
     assert base.is_gradient_checkpointing is True
+
+
+def _train_weights(recipe, train, test, precollate: bool, num_labels=None):
+    torch.manual_seed(0)
+    id2label = {i: str(i) for i in range(num_labels)} if num_labels else None
+    model = apply_finetune_mode(build_finetune_model(recipe, num_labels=num_labels, id2label=id2label), recipe.task, "full")
+    trainer = build_trainer(recipe, model, train, test, precollate=precollate)
+    trainer.train()
+    metrics = trainer.evaluate()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}, metrics, trainer
+
+
+def test_precollated_training_equals_training_on_the_arrow_rows(tmp_path, data_dir):
+    """The Trainer fed tensors collated once (`CollatedRows`) samples the same rows in the same order as with the
+    Arrow rows and `TraceDataCollator`: identical weights and evaluation, for both tasks."""
+    from trace_datasets import timemmd
+    from trace_datasets.ucr import load_ucr
+    from trace_training.finetuning import CollatedRows
+
+    data = load_ucr("ItalyPowerDemand", data_dir=data_dir)
+    classification = (
+        FinetuneRecipe(
+            task="classification", mode="full", model="trace-tiny", output_dir=str(tmp_path / "c"),
+            model_overrides={"num_input_channels": 1, "channel_names": None, "context_length": 24, "dropout": 0.1},
+            max_steps=6, global_batch_size=16, logging_steps=3, report_to="none", eval_batch_size=64, seed=3,
+        ).validate(),
+        data["train"], data["test"].select(range(100)), 2,
+    )  # fmt: skip
+    forecast = timemmd.build("forecasting", domains=["Environment"], input_length=96, horizon=48, stride=8)
+    forecasting = (
+        FinetuneRecipe(
+            task="forecasting", mode="full", model="trace-tiny", prediction_length=48, output_dir=str(tmp_path / "f"),
+            model_overrides={"num_input_channels": 1, "channel_names": None, "context_length": 96},
+            max_steps=4, global_batch_size=8, logging_steps=2, report_to="none", eval_batch_size=64,
+        ).validate(),
+        forecast["train"], forecast["test"].select(range(40)), None,
+    )  # fmt: skip
+    for recipe, train, test, num_labels in (classification, forecasting):
+        fast, fast_metrics, trainer = _train_weights(recipe, train, test, True, num_labels)
+        assert isinstance(trainer.train_dataset, CollatedRows)
+        slow, slow_metrics, trainer = _train_weights(recipe, train, test, False, num_labels)
+        assert not isinstance(trainer.train_dataset, CollatedRows)
+        for name in slow:
+            assert torch.equal(fast[name], slow[name]), (recipe.task, name)
+        assert {k: v for k, v in fast_metrics.items() if "runtime" not in k and "per_second" not in k} == {
+            k: v for k, v in slow_metrics.items() if "runtime" not in k and "per_second" not in k
+        }
