@@ -7,7 +7,7 @@ window) with k=1 over the training split, under the convention that reproduces t
 (shown beside it; see `benchmarks/classification.py`), plus the other conventions in a second table.
 TRACE: an encoder pretrained by masked reconstruction (library stage-1 loop) on the set's training split only, one
 per seed; then (a) TRACE+SVM: its frozen sample embeddings (`TraceModel.encode_time_series`, the model's own
-padding/truncation, no L2 normalisation, identity projection) -> the TS2Vec/MOMENT SVM protocol
+padding/truncation, mean of the patch tokens, no L2 normalisation, identity projection) -> the TS2Vec/MOMENT SVM protocol
 (`classification.svm_protocol`: RBF SVC, C by 5-fold CV on the training split); (b) tuned with the library's
 Trainer/PEFT code (`linear_probe`: classifier only; `lora`: r=8 on q/k/v/o + classifier). Mean ± std over the
 budget's seeds. Series are loaded at their own lengths (`load_ucr(pad=False)`); no NaN padding enters a distance.
@@ -96,14 +96,21 @@ def tune(encoder_dir, mode, train, test, budget, num_labels, cache_dir, name, se
 def frozen_embeddings(encoder_dir, series) -> np.ndarray:
     """Sample embeddings of the pretrained (frozen) encoder: `encode_time_series` on the list of own-length series
     (the model left-pads / keeps the last `context_length` steps itself), before L2 normalisation, with the
-    projection set to the identity (`projection_dim = d_model`, no centring), i.e. the pooled encoder state itself."""
+    projection set to the identity (`projection_dim = d_model`, no centring) and mean pooling over the observed patch
+    tokens, i.e. the pooled encoder state itself. Mean, not the [CLS] token: masked reconstruction trains the patch
+    tokens only (the MOMENT / PatchTST frozen-embedding convention)."""
     from transformers.utils import logging as transformers_logging
 
     from modeling_trace import TraceConfig, TraceModel
 
     config = TraceConfig.from_pretrained(encoder_dir)
     # the pooled encoder state itself: no projection, no centring; the (random) text tower is never used here
-    overrides = {"projection_dim": config.d_model, "embedding_centering": False, "allow_untrained_text_model": True}
+    overrides = {
+        "projection_dim": config.d_model,
+        "embedding_centering": False,
+        "pooling": "mean",
+        "allow_untrained_text_model": True,
+    }
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # the load report lists the text tower, unused here, as missing
     try:
@@ -132,6 +139,10 @@ def _budget(args):
         changes["pretrain_steps"] = args.pretrain_steps
     if args.finetune_steps is not None:
         changes["finetune_steps"] = args.finetune_steps
+    if args.model is not None:
+        changes["model"] = args.model
+    if args.pretrain_steps_grid:
+        changes["pretrain_steps"] = max(args.pretrain_steps_grid)  # the longest candidate (the chosen one per seed: table)
     return dataclasses.replace(budget, **changes) if changes else budget
 
 
@@ -141,6 +152,12 @@ def main(argv=None):
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which rows to compute")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="override the budget's pretraining steps")
     parser.add_argument("--finetune-steps", type=int, default=None, help="override the budget's tuning steps")
+    parser.add_argument("--model", default=None, help="override the budget's encoder preset (e.g. trace-mini)")
+    parser.add_argument(
+        "--pretrain-steps-grid", type=int, nargs="+", default=None, metavar="STEPS",
+        help="pretrain one encoder per value and keep, per set and seed, the one whose SVM cross-validates best on the "
+        "training split (ties: fewer steps); replaces --pretrain-steps for the TRACE rows",
+    )  # fmt: skip
     parser.add_argument("--data-dir", type=Path, default=None, help="folder holding ucr/ (default: shared data)")
     args = parser.parse_args(argv)
     budget = _budget(args)
@@ -175,13 +192,25 @@ def main(argv=None):
         if {"svm", "finetune"} & set(args.parts):
             accuracy = {"TRACE+SVM (frozen)": [], "TRACE linear probe": [], "TRACE LoRA": []}
             for seed in budget.seeds:
-                encoder = pretrain_encoder(name, train, budget, length, channels, args.cache_dir, seed)
+                y_train, y_test = np.asarray(train["label"]), np.asarray(test["label"])
+                if args.pretrain_steps_grid:
+                    # the pretraining length chosen on the training split only: the SVM's cross-validated accuracy
+                    candidates = []
+                    for steps in args.pretrain_steps_grid:
+                        step_budget = dataclasses.replace(budget, pretrain_steps=steps)
+                        encoder = pretrain_encoder(name, train, step_budget, length, channels, args.cache_dir, seed)
+                        svm = trace_svm(encoder, train_series, test_series, y_train, y_test, seed)
+                        candidates.append((svm.get("cv_accuracy") or 0.0, -steps, encoder, svm))
+                    _, negative_steps, encoder, svm = max(candidates, key=lambda item: item[:2])
+                    chosen = f"{-negative_steps} (CV " + ", ".join(f"{-c[1]}: {c[0]:.3f}" for c in candidates) + ")"
+                else:
+                    encoder = pretrain_encoder(name, train, budget, length, channels, args.cache_dir, seed)
+                    svm = trace_svm(encoder, train_series, test_series, y_train, y_test, seed) if "svm" in args.parts else None
+                    chosen = str(budget.pretrain_steps)
                 if "svm" in args.parts:
-                    y_train, y_test = np.asarray(train["label"]), np.asarray(test["label"])
-                    svm = trace_svm(encoder, train_series, test_series, y_train, y_test, seed)
                     accuracy["TRACE+SVM (frozen)"].append(svm["accuracy"])
                     cv = f"{svm['cv_accuracy']:.3f}" if svm["cross_validated"] else "— (too few for CV: C = inf)"
-                    svm_rows.append([name, seed, f"{svm['accuracy']:.3f}", f"{svm['C']:g}", cv])
+                    svm_rows.append([name, seed, chosen, f"{svm['accuracy']:.3f}", f"{svm['C']:g}", cv])
                 if "finetune" in args.parts:
                     for mode, method in (("linear_probe", "TRACE linear probe"), ("lora", "TRACE LoRA")):
                         accuracy[method].append(
@@ -209,7 +238,13 @@ def main(argv=None):
     if {"svm", "finetune"} & set(args.parts):
         notes.insert(
             2,
-            f"{budget.describe()}; TRACE rows: pretraining {budget.pretrain_steps} steps at batch min(32, train) on the "
+            f"{budget.describe()}; TRACE rows: pretraining "
+            + (
+                f"{budget.pretrain_steps} steps"
+                if not args.pretrain_steps_grid
+                else f"steps chosen from {list(args.pretrain_steps_grid)} by the SVM's 5-fold CV accuracy on the training split"
+            )
+            + " at batch min(32, train) on the "
             f"set's training split, one encoder per seed; TRACE+SVM on its frozen embeddings; linear probe / LoRA "
             f"{budget.finetune_steps} tuning steps at batch 16",
         )
@@ -222,7 +257,11 @@ def main(argv=None):
         )
     if svm_rows:
         sections.append(
-            ("TRACE+SVM per seed", ["dataset", "seed", "test accuracy", "C", "CV accuracy (train)"], svm_rows)
+            (
+                "TRACE+SVM per seed",
+                ["dataset", "seed", "pretraining steps", "test accuracy", "C", "CV accuracy (train)"],
+                svm_rows,
+            )
         )
     harness.write_table(
         "table4_classification",
