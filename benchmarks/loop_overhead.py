@@ -45,6 +45,34 @@ SECOND_JOB = (
 )
 
 
+# what the pretraining and alignment benchmark recipes share
+STAGE_VALUES = dict(
+    seed=0, global_batch_size=32, learning_rate=1e-3, mixed_precision="no", report_to="none", logging_steps=10,
+    save_steps=None,
+)  # fmt: skip
+
+
+def _time_bare_steps(model, loss_fn, steps: int) -> float:
+    """Seconds per bare step: `loss_fn(model)` forward, backward, AdamW over the trainable parameters, zero_grad."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    started = time.perf_counter()
+    for _ in range(steps):
+        loss_fn(model).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return (time.perf_counter() - started) / steps
+
+
+def _time_stage_loop(run, recipe, train, steps: int) -> tuple[float, float]:
+    """(stepping seconds per step, whole call per step) of a library stage loop (`run_pretraining` / `run_alignment`)."""
+    from benchmarks import harness
+
+    started = time.perf_counter()
+    with harness._silenced():
+        result = run(recipe, train)
+    return result["summary"]["seconds"] / steps, (time.perf_counter() - started) / steps
+
+
 def _pretrain_recipe(out: Path, steps: int, length: int):
     from trace_training import PretrainRecipe
 
@@ -52,14 +80,8 @@ def _pretrain_recipe(out: Path, steps: int, length: int):
         model="trace-tiny",
         model_overrides={"num_input_channels": 1, "channel_names": None, "context_length": length},
         output_dir=str(out),
-        seed=0,
         max_steps=steps,
-        global_batch_size=32,
-        learning_rate=1e-3,
-        mixed_precision="no",
-        report_to="none",
-        logging_steps=10,
-        save_steps=None,
+        **STAGE_VALUES,
     ).validate()
 
 
@@ -72,24 +94,15 @@ def bare_pretrain(recipe, train, steps: int) -> float:
     model = TraceForPretraining(build_time_series_config(recipe, mask_ratio=recipe.mask_ratio)).train()
     config = model.config
     batch = TraceDataCollator(config.context_length, config.num_input_channels)([train[i] for i in range(32)])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    started = time.perf_counter()
-    for _ in range(steps):
-        loss = model(past_values=batch["past_values"], past_observed_mask=batch["past_observed_mask"]).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return (time.perf_counter() - started) / steps
+    return _time_bare_steps(
+        model, lambda m: m(past_values=batch["past_values"], past_observed_mask=batch["past_observed_mask"]).loss, steps
+    )
 
 
 def loop_pretrain(recipe, train, steps: int) -> tuple[float, float]:
-    from benchmarks import harness
     from trace_training.loops import run_pretraining
 
-    started = time.perf_counter()
-    with harness._silenced():
-        result = run_pretraining(recipe, train)
-    return result["summary"]["seconds"] / steps, (time.perf_counter() - started) / steps
+    return _time_stage_loop(run_pretraining, recipe, train, steps)
 
 
 def _finetune_recipe(out: Path, steps: int, length: int):
@@ -121,14 +134,11 @@ def bare_finetune(recipe, train, steps: int, num_labels: int) -> float:
     rows = [train[i] for i in range(16)]
     batch = TraceDataCollator(config.context_length, config.num_input_channels)(rows)
     labels = torch.tensor([row["label"] for row in rows])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    started = time.perf_counter()
-    for _ in range(steps):
-        loss = model(past_values=batch["past_values"], past_observed_mask=batch["past_observed_mask"], labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return (time.perf_counter() - started) / steps
+    return _time_bare_steps(
+        model,
+        lambda m: m(past_values=batch["past_values"], past_observed_mask=batch["past_observed_mask"], labels=labels).loss,
+        steps,
+    )
 
 
 def loop_finetune(recipe, train, steps: int, num_labels: int) -> tuple[float, float]:
@@ -152,14 +162,8 @@ def _align_recipe(out: Path, steps: int, cache: Path):
         model_overrides={"num_input_channels": 1, "channel_names": ["OT"], "context_length": 48},
         output_dir=str(out),
         text_cache_dir=str(cache),  # shared by the rounds: the text tower encodes the texts once
-        seed=0,
         max_steps=steps,
-        global_batch_size=32,
-        learning_rate=1e-3,
-        mixed_precision="no",
-        report_to="none",
-        logging_steps=10,
-        save_steps=None,
+        **STAGE_VALUES,
     ).validate()
 
 
@@ -178,25 +182,15 @@ def bare_align(recipe, train, steps: int) -> float:
         **TraceDataCollator(config.context_length, config.num_input_channels)([rows[i] for i in indices]),
         **text_embedding_batch(cache, indices),
     }
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    started = time.perf_counter()
-    for _ in range(steps):
-        outputs = model(**batch, return_loss=False)
-        loss = alignment_loss(model, outputs, batch["channel_text_mask"])[0]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return (time.perf_counter() - started) / steps
+    return _time_bare_steps(
+        model, lambda m: alignment_loss(m, m(**batch, return_loss=False), batch["channel_text_mask"])[0], steps
+    )
 
 
 def loop_align(recipe, train, steps: int) -> tuple[float, float]:
-    from benchmarks import harness
     from trace_training.loops import run_alignment
 
-    started = time.perf_counter()
-    with harness._silenced():
-        result = run_alignment(recipe, train)
-    return result["summary"]["seconds"] / steps, (time.perf_counter() - started) / steps
+    return _time_stage_loop(run_alignment, recipe, train, steps)
 
 
 def main(argv=None) -> int:
@@ -209,12 +203,11 @@ def main(argv=None) -> int:
 
     from benchmarks import harness
     from modeling_trace.tables import markdown_table
+    from trace_datasets import timemmd
     from trace_datasets.ucr import load_ucr
 
     torch.set_num_threads(os.cpu_count() or 1)
     train = load_ucr("GunPoint", data_dir=args.data_dir)["train"]
-    from trace_datasets import timemmd
-
     with harness._silenced():
         texts = timemmd.build("retrieval", ["Energy"], args.data_dir, input_length=48, stride=8, seed=0)["train"]
     length = len(train[0]["past_values"])

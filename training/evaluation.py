@@ -34,6 +34,25 @@ class TestSplitEvaluation:
     geometry: dict
 
 
+def spread_rows(dataset, max_rows: int | None):
+    """At most `max_rows` rows of `dataset`, spread evenly over it (all of them when `None` or fewer)."""
+    if max_rows is not None and len(dataset) > max_rows:
+        dataset = dataset.select(np.linspace(0, len(dataset) - 1, max_rows).round().astype(int).tolist())
+    return dataset
+
+
+def index_geometry(index) -> dict:
+    """`embedding_geometry` of both towers' embeddings in a `TraceRetrievalIndex` (`ts_...`, `text_...` keys)."""
+    import torch
+
+    from .loops import embedding_geometry
+
+    return {
+        **embedding_geometry(torch.from_numpy(index.embeddings("time_series")), "ts"),
+        **embedding_geometry(torch.from_numpy(index.embeddings("text")), "text"),
+    }
+
+
 def evaluate_test_split(
     model, dataset: str, dataset_config: dict | None = None, *, data_dir=None, k: int = 10, seed: int = 0,
     max_rows: int | None = None,
@@ -45,17 +64,12 @@ def evaluate_test_split(
     full split's). Label metrics are dropped when the split has a single label (station windows carry no event
     label: label matching would be trivially 1).
     """
-    import torch
-
     from modeling_trace.data_collator import align_dataset_channels
     from modeling_trace.retrieval import TraceRetrievalIndex
 
     from .data import load_training_splits
-    from .loops import embedding_geometry
 
-    test = load_training_splits(dataset, dataset_config, splits=("test",), data_dir=data_dir)["test"]
-    if max_rows is not None and len(test) > max_rows:
-        test = test.select(np.linspace(0, len(test) - 1, max_rows).round().astype(int).tolist())
+    test = spread_rows(load_training_splits(dataset, dataset_config, splits=("test",), data_dir=data_dir)["test"], max_rows)
     test = align_dataset_channels(test, model.config.channel_names)
     index = TraceRetrievalIndex.build(test, model, show_progress_bar=False)
     evaluation = evaluate(model, index, None, k=min(k, len(index)), seed=seed)
@@ -65,11 +79,7 @@ def evaluate_test_split(
             for method, metrics in evaluation.items()
         }
         evaluation = {method: metrics for method, metrics in evaluation.items() if metrics}
-    geometry = {
-        **embedding_geometry(torch.from_numpy(index.embeddings("time_series")), "ts"),
-        **embedding_geometry(torch.from_numpy(index.embeddings("text")), "text"),
-    }
-    return TestSplitEvaluation(test=test, index=index, evaluation=evaluation, geometry=geometry)
+    return TestSplitEvaluation(test=test, index=index, evaluation=evaluation, geometry=index_geometry(index))
 
 
 def geometry_line(geometry: dict) -> str:

@@ -38,11 +38,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from modeling_trace.resources import configuration_dir, shipped_checkpoint
 
-from .evaluation import MODES, TABLE_METRICS, evaluate, geometry_line, results_table  # noqa: F401 (public names)
+from .evaluation import MODES, TABLE_METRICS, evaluate, geometry_line, index_geometry, results_table, spread_rows  # noqa: F401 (public names)
 
 logger = logging.getLogger("trace_training.quickstart")
 
@@ -192,12 +190,6 @@ def stage_recipe(recipe_class, recipe_file: str, output_dir: Path, channel_names
     return recipe_from_dict(recipe_class, merged, source=recipe_file).validate()
 
 
-def _limit(dataset, max_samples):
-    if max_samples is not None and len(dataset) > max_samples:
-        dataset = dataset.select(np.linspace(0, len(dataset) - 1, max_samples).round().astype(int).tolist())
-    return dataset
-
-
 def train(out: Path, dataset_path: Path, settings: QuickstartSettings, seed: int = 0) -> dict[str, Path]:
     """Stage 1 then stage 2 through `run_pretraining` / `run_alignment` (held-out curves on the validation split);
     returns the run folders."""
@@ -215,13 +207,13 @@ def train(out: Path, dataset_path: Path, settings: QuickstartSettings, seed: int
         PretrainRecipe, "pretrain-quick.yaml", runs["pretrain"], vocabulary, settings, settings.pretrain_steps,
         settings.pretrain_max_samples, seed=seed,
     )  # fmt: skip
-    run_pretraining(pretrain, _limit(splits["train"], pretrain.max_samples), eval_dataset=splits.get("validation"))
+    run_pretraining(pretrain, spread_rows(splits["train"], pretrain.max_samples), eval_dataset=splits.get("validation"))
     align = stage_recipe(
         AlignRecipe, "align-quick.yaml", runs["align"], vocabulary, settings, settings.align_steps,
         settings.align_max_samples, model=str(runs["pretrain"] / "final"), seed=seed,
     )  # fmt: skip
     align.model_overrides = {}  # the stage-1 checkpoint already has the vocabulary
-    run_alignment(align, _limit(splits["train"], align.max_samples), eval_dataset=splits.get("validation"))
+    run_alignment(align, spread_rows(splits["train"], align.max_samples), eval_dataset=splits.get("validation"))
     for name, run in runs.items():
         if not (run / "final" / "config.json").is_file():
             raise QuickstartError(f"The {name} stage wrote no {run / 'final'}; see its output above.")
@@ -405,22 +397,13 @@ def run_quickstart(
     shutil.copytree(runs["align"] / "final", model_dir)
     model = TraceModel.from_pretrained(model_dir)
     test = load_from_disk(str(data_paths["combined"]))["test"]
-    if settings.max_test_rows is not None and len(test) > settings.max_test_rows:
-        test = test.select(np.linspace(0, len(test) - 1, settings.max_test_rows).round().astype(int).tolist())
+    test = spread_rows(test, settings.max_test_rows)
     test = align_dataset_channels(test, model.config.channel_names)
     index = TraceRetrievalIndex.build(test, model, show_progress_bar=False)
     index.save(str(out / "index"))
     lap("index")
     evaluation = evaluate(model, index, None, k=settings.k, seed=seed)
-    import torch
-
-    from .loops import embedding_geometry
-
-    # how spread the test embeddings are (near 1 = one shared direction, a collapse)
-    geometry = {
-        **embedding_geometry(torch.from_numpy(index.embeddings("time_series")), "ts"),
-        **embedding_geometry(torch.from_numpy(index.embeddings("text")), "text"),
-    }
+    geometry = index_geometry(index)  # how spread the test embeddings are (near 1 = one shared direction, a collapse)
     table = results_table(evaluation)
     lap("evaluation")
 
