@@ -212,12 +212,15 @@ def svm_protocol(train_X, train_y, test_X, test_y, seed: int = 0, *, n_splits: i
 
     As in TS2Vec's `fit_svm`, a training split too small for cross-validation (fewer than 50 samples, or fewer than
     5 per class on average) gets C = inf (a hard margin) without a search; so does one whose smallest class has
-    fewer than 2 members (the folds shrink to the smallest class size otherwise).
+    fewer than 2 members (the folds shrink to the smallest class size otherwise). That hard-margin SVM is still
+    scored by the same stratified folds when every class has 2 members or more (`cv_accuracy`), so a caller can
+    compare feature sets on the training split alone.
 
     Returns:
-        `{"accuracy", "C", "cross_validated", "cv_accuracy"}` (`cv_accuracy` is None without a search).
+        `{"accuracy", "C", "cross_validated", "cv_accuracy"}`: `cross_validated` says whether C was searched;
+        `cv_accuracy` is the chosen SVM's mean fold accuracy on the training split (None with a class of 1).
     """
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
     from sklearn.svm import SVC
 
     train_X, test_X = np.asarray(train_X, dtype=np.float64), np.asarray(test_X, dtype=np.float64)
@@ -230,8 +233,13 @@ def svm_protocol(train_X, train_y, test_X, test_y, seed: int = 0, *, n_splits: i
     folds = int(min(n_splits, counts.min()))
     svm = SVC(kernel="rbf", gamma="scale", max_iter=10_000_000)
     if len(train_y) // len(counts) < 5 or len(train_y) < 50 or folds < 2:
-        model = SVC(C=np.inf, kernel="rbf", gamma="scale", max_iter=10_000_000).fit(train_X, train_y)
-        chosen, cross_validated, cv_accuracy = np.inf, False, None
+        model = SVC(C=np.inf, kernel="rbf", gamma="scale", max_iter=10_000_000)
+        cv_accuracy = None
+        if folds >= 2:
+            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+            cv_accuracy = float(np.mean(cross_val_score(model, train_X, train_y, cv=splitter, n_jobs=n_jobs)))
+        model.fit(train_X, train_y)
+        chosen, cross_validated = np.inf, False
     else:
         search = GridSearchCV(
             svm,

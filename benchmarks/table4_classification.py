@@ -6,9 +6,11 @@
 window) with k=1 over the training split, under the convention that reproduces the archive's published figure
 (shown beside it; see `benchmarks/classification.py`), plus the other conventions in a second table.
 TRACE: an encoder pretrained by masked reconstruction (library stage-1 loop) on the set's training split only, one
-per seed; then (a) TRACE+SVM: its frozen sample embeddings (`TraceModel.encode_time_series`, the model's own
-padding/truncation, mean of the patch tokens, no L2 normalisation, identity projection) -> the TS2Vec/MOMENT SVM protocol
-(`classification.svm_protocol`: RBF SVC, C by 5-fold CV on the training split); (b) tuned with the library's
+per seed; then (a) TRACE+SVM: its frozen features (`frozen_embeddings`: per layer and channel the mean of the observed
+patch tokens, plus each channel's RevIN mean and log standard deviation; the model's own padding/truncation) -> the
+TS2Vec/MOMENT SVM protocol (`classification.svm_protocol`: RBF SVC, C by 5-fold CV on the training split); with
+`--pretrain-steps-grid`, the pretraining length is chosen per set and seed by that SVM's fold accuracy on the
+training split (on sets too small to search C, the hard-margin SVM's); (b) tuned with the library's
 Trainer/PEFT code (`linear_probe`: classifier only; `lora`: r=8 on q/k/v/o + classifier). Mean ± std over the
 budget's seeds. Series are loaded at their own lengths (`load_ucr(pad=False)`); no NaN padding enters a distance.
 UCR/UEA splits are the archive's fixed train/test sets of separate series (no timestamps), so the benchmark asserts
@@ -19,11 +21,7 @@ that no id is in both splits; the chronological check does not apply. Writes
 from __future__ import annotations
 
 import dataclasses
-import os
-import resource
 import shutil
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -93,33 +91,52 @@ def tune(encoder_dir, mode, train, test, budget, num_labels, cache_dir, name, se
     return classification_metrics(logits.argmax(-1).tolist(), list(test["label"]))["accuracy"]
 
 
-def frozen_embeddings(encoder_dir, series) -> np.ndarray:
-    """Sample embeddings of the pretrained (frozen) encoder: `encode_time_series` on the list of own-length series
-    (the model left-pads / keeps the last `context_length` steps itself), before L2 normalisation, with the
-    projection set to the identity (`projection_dim = d_model`, no centring) and mean pooling over the observed patch
-    tokens, i.e. the pooled encoder state itself. Mean, not the [CLS] token: masked reconstruction trains the patch
-    tokens only (the MOMENT / PatchTST frozen-embedding convention)."""
+def frozen_embeddings(encoder_dir, series, batch_size: int = 64) -> np.ndarray:
+    """Frozen features of the pretrained encoder for the SVM, one vector per series (the same rule for every set):
+
+    - for each layer's output and each channel, the mean of that channel's observed patch tokens (masked
+      reconstruction trains the patch tokens only, not [CLS]/CIT: the MOMENT / PatchTST frozen-embedding
+      convention; every layer, since the last one is shaped by the reconstruction head);
+    - each channel's RevIN statistics, the mean and log standard deviation of its observed values, which the
+      encoder divides out (they carry the amplitude of accelerometer channels, and are ~constant on z-normalised
+      univariate sets).
+
+    Series enter at their own lengths through the model's own padding/truncation (`pad_or_truncate_series`: the
+    last `context_length` steps, shorter ones left-padded as unobserved); no NaN reaches the features."""
     from transformers.utils import logging as transformers_logging
 
-    from modeling_trace import TraceConfig, TraceModel
+    from modeling_trace import TraceTimeSeriesModel
+    from modeling_trace.modeling_trace import pad_or_truncate_series
 
-    config = TraceConfig.from_pretrained(encoder_dir)
-    # the pooled encoder state itself: no projection, no centring; the (random) text tower is never used here
-    overrides = {
-        "projection_dim": config.d_model,
-        "embedding_centering": False,
-        "pooling": "mean",
-        "allow_untrained_text_model": True,
-    }
     verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()  # the load report lists the text tower, unused here, as missing
+    transformers_logging.set_verbosity_error()  # the load report lists the reconstruction head, unused here
     try:
-        model = TraceModel.from_pretrained(encoder_dir, **overrides)
+        model = TraceTimeSeriesModel.from_pretrained(encoder_dir)
     finally:
         transformers_logging.set_verbosity(verbosity)
     model.eval()
+    config = model.config
+    values, observed = pad_or_truncate_series(series, config.context_length, config.num_input_channels, dtype=np.float64)
+    skip = 1 if config.use_channel_identity_tokens else 0  # each channel's CIT precedes its patches
+    chunks = []
     with torch.no_grad():
-        return model.encode_time_series(series, normalize_embeddings=False, show_progress_bar=False)
+        for start in range(0, len(values), batch_size):
+            out = model(
+                torch.from_numpy(values[start : start + batch_size]),
+                torch.from_numpy(observed[start : start + batch_size]),
+                output_hidden_states=True,
+                return_dict=True,
+            )
+            weights = out.patch_observed_mask.to(out.patch_embeddings.dtype)[..., None]  # (B, C, N, 1)
+            count = weights.sum(2).clamp(min=1.0)
+            batch, channels = weights.shape[:2]
+            features = []
+            for hidden in out.hidden_states[1:]:
+                per_channel = hidden[:, 1:].reshape(batch, channels, -1, hidden.shape[-1])[:, :, skip:]
+                features.append(((per_channel * weights).sum(2) / count).flatten(1))
+            features += [out.loc[:, 0], torch.log(out.scale[:, 0])]
+            chunks.append(torch.cat(features, dim=-1).float())
+    return torch.cat(chunks).numpy()
 
 
 def trace_svm(encoder_dir, train_series, test_series, train_labels, test_labels, seed) -> dict:
@@ -161,7 +178,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", type=Path, default=None, help="folder holding ucr/ (default: shared data)")
     args = parser.parse_args(argv)
     budget = _budget(args)
-    started_wall, load_at_start = time.perf_counter(), os.getloadavg()
+    clock = harness.RunClock("benchmarks.table4_classification", argv)
     from trace_datasets.ucr import describe_lengths, load_ucr
 
     rows, variant_rows, svm_rows, sizes, mismatches = [], [], [], [], []
@@ -209,7 +226,7 @@ def main(argv=None):
                     chosen = str(budget.pretrain_steps)
                 if "svm" in args.parts:
                     accuracy["TRACE+SVM (frozen)"].append(svm["accuracy"])
-                    cv = f"{svm['cv_accuracy']:.3f}" if svm["cross_validated"] else "— (too few for CV: C = inf)"
+                    cv = "—" if svm["cv_accuracy"] is None else f"{svm['cv_accuracy']:.3f}" + ("" if svm["cross_validated"] else " (C = inf: too few to search C)")
                     svm_rows.append([name, seed, chosen, f"{svm['accuracy']:.3f}", f"{svm['C']:g}", cv])
                 if "finetune" in args.parts:
                     for mode, method in (("linear_probe", "TRACE linear probe"), ("lora", "TRACE LoRA")):
@@ -222,12 +239,8 @@ def main(argv=None):
                     rows.append(
                         [name, method, harness.mean_std(values), "—", "—", f"{len(values)} seeds {list(budget.seeds)}"]
                     )
-    usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = sum(u.ru_utime + u.ru_stime for u in usage)
     notes = [
-        f"command: `python -m benchmarks.table4_classification {' '.join(sys.argv[1:] if argv is None else argv)}`; "
-        f"load average at start {load_at_start[0]:.2f} / {load_at_start[1]:.2f} / {load_at_start[2]:.2f} (1/5/15 min); "
-        f"wall {time.perf_counter() - started_wall:.1f} s, CPU {cpu:.1f} s (user+system, this process and children)",
+        clock.line(),
         f"parts: {', '.join(args.parts)}",
         "; ".join(sizes),
         "1-NN: k=1 over the training split, full-window DTW; accuracy on the archive test split; `matches` = within "
@@ -245,7 +258,8 @@ def main(argv=None):
                 else f"steps chosen from {list(args.pretrain_steps_grid)} by the SVM's 5-fold CV accuracy on the training split"
             )
             + " at batch min(32, train) on the "
-            f"set's training split, one encoder per seed; TRACE+SVM on its frozen embeddings; linear probe / LoRA "
+            f"set's training split, one encoder per seed; TRACE+SVM on its frozen features (per layer and channel the "
+            "mean of the observed patch tokens, and each channel's RevIN mean and log std); linear probe / LoRA "
             f"{budget.finetune_steps} tuning steps at batch 16",
         )
     if mismatches:

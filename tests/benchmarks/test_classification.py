@@ -109,8 +109,15 @@ def test_svm_protocol_on_separable_data_cross_validates_on_train_only():
 def test_svm_protocol_small_training_split_uses_a_hard_margin_like_ts2vec():
     train_X, train_y = _blobs(100, 0, classes=4)
     out = svm_protocol(train_X[:40], train_y[:40], train_X[40:], train_y[40:])
-    assert out == {"accuracy": out["accuracy"], "C": np.inf, "cross_validated": False, "cv_accuracy": None}
-    assert out["accuracy"] > 0.9
+    assert out["C"] == np.inf and not out["cross_validated"]
+    assert out["accuracy"] > 0.9 and out["cv_accuracy"] > 0.9  # the hard-margin SVM is still scored by its folds
+    # The fold score reads the training split only, and labels shuffled within it bring it to chance.
+    assert svm_protocol(train_X[:40], train_y[:40], train_X[40:], train_y[40:][::-1])["cv_accuracy"] == out["cv_accuracy"]
+    shuffled = np.random.default_rng(0).permutation(train_y[:40])
+    assert svm_protocol(train_X[:40], shuffled, train_X[40:], train_y[40:])["cv_accuracy"] < 0.6
+    # A class with one member: no folds, no score.
+    single = np.r_[train_y[:39], 9]
+    assert svm_protocol(train_X[:40], single, train_X[40:], train_y[40:])["cv_accuracy"] is None
     with pytest.raises(ValueError, match="one label per embedding"):
         svm_protocol(train_X, train_y[:5], train_X, train_y)
     with pytest.raises(ValueError, match="one dim"):
@@ -136,3 +143,29 @@ def test_table4_one_nn_part_writes_the_table(tmp_path, data_dir):
     assert "| ItalyPowerDemand | 1-NN ED | 0.955 | 0.955 (UCR 2018 (Dau et al.)) | yes |" in text
     assert "| ItalyPowerDemand | 1-NN DTW | 0.950 | 0.950" in text and "load average at start" in text
     assert (tmp_path / "table4_classification.csv").is_file()
+
+
+def test_table4_frozen_features_are_layer_channel_means_and_revin_statistics(tmp_path):
+    """The SVM's frozen features: one block per (layer, channel) of patch-token means, then each channel's RevIN mean
+    and log standard deviation; unobserved steps (left padding, NaN) change nothing."""
+    import torch
+
+    from benchmarks.table4_classification import frozen_embeddings
+    from modeling_trace import TraceForPretraining
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    TraceForPretraining(config).save_pretrained(tmp_path)
+    rng = np.random.default_rng(0)
+    series = [rng.standard_normal((length, 3)) * [1.0, 5.0, 0.1] + [0.0, 2.0, -3.0] for length in (48, 30, 13)]
+    features = frozen_embeddings(tmp_path, series, batch_size=2)
+    layers, channels, width = config.num_hidden_layers, 3, config.d_model
+    assert features.shape == (3, layers * channels * width + 2 * channels) and np.isfinite(features).all()
+    stats = features[:, -2 * channels :]
+    for row, s in zip(stats, series):
+        np.testing.assert_allclose(row[:channels], s.mean(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(row[channels:], np.log(s.std(0)), rtol=1e-3, atol=1e-3)
+    # a NaN prefix is unobserved, as the left padding a short series gets: the same features
+    padded = [np.concatenate([np.full((7, 3), np.nan), s]) for s in series[1:]]
+    np.testing.assert_allclose(frozen_embeddings(tmp_path, padded), features[1:], rtol=1e-5, atol=1e-5)
