@@ -25,7 +25,9 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -144,6 +146,10 @@ class Budget:
 
 REDUCED = Budget("reduced (CPU)", "trace-tiny", 20, 20, 64, 150, 64, 32, 2, (0, 1, 2))
 FULL = Budget("full (paper-sized encoder)", "trace-small", 5000, 3000, 256, 3000, 64, 384, 6, (0, 1, 2, 3, 4))
+# The CPU budget that converges: trace-mini (d 128, 4 layers) trained until the held-out curves of both stages are
+# flat on the benchmark corpora (curves: `held_out_curve`, printed in each table's notes).
+MINI = Budget("mini (CPU, converged)", "trace-mini", 1000, 100, 64, 300, 64, 128, 4, (0, 1, 2))
+BUDGETS = {"reduced": REDUCED, "mini": MINI, "full": FULL}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,16 +223,23 @@ def train_encoder(
     model_overrides: dict,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     batch_size: int | None = None,
+    eval_dataset=None,
 ):
     """Pretrain (masked reconstruction) then align (dual-level contrastive loss) an encoder variant with the
     library loops, cached in `<cache_dir>/encoders/...`. Returns `(TraceModel, final_dir, seconds)`; `seconds` is
-    0.0 when the encoder came from the cache."""
+    0.0 when the encoder came from the cache.
+
+    With `eval_dataset` (a validation split, never the test split) both stages log their held-out loss ten times
+    over the run (`held_out_curve(final_dir)` reads them back)."""
     from modeling_trace import TraceModel
     from trace_training import AlignRecipe, PretrainRecipe
     from trace_training.loops import run_alignment, run_pretraining
 
     batch_size = min(batch_size or budget.batch_size, len(train_dataset))
-    run_dir = cache_dir / "encoders" / corpus / budget.model / f"p{budget.pretrain_steps}a{budget.align_steps}b{batch_size}" / variant.name / f"seed{seed}"
+    # stage 1 is keyed by its own length, so budgets differing only in alignment steps share their pretraining
+    root = cache_dir / "encoders" / corpus / budget.model
+    pretrain_dir = root / f"p{budget.pretrain_steps}b{batch_size}" / variant.name / f"seed{seed}" / "pretrain"
+    run_dir = root / f"p{budget.pretrain_steps}a{budget.align_steps}b{batch_size}" / variant.name / f"seed{seed}"
     final = run_dir / "align" / "final"
     seconds = 0.0
     if not _cached_encoder_matches(final, variant):
@@ -235,24 +248,72 @@ def train_encoder(
         overrides = {**model_overrides, **variant.config_overrides()}
         common = dict(
             seed=seed, global_batch_size=batch_size, learning_rate=1e-3, weight_decay=0.05,
-            warmup_ratio=0.1, mixed_precision="no", report_to="none", logging_steps=50, save_steps=None,
+            warmup_ratio=0.1, mixed_precision="no", report_to="none" if eval_dataset is None else "jsonl",
+            logging_steps=50, save_steps=None, eval_max_samples=512,
         )
-        pretrain = PretrainRecipe(
-            model=budget.model, model_overrides=overrides, output_dir=str(run_dir / "pretrain"),
-            max_steps=budget.pretrain_steps, **common,
-        ).validate()
-        with _silenced():
-            result = run_pretraining(pretrain, train_dataset)
+        if not _cached_encoder_matches(pretrain_dir / "final", variant):
+            shutil.rmtree(pretrain_dir, ignore_errors=True)
+            pretrain = PretrainRecipe(
+                model=budget.model, model_overrides=overrides, output_dir=str(pretrain_dir),
+                max_steps=budget.pretrain_steps, eval_steps=_eval_every(budget.pretrain_steps, eval_dataset), **common,
+            ).validate()
+            with _silenced():
+                run_pretraining(pretrain, train_dataset, eval_dataset=eval_dataset)
         align = AlignRecipe(
-            model=str(result["final_dir"]), output_dir=str(run_dir / "align"), max_steps=budget.align_steps,
-            num_hard_negatives=variant.num_hard_negatives, text_cache_dir=str(cache_dir / "text_cache" / corpus), **common,
+            model=str(pretrain_dir / "final"), output_dir=str(run_dir / "align"), max_steps=budget.align_steps,
+            num_hard_negatives=variant.num_hard_negatives, text_cache_dir=str(cache_dir / "text_cache" / corpus),
+            eval_steps=_eval_every(budget.align_steps, eval_dataset), **common,
         ).validate()
         with _silenced():
-            run_alignment(align, train_dataset)
+            run_alignment(align, train_dataset, eval_dataset=eval_dataset)
         seconds = time.perf_counter() - started
     model = TraceModel.from_pretrained(final)  # the variant's overrides (pooling, attention, ...) are in its config
     model.eval()
     return model, final, seconds
+
+
+def _eval_every(steps: int, eval_dataset) -> int | None:
+    return None if eval_dataset is None else max(steps // 10, 1)
+
+
+def held_out_curve(final_dir: Path) -> dict[str, list[dict]]:
+    """`{"pretrain": [{"step", "loss"}, ...], "align": [{"step", "loss", "ts_to_text_mrr@10", ...}, ...]}`: the
+    held-out records `train_encoder` logged for the encoder in `final_dir` (`<run>/align/final`; its stage-1 run is
+    the folder its alignment recipe started from). A stage without a held-out log is left out."""
+    import yaml
+
+    from trace_training.loops import read_log
+
+    align = Path(final_dir).parent
+    folders = {"pretrain": Path(yaml.safe_load((align / "recipe.yaml").read_text())["model"]).parent, "align": align}
+    curves = {}
+    for stage, folder in folders.items():
+        if (folder / "train_log.jsonl").is_file():
+            points = [
+                {"step": r["step"], **{k[len("eval_"):]: float(v) for k, v in r.items() if k.startswith("eval_")}}
+                for r in read_log(folder) if "eval_loss" in r
+            ]  # fmt: skip
+            if points:
+                curves[stage] = points
+    return curves
+
+
+def describe_curve(points: Sequence[dict], key: str = "loss", best: str = "min") -> str:
+    """`first → best (at its step) → last (change over the last interval)` of `key` in a held-out curve: the
+    convergence evidence a table prints; a best value well before the last step means the curve turned back
+    (`best="min"` for a loss, `"max"` for a retrieval score)."""
+    points = [(p["step"], p[key]) for p in points if key in p]
+    if not points:
+        return "—"
+    if len(points) == 1:
+        return f"{points[0][1]:.3f} (step {points[0][0]})"
+    best_step, best_value = (min if best == "min" else max)(points, key=lambda point: point[1])
+    (_, before), (last_step, last) = points[-2], points[-1]
+    change = (last - before) / abs(before) if before else 0.0
+    return (
+        f"{points[0][1]:.3f} (step {points[0][0]}) → {best} {best_value:.3f} (step {best_step}) → {last:.3f} (step "
+        f"{last_step}; {change:+.1%} over the last interval)"
+    )
 
 
 def sentence_embeddings(model, dataset, name: str, cache_dir: Path = DEFAULT_CACHE_DIR, column: str = "text") -> np.ndarray:
@@ -367,6 +428,21 @@ def mean_std(values: Sequence[float], digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
+def mean_ci(values: Sequence[float], digits: int = 3, level: float = 0.95) -> str:
+    """`mean [low, high]`: Student-t confidence interval of the mean over seeds (`n/a` without values; the mean
+    alone for one value)."""
+    from scipy import stats
+
+    values = [float(v) for v in values if v is not None and not np.isnan(v)]
+    if not values:
+        return "n/a"
+    mean = float(np.mean(values))
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
+    return f"{mean:.{digits}f} [{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
+
+
 def environment_line() -> str:
     import torch
 
@@ -401,7 +477,13 @@ def write_table(name: str, title: str, notes: Sequence[str], header: Sequence[st
 
 def common_arguments(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--full", action="store_true", help="paper-sized budget (trace-small, long training); GPU advised")
+    parser.add_argument(
+        "--budget", choices=sorted(BUDGETS), default="reduced",
+        help="reduced: trace-tiny, 20 + 20 steps (smoke); mini: trace-mini trained until its held-out curves are flat "
+        "on 2 CPU cores; full: the paper's trace-small budget (GPU advised)",
+    )  # fmt: skip
+    parser.add_argument("--full", action="store_true", help="same as --budget full")
+    parser.add_argument("--align-steps", type=int, default=None, help="override the budget's alignment steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the budget's seeds")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="built datasets and trained encoders")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -410,10 +492,30 @@ def common_arguments(description: str) -> argparse.ArgumentParser:
 
 def budget_from_args(args) -> Budget:
     _quiet()
-    budget = FULL if args.full else REDUCED
+    budget = FULL if args.full else BUDGETS[args.budget]
     if args.seeds:
         budget = dataclasses.replace(budget, seeds=tuple(args.seeds))
+    if getattr(args, "align_steps", None):
+        budget = dataclasses.replace(budget, align_steps=args.align_steps)
     return budget
+
+
+class RunClock:
+    """The provenance line every table starts with: its command, the load when it started, wall and CPU seconds."""
+
+    def __init__(self, module: str, argv=None):
+        self.command = f"python -m {module} {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
+        self.started = time.perf_counter()
+        self.load = os.getloadavg()
+
+    def line(self) -> str:
+        usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = sum(u.ru_utime + u.ru_stime for u in usage)
+        load = " / ".join(f"{v:.2f}" for v in self.load)
+        return (
+            f"command: `{self.command}`; load average at start {load} (1/5/15 min); wall "
+            f"{time.perf_counter() - self.started:.1f} s, CPU {cpu:.1f} s (user+system, this process and children)"
+        )
 
 
 def json_dump(path: Path, payload) -> None:

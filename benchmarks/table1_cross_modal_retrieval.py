@@ -17,6 +17,9 @@ from benchmarks import harness
 
 METHODS = ("trace", "mean_pooled", "no_hard_negatives")
 DIRECTIONS = {"text_to_ts": "Text→TS", "ts_to_text": "TS→Text"}
+# the held-out curves printed as convergence evidence: (stage, logged key, which end is better)
+CURVES = (("pretrain", "loss", "min"), ("align", "loss", "min"), ("align", "ts_to_text_mrr@10", "max"),
+          ("align", "text_to_ts_mrr@10", "max"))
 KEYS = ("label_precision@1", "label_precision@5", "label_mrr@10", "modality_precision@1", "modality_precision@5", "modality_mrr@10")
 
 
@@ -48,24 +51,29 @@ def evaluate_random(test, seed: int, dim: int = 64, modes=tuple(DIRECTIONS)) -> 
 
 
 def run_corpus(corpus: str, budget, cache_dir, methods=METHODS, modes=tuple(DIRECTIONS)) -> tuple[dict, dict, dict]:
-    """`({method: [metrics per seed]}, {method: [train seconds]}, leakage summary)` for one corpus."""
+    """`({method: [metrics per seed]}, {method: [train seconds]}, {method: [held-out curves per seed]}, leakage
+    summary)` for one corpus."""
     spec = harness.CORPORA[corpus]
     dataset_dict = spec["load"](cache_dir)
     train, test = dataset_dict["train"], dataset_dict["test"]
     leakage = harness.assert_no_temporal_leakage(train, test)
     scores = {"random": [evaluate_random(test, seed, modes=modes) for seed in budget.seeds]}
     sentence_embeddings = None
-    seconds = {}
+    seconds, curves = {}, {}
     for name in methods:
         variant = harness.VARIANTS[name]
         for seed in budget.seeds:
-            model, _, took = harness.train_encoder(corpus, train, variant, seed, budget, spec["overrides"], cache_dir, spec.get("batch_size"))
+            model, final, took = harness.train_encoder(
+                corpus, train, variant, seed, budget, spec["overrides"], cache_dir, spec.get("batch_size"),
+                eval_dataset=dataset_dict.get("validation"),
+            )  # fmt: skip
+            curves.setdefault(name, []).append(harness.held_out_curve(final))
             if sentence_embeddings is None:  # the tower is frozen and shared: encode the test texts once
                 sentence_embeddings = harness.sentence_embeddings(model, test, f"{corpus}_test", cache_dir)
             scores.setdefault(name, []).append(evaluate_encoder(model, test, sentence_embeddings, modes))
             seconds.setdefault(name, []).append(took)
             print(f"[{corpus}] {name} seed {seed}: trained in {took:.0f} s (0 = cached)", flush=True)
-    return scores, seconds, leakage
+    return scores, seconds, curves, leakage
 
 
 def method_label(name: str) -> str:
@@ -77,9 +85,10 @@ def main(argv=None):
     parser.add_argument("--corpus", nargs="+", choices=sorted(harness.CORPORA), default=["noaa", "timemmd"])
     args = parser.parse_args(argv)
     budget = harness.budget_from_args(args)
+    clock = harness.RunClock("benchmarks.table1_cross_modal_retrieval", argv)
     rows, notes = [], []
     for corpus in args.corpus:
-        scores, seconds, leakage = run_corpus(corpus, budget, args.cache_dir)
+        scores, seconds, curves, leakage = run_corpus(corpus, budget, args.cache_dir)
         notes.append(
             f"`{corpus}`: {harness.describe_corpus(corpus, harness.CORPORA[corpus]['load'](args.cache_dir))}; leakage check passed ({leakage['train_windows']} train / "
             f"{leakage['test_windows']} test windows, {leakage['groups']} series: test strictly after train, no overlap)"
@@ -92,12 +101,18 @@ def main(argv=None):
         if trained:
             notes.append(f"`{corpus}` training seconds per encoder (pretrain + align, this run): " + ", ".join(
                 f"{n} {np.mean(v):.0f}" for n, v in trained.items()))
+        for name, per_seed in curves.items():
+            for stage, key, best in CURVES:
+                described = [harness.describe_curve(c[stage], key, best) for c in per_seed if stage in c]
+                if any(d != "—" for d in described):
+                    notes.append(f"`{corpus}` {name} held-out {stage} {key} (validation split), per seed: " + "; ".join(described))
     header = ["corpus", "method", "direction", "label P@1", "label P@5", "label MRR@10", "modality P@1", "modality P@5", "modality MRR@10"]
     harness.write_table(
         "table1_cross_modal_retrieval",
         "Table 1 — cross-modal retrieval (test split as corpus and queries)",
         [
-            harness.budget_from_args(args).describe() + f"; mean ± std over {len(budget.seeds)} seeds",
+            clock.line(),
+            budget.describe() + f"; mean ± std over {len(budget.seeds)} seeds",
             *notes,
             "label matching: a retrieved item is relevant when its label equals the query's; modality matching: "
             "only the query's own pair is relevant (MRR@10 = 0 when it is not in the top 10)",

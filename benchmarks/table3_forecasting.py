@@ -167,6 +167,7 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="+", default=None, help="domain:horizon, e.g. Health_US:12")
     args = parser.parse_args(argv)
     budget = harness.budget_from_args(args)
+    clock = harness.RunClock("benchmarks.table3_forecasting", argv)
     tasks = [(t.split(":")[0], int(t.split(":")[1])) for t in args.tasks] if args.tasks else TASKS
     spec = harness.CORPORA["timemmd"]
     retrieval = spec["load"](args.cache_dir)
@@ -186,6 +187,7 @@ def main(argv=None):
         "table3_forecasting",
         "Table 4 — Time-MMD forecasting, standardised MSE / MAE (test split)",
         [
+            clock.line(),
             f"{budget.describe()}; forecasting runs use seed {budget.seeds[0]} only (one run per cell)",
             f"TRACE encoder: the Table 1 Time-MMD `trace` encoder of seed {budget.seeds[0]} (context 96); linear probe "
             "trains the forecasting head only, LoRA r=8 on q/k/v/o + head; baselines train all their weights with the "

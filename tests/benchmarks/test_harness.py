@@ -95,3 +95,21 @@ def test_pad_windows_keeps_the_most_recent_steps_and_marks_padding_nan():
     assert windows.shape == (2, 2, 2)
     np.testing.assert_array_equal(windows[0], [[2.0, np.nan], [3.0, np.nan]])
     np.testing.assert_array_equal(windows[1], [[np.nan, np.nan], [4.0, 5.0]])
+
+
+def test_budget_flags_and_the_convergence_summaries():
+    from benchmarks import harness
+
+    parser = harness.common_arguments("t")
+    budget = harness.budget_from_args(parser.parse_args(["--budget", "mini", "--align-steps", "600", "--seeds", "0"]))
+    assert (budget.model, budget.pretrain_steps, budget.align_steps, budget.seeds) == ("trace-mini", 1000, 600, (0,))
+    assert harness.budget_from_args(parser.parse_args(["--full"])) == harness.FULL
+    # Student-t interval over seeds: 1, 2, 3 -> mean 2, half-width t(0.975, 2) * 1 / sqrt(3) = 2.484
+    assert harness.mean_ci([1.0, 2.0, 3.0]) == "2.000 [-0.484, 4.484]"
+    assert harness.mean_ci([0.5]) == "0.500" and harness.mean_ci([]) == "n/a"
+    curve = [{"step": 10, "loss": 4.0, "mrr": 0.1}, {"step": 20, "loss": 3.0, "mrr": 0.3}, {"step": 30, "loss": 3.3, "mrr": 0.2}]
+    assert harness.describe_curve(curve) == (
+        "4.000 (step 10) → min 3.000 (step 20) → 3.300 (step 30; +10.0% over the last interval)"
+    )
+    assert "max 0.300 (step 20)" in harness.describe_curve(curve, "mrr", "max")
+    assert harness.describe_curve(curve, "absent") == "—"
