@@ -318,6 +318,26 @@ def embedding_geometry(embeddings: torch.Tensor, prefix: str) -> dict:
     return logs
 
 
+def pair_retrieval_mrr(ts_embeds: torch.Tensor, text_embeds: torch.Tensor, k: int = 10) -> dict:
+    """Modality matching on a held-out batch, the ranking the loss itself does not measure: MRR@k of each series'
+    own text among the batch's texts (`ts_to_text_mrr@k`) and of each text's own series (`text_to_ts_mrr@k`), by
+    cosine similarity. A falling held-out loss can hide a flat ranking (and a rising one, a sharper temperature
+    over an improving ranking), so alignment convergence is read from these too."""
+    from modeling_trace.metrics.trace_retrieval.trace_retrieval import ranking_metrics
+
+    ts = torch.nn.functional.normalize(ts_embeds.detach().float(), dim=-1)
+    text = torch.nn.functional.normalize(text_embeds.detach().float(), dim=-1)
+    scores = ts @ text.T
+    own = torch.arange(scores.shape[0], device=scores.device)[:, None]
+    out = {}
+    for name, matrix in (("ts_to_text", scores), ("text_to_ts", scores.T)):
+        top = matrix.topk(min(k, matrix.shape[1]), dim=1).indices
+        relevance = (top == own).cpu().numpy().astype(np.float64)
+        metrics = ranking_metrics(relevance, mrr_at=k, precision_at=(), ndcg_at=None, accuracy_at=(), map_at=None)
+        out[f"{name}_mrr@{k}"] = metrics[f"mrr@{k}"]
+    return out
+
+
 def _seed_micro_step(seed: int, micro_step: int, rank: int) -> None:
     torch.manual_seed((seed * 1_000_003 + micro_step * 1_009 + rank) % (2**63 - 1))
 
@@ -950,7 +970,7 @@ def run_alignment(
 
     unwrapped = {}  # the prepared model -> the TraceModel inside (unwrap_model walks every module: once)
 
-    def compute_loss(model, batch):
+    def compute_loss(model, batch, return_outputs=False):
         outputs = model(**batch, return_loss=False)
         core = unwrapped.get(id(model))
         if core is None:
@@ -964,7 +984,7 @@ def run_alignment(
         }
         if channel_loss is not None:
             logs["channel_loss"] = channel_loss.detach()
-        return loss, logs
+        return (loss, logs, outputs) if return_outputs else (loss, logs)
 
     evaluate = None
     held_out = _eval_rows(recipe, eval_dataset)
@@ -986,8 +1006,12 @@ def run_alignment(
 
         def evaluate(model):
             batch = {k: v.to(accelerator.device) for k, v in eval_batch.items()}
-            loss, logs = compute_loss(model, batch)
-            return {"loss": loss, **{k: v for k, v in logs.items() if k != "logit_scale"}}
+            loss, logs, outputs = compute_loss(model, batch, return_outputs=True)
+            return {
+                "loss": loss,
+                **{k: v for k, v in logs.items() if k != "logit_scale"},
+                **pair_retrieval_mrr(outputs.time_series_embeds, outputs.text_embeds),
+            }
 
     result = train_loop(
         recipe, accelerator, model, len(dataset), get_batch, compute_loss, "align", resume, stop_at_step, evaluate

