@@ -16,9 +16,11 @@ For each loop, in one process and interleaved round by round (bare, loop, bare, 
   batch 16, against its bare step.
 
 The loop's figure is its own `seconds` (the stepping loop: batches, forward/backward, clipping, optimiser and
-scheduler, logging; not the model construction before it) divided by the steps, and, in the `with set-up` column,
-the whole call's wall time divided by the steps. `--second-job` runs a competing single-threaded matrix-multiply
-process for the whole measurement (a second job on a 2-core machine). The ratio column is the median of the per-round
+scheduler, logging; not the model construction before it; for the Trainer, from its `on_train_begin` callback to
+`on_train_end`, the same span) divided by the steps, and, in the `with set-up` column,
+the whole call's wall time divided by the steps. `--second-job` runs a competing matrix-multiply
+process for the whole measurement (a second job on a 2-core machine; `--second-job-threads 2`: one that, like the
+measured loops, uses every core). The ratio column is the median of the per-round
 ratios loop / bare.
 """
 
@@ -37,8 +39,8 @@ from pathlib import Path
 import torch
 
 SECOND_JOB = (
-    "import torch, time\n"
-    "torch.set_num_threads(1)\n"
+    "import sys, torch, time\n"
+    "torch.set_num_threads(int(sys.argv[1]))\n"
     "a = torch.randn(512, 512)\n"
     "while True:\n"
     "    a = torch.tanh(a @ a)\n"
@@ -141,6 +143,24 @@ def bare_finetune(recipe, train, steps: int, num_labels: int) -> float:
     )
 
 
+def _stepping_timer():
+    """A `TrainerCallback` timing the Trainer's stepping loop as the stage loops time theirs: from `on_train_begin`
+    (after the Trainer's set-up: accelerator preparation, dataloader) to `on_train_end`. Its `train_runtime` metric
+    starts at `train()` itself, set-up included."""
+    from transformers import TrainerCallback
+
+    class SteppingTimer(TrainerCallback):
+        seconds = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.seconds = time.perf_counter() - self.started
+
+    return SteppingTimer()
+
+
 def loop_finetune(recipe, train, steps: int, num_labels: int) -> tuple[float, float]:
     from benchmarks import harness
     from trace_training.finetuning import build_finetune_model, build_trainer
@@ -148,10 +168,12 @@ def loop_finetune(recipe, train, steps: int, num_labels: int) -> tuple[float, fl
     started = time.perf_counter()
     torch.manual_seed(0)
     model = build_finetune_model(recipe, num_labels=num_labels, id2label={i: str(i) for i in range(num_labels)})
+    timer = _stepping_timer()
     with harness._silenced():
         trainer = build_trainer(recipe, model, train)
-        output = trainer.train()
-    return output.metrics["train_runtime"] / steps, (time.perf_counter() - started) / steps
+        trainer.add_callback(timer)
+        trainer.train()
+    return timer.seconds / steps, (time.perf_counter() - started) / steps
 
 
 def _align_recipe(out: Path, steps: int, cache: Path):
@@ -197,7 +219,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loop_overhead", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--second-job", action="store_true", help="run a competing 1-thread matmul process meanwhile")
+    parser.add_argument("--second-job", action="store_true", help="run a competing matmul process meanwhile")
+    parser.add_argument(
+        "--second-job-threads", type=int, default=1,
+        help="torch threads of the second job (2 on a 2-core machine: two jobs that each take every core)",
+    )  # fmt: skip
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
 
@@ -212,7 +238,7 @@ def main(argv=None) -> int:
         texts = timemmd.build("retrieval", ["Energy"], args.data_dir, input_length=48, stride=8, seed=0)["train"]
     length = len(train[0]["past_values"])
     num_labels = len(set(train["label"]))
-    job = subprocess.Popen([sys.executable, "-c", SECOND_JOB]) if args.second_job else None
+    job = subprocess.Popen([sys.executable, "-c", SECOND_JOB, str(args.second_job_threads)]) if args.second_job else None
     results = {name: {"bare": [], "loop": [], "setup": []} for name in ("pretraining", "alignment", "finetuning (Trainer)")}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -246,7 +272,7 @@ def main(argv=None) -> int:
     print(
         f"GunPoint train ({len(train)} series x {length} steps; alignment: {len(texts)} Time-MMD Energy windows x 48 "
         f"steps with their texts), trace-tiny, {args.steps} steps x {args.rounds} rounds, "
-        f"torch threads {torch.get_num_threads()}, second job: {'yes' if args.second_job else 'no'}; "
+        f"torch threads {torch.get_num_threads()}, second job: {f'{args.second_job_threads} thread(s)' if args.second_job else 'no'}; "
         f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     rows = []
