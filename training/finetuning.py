@@ -135,9 +135,12 @@ def build_trainer(
     from transformers import Trainer, TrainingArguments
 
     config = model.config
-    train_dataset = align_dataset_channels(train_dataset, config.channel_names, strict=False)
+    # any forecasting/classification model whose config has context_length / num_input_channels (TRACE, or a
+    # baseline such as transformers' PatchTST); only TRACE configs name their channels
+    channel_names = getattr(config, "channel_names", None)
+    train_dataset = align_dataset_channels(train_dataset, channel_names, strict=False)
     if eval_dataset is not None:
-        eval_dataset = align_dataset_channels(eval_dataset, config.channel_names, strict=False)
+        eval_dataset = align_dataset_channels(eval_dataset, channel_names, strict=False)
     collator = TraceDataCollator(
         config.context_length,
         config.num_input_channels,
@@ -224,7 +227,7 @@ def save_finetuned(model, output_dir: str | Path, mode: str) -> dict[str, Path]:
 def predict(model, dataset, task: str, batch_size: int = 256) -> np.ndarray:
     """Logits (classification) or forecasts (forecasting) of `model` in eval mode, as a numpy array."""
     config = model.config
-    dataset = align_dataset_channels(dataset, config.channel_names, strict=False)
+    dataset = align_dataset_channels(dataset, getattr(config, "channel_names", None), strict=False)
     collator = TraceDataCollator(config.context_length, config.num_input_channels)
     was_training = model.training
     model.eval()
