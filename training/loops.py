@@ -338,8 +338,24 @@ def pair_retrieval_mrr(ts_embeds: torch.Tensor, text_embeds: torch.Tensor, k: in
     return out
 
 
+def _accelerator_generators_in_use() -> bool:
+    """Whether a device generator besides the CPU's may draw numbers in this process (CUDA / XPU initialised, or an
+    MPS device present); when none may, seeding the CPU generator is all `torch.manual_seed` would do that matters."""
+    for name in ("cuda", "xpu"):
+        backend = getattr(torch, name, None)
+        if backend is not None and backend.is_available() and backend.is_initialized():
+            return True
+    return torch.backends.mps.is_available()
+
+
 def _seed_micro_step(seed: int, micro_step: int, rank: int) -> None:
-    torch.manual_seed((seed * 1_000_003 + micro_step * 1_009 + rank) % (2**63 - 1))
+    value = (seed * 1_000_003 + micro_step * 1_009 + rank) % (2**63 - 1)
+    if _accelerator_generators_in_use():
+        torch.manual_seed(value)
+    else:
+        # `torch.manual_seed` also queues a lazy seed for each uninitialised device backend (CUDA, XPU, MTIA), each
+        # capturing a formatted Python stack: 0.7 ms a step on 2 CPU cores, a tenth of a small model's step
+        torch.default_generator.manual_seed(value)
 
 
 # A training set whose collated series hold at most this many values is collated once, before the first step: every

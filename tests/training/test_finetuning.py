@@ -57,6 +57,13 @@ def test_lora_classification_trains_only_adapters_and_head(tmp_path, data_dir):
     for name, parameter in model.named_parameters():
         if name in frozen_before:
             assert torch.equal(parameter, frozen_before[name]), name  # the backbone did not move
+    # the Trainer's FLOP estimate, with its parameter count kept for the run, is transformers' own (adapters counted)
+    from transformers import Trainer
+
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(16)])
+    assert trainer.floating_point_ops(batch) == Trainer.floating_point_ops(trainer, batch) > 0
+    # 60 steps of batch 16 over 67 rows of one length = 12 epochs of every row
+    assert len(train) == 67 and trainer.state.total_flos == 12 * 67 * Trainer.floating_point_ops(trainer, batch) / 16
 
     model.eval()
     expected = predict(model, test, "classification")
