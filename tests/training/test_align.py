@@ -66,7 +66,8 @@ def test_two_process_alignment(tmp_path):
     held_out = [r for r in records if "eval_loss" in r]
     assert [r["step"] for r in held_out] == [12, 24]
     assert all(1 / 8 <= r[f"eval_{d}_mrr@10"] <= 1.0 for r in held_out for d in ("ts_to_text", "text_to_ts"))
-    assert len(list((out / "text_cache").glob("text_embeds-*.safetensors"))) == 1  # encoded once, shared by ranks
+    # the training texts and the held-out texts, each encoded once and shared by the ranks
+    assert len(list((out / "text_cache").glob("text_embeds-*.safetensors"))) == 2
 
     model = AutoModel.from_pretrained(out / "final")
     assert type(model).__name__ == "TraceModel"
