@@ -251,7 +251,7 @@ def main(argv=None):
     if {"svm", "finetune"} & set(args.parts):
         notes.insert(
             2,
-            f"{budget.describe()}; TRACE rows: pretraining "
+            f"budget `{budget.name}`: encoder preset `{budget.model}`, seeds {list(budget.seeds)}; TRACE rows: pretraining "
             + (
                 f"{budget.pretrain_steps} steps"
                 if not args.pretrain_steps_grid
