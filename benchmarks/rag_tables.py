@@ -5,10 +5,10 @@ statistics, as the papers report):
 
     # Time-MMD domain: a quick TRACE alignment on the domain's training split (trace-tiny, CPU), then RAG
     # TS-only vs TS+Text vs no-RAG (the same head on H_q alone), and SERAF with its ablations
-    python -m training.rag timemmd --domain Health_US --horizon 12
+    python -m benchmarks.rag_tables timemmd --domain Health_US --horizon 12
 
     # ETTh1 (12/4/4 split, input 720, horizon 96): SERAF vs a RAFT-style TS-only retrieval forecaster vs linear
-    python -m training.rag ett --name ETTh1
+    python -m benchmarks.rag_tables ett --name ETTh1
 
 The library does the work (`modeling_trace.modeling_rag`, `modeling_trace.modeling_seraf`, the retrieval index,
 the describer, the builders); this file wires data, models and `transformers.Trainer` together.
@@ -223,7 +223,19 @@ def run_timemmd(args) -> str:
         for name, values in window_positions(splits[split]).items():
             splits[split] = splits[split].add_column(name, values.tolist())
     train, test = splits["train"], splits["test"]
-    trace, num_pairs, align_seconds = align_trace(train, args, length)
+    if args.encoder:
+        # an aligned TraceModel folder (e.g. a Table 1 `--budget mini` encoder); its context may exceed the domain's
+        # input length (shorter windows are left-padded as unobserved)
+        from modeling_trace import TraceModel
+
+        trace = TraceModel.from_pretrained(args.encoder).eval()
+        encoder_line = f"TRACE encoder: `{args.encoder}` (context {trace.config.context_length}), frozen."
+    else:
+        trace, num_pairs, align_seconds = align_trace(train, args, length)
+        encoder_line = (
+            f"TRACE encoder: trace-tiny aligned with frozen all-MiniLM-L6-v2 on {num_pairs} training (window, "
+            f"search-text) pairs for {args.align_epochs} epochs ({align_seconds:.0f} s CPU)."
+        )
 
     # -- TRACE RAG ------------------------------------------------------------------------------------------
     rag = {"no-RAG (head on H_q)": [], "RAG TS-only": [], "RAG TS+Text": []}
@@ -247,6 +259,9 @@ def run_timemmd(args) -> str:
                 logger.info("%s seed %d: %s", name, seed, rag[name][-1])
 
         # -- SERAF on the same domain -----------------------------------------------------------------------
+        if args.no_seraf:
+            return "\n\n".join([_timemmd_header(args, length, train, test, None, encoder_line, began),
+                                  results_table("TRACE retrieval-augmented forecasting", rag)])
         frame = read_numeric(domain, args.data_dir, "OT")
         lo, hi = split_bounds(len(frame))["train"]
         mean, std = stats[domain]["OT"]["mean"], stats[domain]["OT"]["std"]
@@ -278,16 +293,20 @@ def run_timemmd(args) -> str:
                 )
                 logger.info("%s seed %d: %s", name, seed, seraf[name][-1])
 
-    header = (
-        f"Time-MMD {domain}, univariate OT, input {length}, horizon {horizon}; train/test windows {len(train)}/{len(test)} "
-        f"(SERAF test windows {len(seraf_test)}); MSE/MAE on training-standardised values; mean ± std over "
-        f"{args.seeds} seeds. TRACE encoder: trace-tiny aligned with frozen all-MiniLM-L6-v2 on {num_pairs} training "
-        f"(window, search-text) pairs for {args.align_epochs} epochs ({align_seconds:.0f} s CPU). RAG: R={args.num_retrieved}, "
-        f"{args.rag_epochs} epochs; SERAF: K={args.seraf_top_k}, τ=0.1, {args.seraf_epochs} epochs. "
-        f"Total {time.time() - began:.0f} s."
-    )
+    header = _timemmd_header(args, length, train, test, len(seraf_test), encoder_line, began)
     tables = [results_table("TRACE retrieval-augmented forecasting", rag), results_table("SERAF ablations", seraf)]
     return "\n\n".join([header, *tables])
+
+
+def _timemmd_header(args, length, train, test, seraf_windows, encoder_line, began) -> str:
+    seraf = "" if seraf_windows is None else f" (SERAF test windows {seraf_windows})"
+    return (
+        f"Time-MMD {args.domain}, univariate OT, input {length}, horizon {args.horizon}; train/test windows "
+        f"{len(train)}/{len(test)}{seraf}; MSE/MAE on training-standardised values; mean ± std over {args.seeds} seeds. "
+        f"{encoder_line} RAG: R={args.num_retrieved}, {args.rag_epochs} epochs"
+        + ("" if seraf_windows is None else f"; SERAF: K={args.seraf_top_k}, τ=0.1, {args.seraf_epochs} epochs")
+        + f". Total {time.time() - began:.0f} s."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -381,6 +400,8 @@ def main(argv=None) -> None:
     t.add_argument("--num-retrieved", type=int, default=5)
     t.add_argument("--rag-epochs", type=float, default=5)
     t.add_argument("--rag-learning-rate", type=float, default=1e-3)
+    t.add_argument("--encoder", default=None, help="an aligned TraceModel folder to use instead of the quick alignment")
+    t.add_argument("--no-seraf", action="store_true", help="the TRACE RAG table only (no SERAF ablations)")
     t.add_argument("--align-epochs", type=int, default=5)
     t.add_argument("--align-batch-size", type=int, default=64)
     t.add_argument("--align-learning-rate", type=float, default=1e-3)
