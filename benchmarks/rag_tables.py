@@ -175,34 +175,26 @@ def run_seraf(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def align_trace(train, args, input_length: int):
-    """Quick contrastive alignment of trace-tiny with frozen all-MiniLM-L6-v2 on the (window, text) pairs."""
+def align_trace(train, args, input_length: int, output_dir: str):
+    """Quick contrastive alignment of trace-tiny with the frozen all-MiniLM-L6-v2 on the (window, search-text) pairs
+    of `train`, by the library's stage-2 loop (`run_alignment`), `args.align_epochs` epochs."""
     from modeling_trace import TraceModel
-    from modeling_trace.data_collator import TraceDataCollator
-    from modeling_trace.modeling_trace import encode_sentences
-    from modeling_trace.presets import load_preset
+    from trace_training import AlignRecipe
+    from trace_training.loops import run_alignment
 
-    torch.manual_seed(args.seed)
-    config = load_preset("trace-tiny", num_input_channels=1, context_length=input_length, channel_names=None, dropout=0.1)
-    model = TraceModel.from_time_series_text_pretrained(config)
     paired = train.filter(lambda row: bool(row["text"].strip()))
-    text_embeds = encode_sentences(model.text_model, model.tokenizer, paired["text"])
-    collate = TraceDataCollator(context_length=input_length, num_channels=1)
-    batch_all = collate([paired[i] for i in range(len(paired))])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.align_learning_rate)
-    generator = torch.Generator().manual_seed(args.seed)
-    model.train()
+    steps = max(1, args.align_epochs * (len(paired) // args.align_batch_size))
+    recipe = AlignRecipe(
+        model="trace-tiny", output_dir=output_dir, seed=args.seed, max_steps=steps,
+        model_overrides={"num_input_channels": 1, "context_length": input_length, "channel_names": None, "dropout": 0.1},
+        global_batch_size=args.align_batch_size, learning_rate=args.align_learning_rate, mixed_precision="no",
+        report_to="none", logging_steps=max(1, steps // 5), save_steps=None,
+    ).validate()  # fmt: skip
     began = time.time()
-    for _ in range(args.align_epochs):
-        order = torch.randperm(len(paired), generator=generator)
-        for start in range(0, len(order) - args.align_batch_size + 1, args.align_batch_size):
-            rows = order[start : start + args.align_batch_size]
-            out = model(batch_all["past_values"][rows], batch_all["past_observed_mask"][rows], text_embeds=text_embeds[rows])
-            optimizer.zero_grad()
-            out.loss.backward()
-            optimizer.step()
-    model.eval()
-    logger.info("aligned trace-tiny on %d pairs, %d epochs, %.0f s; last loss %.3f", len(paired), args.align_epochs, time.time() - began, float(out.loss))
+    result = run_alignment(recipe, paired)
+    logger.info("aligned trace-tiny on %d pairs, %d steps, %.0f s", len(paired), steps, time.time() - began)
+    model = TraceModel.from_pretrained(result["final_dir"]).eval()
+    model._get_tokenizer()  # read now: the caller removes `output_dir`
     return model, len(paired), time.time() - began
 
 
@@ -231,10 +223,11 @@ def run_timemmd(args) -> str:
         trace = TraceModel.from_pretrained(args.encoder).eval()
         encoder_line = f"TRACE encoder: `{args.encoder}` (context {trace.config.context_length}), frozen."
     else:
-        trace, num_pairs, align_seconds = align_trace(train, args, length)
+        with tempfile.TemporaryDirectory(prefix="rag_align_") as alignment_dir:
+            trace, num_pairs, align_seconds = align_trace(train, args, length, alignment_dir)
         encoder_line = (
             f"TRACE encoder: trace-tiny aligned with frozen all-MiniLM-L6-v2 on {num_pairs} training (window, "
-            f"search-text) pairs for {args.align_epochs} epochs ({align_seconds:.0f} s CPU)."
+            f"search-text) pairs for {args.align_epochs} epochs by `run_alignment` ({align_seconds:.0f} s wall)."
         )
 
     # -- TRACE RAG ------------------------------------------------------------------------------------------
