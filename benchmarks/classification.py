@@ -233,7 +233,7 @@ def svm_protocol(train_X, train_y, test_X, test_y, seed: int = 0, *, n_splits: i
     folds = int(min(n_splits, counts.min()))
     svm = SVC(kernel="rbf", gamma="scale", max_iter=10_000_000)
     if len(train_y) // len(counts) < 5 or len(train_y) < 50 or folds < 2:
-        model = SVC(C=np.inf, kernel="rbf", gamma="scale", max_iter=10_000_000)
+        model = svm.set_params(C=np.inf)
         cv_accuracy = None
         if folds >= 2:
             splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)

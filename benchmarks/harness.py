@@ -419,8 +419,12 @@ def pad_windows(dataset, length: int, column: str = "past_values") -> np.ndarray
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if v is not None and not np.isnan(v)]
+
+
 def mean_std(values: Sequence[float], digits: int = 3) -> str:
-    values = [float(v) for v in values if v is not None and not np.isnan(v)]
+    values = _finite(values)
     if not values:
         return "n/a"
     if len(values) == 1:
@@ -433,7 +437,7 @@ def mean_ci(values: Sequence[float], digits: int = 3, level: float = 0.95) -> st
     alone for one value)."""
     from scipy import stats
 
-    values = [float(v) for v in values if v is not None and not np.isnan(v)]
+    values = _finite(values)
     if not values:
         return "n/a"
     mean = float(np.mean(values))

@@ -106,7 +106,7 @@ def frozen_embeddings(encoder_dir, series, batch_size: int = 64) -> np.ndarray:
     from transformers.utils import logging as transformers_logging
 
     from modeling_trace import TraceTimeSeriesModel
-    from modeling_trace.modeling_trace import pad_or_truncate_series
+    from modeling_trace.modeling_trace import observed_patch_mean, pad_or_truncate_series, split_token_states
 
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # the load report lists the reconstruction head, unused here
@@ -117,7 +117,6 @@ def frozen_embeddings(encoder_dir, series, batch_size: int = 64) -> np.ndarray:
     model.eval()
     config = model.config
     values, observed = pad_or_truncate_series(series, config.context_length, config.num_input_channels, dtype=np.float64)
-    skip = 1 if config.use_channel_identity_tokens else 0  # each channel's CIT precedes its patches
     chunks = []
     with torch.no_grad():
         for start in range(0, len(values), batch_size):
@@ -127,13 +126,10 @@ def frozen_embeddings(encoder_dir, series, batch_size: int = 64) -> np.ndarray:
                 output_hidden_states=True,
                 return_dict=True,
             )
-            weights = out.patch_observed_mask.to(out.patch_embeddings.dtype)[..., None]  # (B, C, N, 1)
-            count = weights.sum(2).clamp(min=1.0)
-            batch, channels = weights.shape[:2]
             features = []
             for hidden in out.hidden_states[1:]:
-                per_channel = hidden[:, 1:].reshape(batch, channels, -1, hidden.shape[-1])[:, :, skip:]
-                features.append(((per_channel * weights).sum(2) / count).flatten(1))
+                _, patches = split_token_states(hidden, config.num_input_channels, config.use_channel_identity_tokens)
+                features.append(observed_patch_mean(patches, out.patch_observed_mask, 2).flatten(1))
             features += [out.loc[:, 0], torch.log(out.scale[:, 0])]
             chunks.append(torch.cat(features, dim=-1).float())
     return torch.cat(chunks).numpy()

@@ -864,6 +864,24 @@ class TraceEncoder(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def split_token_states(
+    hidden_states: torch.Tensor, num_channels: int, use_channel_identity_tokens: bool
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """`(CIT states (batch, channels, d) or None, patch states (batch, channels, patches, d))` of one layer's token
+    states `(batch, 1 + channels x (CIT + patches), d)` ([CLS] first, then each channel's CIT and patches)."""
+    per_channel = hidden_states[:, 1:].reshape(hidden_states.shape[0], num_channels, -1, hidden_states.shape[-1])
+    if use_channel_identity_tokens:
+        return per_channel[:, :, 0], per_channel[:, :, 1:]
+    return None, per_channel
+
+
+def observed_patch_mean(patch_states: torch.Tensor, patch_observed_mask: torch.Tensor, dim) -> torch.Tensor:
+    """Mean of `patch_states` `(batch, channels, patches, d)` over `dim` (2: per channel; (1, 2): per sample),
+    counting only patches that hold at least one observed point (an empty set gives 0)."""
+    weights = patch_observed_mask.to(patch_states.dtype)[..., None]
+    return (patch_states * weights).sum(dim) / weights.sum(dim).clamp(min=1.0)
+
+
 def pool_sample_embedding(
     cls_embedding: torch.Tensor, patch_embeddings: torch.Tensor, patch_observed_mask: torch.Tensor, pooling: str
 ) -> torch.Tensor:
@@ -872,8 +890,7 @@ def pool_sample_embedding(
     patches never count)."""
     if pooling == "cls":
         return cls_embedding
-    weights = patch_observed_mask.to(patch_embeddings.dtype)[..., None]
-    return (patch_embeddings * weights).sum((1, 2)) / weights.sum((1, 2)).clamp(min=1.0)
+    return observed_patch_mean(patch_embeddings, patch_observed_mask, (1, 2))
 
 
 class TracePretrainingHead(nn.Module):
@@ -1427,14 +1444,11 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             raw = "" if self.config.revin else " (with config.revin=False the raw values enter the encoder)"
             check_finite_output(last_hidden_state, f"The time-series encoder's output{raw}")
 
-        num_channels = self.config.num_input_channels
-        per_channel = last_hidden_state[:, 1:].reshape(batch_size, num_channels, -1, last_hidden_state.shape[-1])
-        if self.config.use_channel_identity_tokens:
-            channel_embeddings, patch_embeddings = per_channel[:, :, 0], per_channel[:, :, 1:]
-        else:
-            patch_embeddings = per_channel
-            weights = patch_observed.to(per_channel.dtype)[..., None]
-            channel_embeddings = (per_channel * weights).sum(2) / weights.sum(2).clamp(min=1.0)
+        channel_embeddings, patch_embeddings = split_token_states(
+            last_hidden_state, self.config.num_input_channels, self.config.use_channel_identity_tokens
+        )
+        if channel_embeddings is None:  # no CIT: each channel is the mean of its observed patch tokens
+            channel_embeddings = observed_patch_mean(patch_embeddings, patch_observed, 2)
 
         return self._model_output(
             TraceTimeSeriesModelOutput,
