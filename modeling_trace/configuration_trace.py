@@ -91,6 +91,12 @@ class TraceConfig(PreTrainedConfig):
             reconstructions and forecasts.
         revin_eps (`float`, *optional*, defaults to 1e-5):
             Added to the variance in RevIN.
+        revin_statistics_embedding (`bool`, *optional*, defaults to `False`):
+            Give the encoder the level and spread that RevIN removes: a linear embedding of each (sample, channel)'s
+            `sign(loc) * log1p(|loc|)` and `log(scale)` is added to every token of that channel (its CIT and its
+            patches). Without it, two series that differ only in scale (a price in dollars and a temperature in
+            degrees, both smooth) give the same tokens. A channel's statistics reach only that channel's tokens, so
+            channel-biased attention still isolates the other CITs from it.
         mask_ratio (`float`, *optional*, defaults to 0.3):
             Share of observed patches per channel replaced by the mask token during masked-reconstruction
             pretraining.
@@ -178,6 +184,7 @@ class TraceConfig(PreTrainedConfig):
     rope_theta: float = 10000.0
     revin: bool = True
     revin_eps: float = 1e-5
+    revin_statistics_embedding: bool = False
     mask_ratio: float = 0.3
     initializer_range: float = 0.02
     text_config: dict | PreTrainedConfig | None = None
@@ -294,6 +301,7 @@ class TraceConfig(PreTrainedConfig):
             "norm_first",
             "use_channel_identity_tokens",
             "revin",
+            "revin_statistics_embedding",
             "learnable_logit_scale",
             "use_channel_cross_attention",
             "embedding_centering",
@@ -326,6 +334,11 @@ class TraceConfig(PreTrainedConfig):
             fail("text_model_reference", "a Hub id such as 'sentence-transformers/all-MiniLM-L6-v2' or None", reference)
         if self.retrieval_index_path is not None and not isinstance(self.retrieval_index_path, str):
             fail("retrieval_index_path", "a path (str) or None", self.retrieval_index_path)
+        if self.revin_statistics_embedding and not self.revin:
+            raise ValueError(
+                "revin_statistics_embedding=True embeds the statistics RevIN removes, so it needs revin=True (with "
+                "revin=False the raw values already enter the encoder)."
+            )
         if self.patch_length > self.context_length:
             raise ValueError(
                 f"patch_length ({self.patch_length}) is larger than context_length ({self.context_length}); "

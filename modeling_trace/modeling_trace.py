@@ -489,6 +489,14 @@ def zscore_statistics(values, observed=None, dim: int = 1, eps: float = 0.0):
     return loc, scale
 
 
+def revin_statistics(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """`(batch, channels, 2)`: `sign(loc) * log1p(|loc|)` and `log(scale)` of RevIN's `(batch, 1, channels)`
+    statistics, the input of `TraceEmbeddings.statistics_embedding` (`config.revin_statistics_embedding`). Both are
+    logarithmic so that series of 1e-3 and 1e6 give features of a similar size; a constant or empty channel has
+    `log(sqrt(revin_eps))`."""
+    return torch.stack([torch.sign(loc) * torch.log1p(loc.abs()), torch.log(scale)], dim=-1)[:, 0]
+
+
 def patchify(tensor: torch.Tensor, patch_length: int, patch_stride: int) -> torch.Tensor:
     """`(batch, length, channels)` -> `(batch, channels, num_patches, patch_length)`.
 
@@ -610,10 +618,17 @@ class TraceEmbeddings(nn.Module):
         # the patch embedding is shared and RoPE positions repeat in every channel, so two masked patches at the same
         # time index in different channels would be the same token and get the same reconstruction.
         self.channel_embeddings = nn.Parameter(torch.zeros(config.num_input_channels, config.d_model))
+        if config.revin_statistics_embedding:
+            # the level and spread RevIN removes, per (sample, channel): see `revin_statistics`
+            self.statistics_embedding = nn.Linear(2, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self, value_patches: torch.Tensor, observed_patches: torch.Tensor, patch_mask: torch.Tensor | None = None
+        self,
+        value_patches: torch.Tensor,
+        observed_patches: torch.Tensor,
+        patch_mask: torch.Tensor | None = None,
+        statistics: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch_size, num_channels, num_patches, _ = value_patches.shape
         patch_input = torch.cat([value_patches, observed_patches.to(value_patches.dtype)], dim=-1)
@@ -624,6 +639,11 @@ class TraceEmbeddings(nn.Module):
         if self.config.use_channel_identity_tokens:
             cit = self.channel_identity_tokens.to(embeddings.dtype)[None, :, None, :].expand(batch_size, -1, 1, -1)
             embeddings = torch.cat([cit, embeddings], dim=2)
+        if self.config.revin_statistics_embedding:
+            if statistics is None:
+                raise ValueError("config.revin_statistics_embedding=True: pass `statistics` (see `revin_statistics`).")
+            # one vector per (sample, channel), added to the channel's CIT and patch tokens alike
+            embeddings = embeddings + self.statistics_embedding(statistics.to(embeddings.dtype))[:, :, None, :]
         embeddings = embeddings.reshape(batch_size, -1, embeddings.shape[-1])
         cls = self.cls_token.to(embeddings.dtype).expand(batch_size, 1, -1)
         return self.dropout(torch.cat([cls, embeddings], dim=1))
@@ -1418,7 +1438,8 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
         value_patches, observed_patches, loc, scale = self.normalize(past_values, past_observed_mask)
         patch_observed = observed_patches.any(dim=-1)  # (B, C, N): patches with at least one observed point
 
-        hidden_states = self.embeddings(value_patches, observed_patches, patch_mask)
+        statistics = revin_statistics(loc, scale) if self.config.revin_statistics_embedding else None
+        hidden_states = self.embeddings(value_patches, observed_patches, patch_mask, statistics)
         batch_size = hidden_states.shape[0]
         layout, rule = self._layout(hidden_states.device)
 

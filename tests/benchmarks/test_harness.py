@@ -85,6 +85,21 @@ def test_encoder_variants_are_config_overrides_and_mean_pooling_is_one():
         assert not hasattr(harness, name)
 
 
+def test_a_cached_encoder_is_reused_only_with_every_override_it_was_trained_with(tmp_path):
+    import benchmarks.harness as harness
+    from tests.conftest import tiny_config
+
+    corpus = harness.CORPORA["timemmd"]["overrides"]
+    overrides = {**corpus, **harness.VARIANTS["trace"].config_overrides()}
+    assert not harness._cached_encoder_matches(tmp_path, overrides)  # nothing saved yet
+    tiny_config(**{k: v for k, v in overrides.items() if k != "revin_statistics_embedding"}).save_pretrained(tmp_path)
+    # an encoder trained before the corpus switched `revin_statistics_embedding` on is rebuilt, not reused
+    assert not harness._cached_encoder_matches(tmp_path, overrides)
+    tiny_config(**overrides).save_pretrained(tmp_path)
+    assert harness._cached_encoder_matches(tmp_path, overrides)
+    assert not harness._cached_encoder_matches(tmp_path, {**overrides, "pooling": "mean"})
+
+
 def test_pad_windows_keeps_the_most_recent_steps_and_marks_padding_nan():
     import numpy as np
 

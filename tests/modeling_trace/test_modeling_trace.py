@@ -54,9 +54,11 @@ def encode(model, values, mask=None):
         return model(values, mask)
 
 
+@pytest.mark.parametrize("statistics", [False, True], ids=["plain", "revin_statistics"])
 @pytest.mark.parametrize("seed", range(3))
-def test_channel_biased_attention_isolates_each_cit_in_one_layer(seed):
-    model = make_model(num_hidden_layers=1)
+def test_channel_biased_attention_isolates_each_cit_in_one_layer(seed, statistics):
+    # with `revin_statistics_embedding` the perturbed channel's level and spread change too (its tokens only)
+    model = make_model(num_hidden_layers=1, revin_statistics_embedding=statistics)
     generator = torch.Generator().manual_seed(seed)
     values = torch.randn(4, 48, 3, generator=generator)
     base = encode(model, values)
@@ -114,9 +116,10 @@ def test_attention_probabilities_of_cit_rows_are_exactly_zero_outside_their_chan
     assert torch.allclose(out.last_hidden_state, eager_free.last_hidden_state, atol=1e-5)
 
 
+@pytest.mark.parametrize("statistics", [False, True], ids=["plain", "revin_statistics"])
 @pytest.mark.parametrize("use_nan", [False, True])
-def test_values_at_missing_points_never_change_the_output(use_nan):
-    model = make_model()
+def test_values_at_missing_points_never_change_the_output(use_nan, statistics):
+    model = make_model(revin_statistics_embedding=statistics)
     generator = torch.Generator().manual_seed(1)
     values = torch.randn(3, 48, 3, generator=generator)
     mask = torch.rand(3, 48, 3, generator=generator) > 0.3
@@ -131,6 +134,26 @@ def test_values_at_missing_points_never_change_the_output(use_nan):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert torch.isfinite(a.last_hidden_state).all()
     assert not a.patch_observed_mask[0, 2].any()
+
+
+def test_revin_statistics_embedding_tells_scales_apart_that_revin_alone_cannot():
+    values = torch.randn(2, 48, 3)
+    rescaled = values * 250.0 + 40.0  # the same shape in other units: RevIN maps it to the same normalised input
+    plain = make_model()
+    assert torch.allclose(encode(plain, values).last_hidden_state, encode(plain, rescaled).last_hidden_state, atol=1e-4)
+    with_statistics = make_model(revin_statistics_embedding=True)
+    delta = encode(with_statistics, values).cls_embedding - encode(with_statistics, rescaled).cls_embedding
+    assert delta.abs().max() > 1e-2
+    # short input still equals its explicit left padding: the statistics come from the observed points only
+    padded = torch.cat([torch.full((2, 18, 3), 7.0), values[:, :30]], dim=1)
+    mask = torch.cat([torch.zeros(2, 18, 3, dtype=torch.bool), torch.ones(2, 30, 3, dtype=torch.bool)], dim=1)
+    short, explicit = encode(with_statistics, values[:, :30]), encode(with_statistics, padded, mask)
+    assert torch.equal(short.last_hidden_state, explicit.last_hidden_state)
+
+
+def test_revin_statistics_embedding_needs_revin():
+    with pytest.raises(ValueError, match="needs revin=True"):
+        tiny_config(revin=False, revin_statistics_embedding=True)
 
 
 def test_a_nan_mask_and_an_explicit_mask_agree():
