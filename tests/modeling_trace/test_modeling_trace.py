@@ -776,7 +776,8 @@ def test_encoder_checkpoint_feeds_the_task_heads(tmp_path):
 
 def test_fresh_process_loads_with_trust_remote_code(tmp_path):
     torch.manual_seed(0)
-    model = TraceModel(tiny_config(channel_names=["t", "p", "rh"])).eval()
+    # with the optional statistics embedding on, so that its weights and code path go through remote code too
+    model = TraceModel(tiny_config(channel_names=["t", "p", "rh"], revin_statistics_embedding=True)).eval()
     folder = tmp_path / "checkpoint"
     model.save_pretrained(folder)
     values = _values()
@@ -798,6 +799,7 @@ def test_fresh_process_loads_with_trust_remote_code(tmp_path):
         with torch.no_grad():
             assert torch.equal(model.get_time_series_features(values), expected["sample"])
             assert torch.equal(model.get_channel_features(values), expected["channel"])
+        assert model.config.revin_statistics_embedding
         print("fresh-process-ok", model.config.channel_names)
         """,
         tmp_path,
