@@ -49,6 +49,7 @@ from .modeling_trace import (
     additive_attention_mask,
     pad_or_truncate_series,
     pool_sample_embedding,
+    revin_statistics,
     zscore_statistics,
 )
 from .tables import markdown_table
@@ -102,7 +103,8 @@ class TimeSeriesOnnxGraph(nn.Module):
             normalized = values
         value_patches, observed_patches = self._patches(normalized), self._patches(observed)
         patch_observed = observed_patches.any(dim=-1)  # (B, C, N)
-        hidden_states = self.tower.embeddings(value_patches, observed_patches)
+        statistics = revin_statistics(loc, scale) if config.revin_statistics_embedding else None
+        hidden_states = self.tower.embeddings(value_patches, observed_patches, statistics=statistics)
         batch_size = hidden_states.shape[0]
         token_valid = patch_observed
         if config.use_channel_identity_tokens:

@@ -28,7 +28,8 @@ def random_series(seed=0, lengths=(48, 30, 48, 60, 7), channels=3):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     torch.manual_seed(0)
-    model = TraceModel(tiny_config(embedding_centering=True, projection_dim=16)).eval()
+    # with the RevIN statistics embedding too: the graph must compute and embed them as the model does
+    model = TraceModel(tiny_config(embedding_centering=True, projection_dim=16, revin_statistics_embedding=True)).eval()
     with torch.no_grad():  # non-trivial centring means and LayerNorm: a graph that dropped them would show
         model.time_series_projection.sample_center.running_mean.normal_(0, 0.1)
         model.text_projection.sample_center.running_mean.normal_(0, 0.1)
