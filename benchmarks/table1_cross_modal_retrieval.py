@@ -23,37 +23,45 @@ CURVES = (("pretrain", "loss", "min"), ("align", "loss", "min"), ("align", "ts_t
 KEYS = ("label_precision@1", "label_precision@5", "label_mrr@10", "modality_precision@1", "modality_precision@5", "modality_mrr@10")
 
 
-def evaluate_encoder(model, test, sentence_embeddings: np.ndarray, modes=tuple(DIRECTIONS)) -> dict:
-    """Index the test split (series encoded by `model`, texts = the frozen tower's sentence embeddings projected
-    by `model`, which is what `encode_text` computes) and score it with `RetrievalEvaluator`."""
+def embed_test_split(model, test, sentence_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(time-series, text)` embeddings of the test rows: series encoded by `model`, texts = the frozen tower's
+    sentence embeddings projected by `model` (what `encode_text` computes)."""
     import torch
-
-    from modeling_trace.retrieval import RetrievalEvaluator, TraceRetrievalIndex
 
     series = [np.asarray(v, dtype=np.float32) for v in test["past_values"]]
     ts = model.encode_time_series(series, batch_size=128, show_progress_bar=False)
     with torch.no_grad():
         text = model.project_text(torch.from_numpy(sentence_embeddings)).float().numpy()
-    index = TraceRetrievalIndex.from_embeddings(ts, text, corpus=test.select_columns(["id", "label"]), model=model)
+    return ts, text
+
+
+def score_embeddings(ts: np.ndarray, text: np.ndarray, test, modes=tuple(DIRECTIONS)) -> dict:
+    """Index `test`'s rows with their embeddings and score them with `RetrievalEvaluator` (the queries are the
+    indexed rows, so no model is needed)."""
+    from modeling_trace.retrieval import RetrievalEvaluator, TraceRetrievalIndex
+
+    index = TraceRetrievalIndex.from_embeddings(ts, text, corpus=test.select_columns(["id", "label"]))
     return RetrievalEvaluator(modes=modes)(index)
+
+
+def evaluate_encoder(model, test, sentence_embeddings: np.ndarray, modes=tuple(DIRECTIONS)) -> dict:
+    """Embed the test split with `model` (`embed_test_split`) and score it (`score_embeddings`)."""
+    return score_embeddings(*embed_test_split(model, test, sentence_embeddings), test, modes)
 
 
 def evaluate_random(test, seed: int, dim: int = 64, modes=tuple(DIRECTIONS)) -> dict:
     """Chance level: random unit embeddings for both modalities, scored by the same evaluator."""
-    from modeling_trace.retrieval import RetrievalEvaluator, TraceRetrievalIndex
-
     rng = np.random.default_rng(seed)
-    corpus = test.select_columns(["id", "label"])
-    index = TraceRetrievalIndex.from_embeddings(
-        rng.standard_normal((len(test), dim)).astype(np.float32), rng.standard_normal((len(test), dim)).astype(np.float32), corpus=corpus
-    )
-    return RetrievalEvaluator(modes=modes)(index)
+    ts = rng.standard_normal((len(test), dim)).astype(np.float32)
+    text = rng.standard_normal((len(test), dim)).astype(np.float32)
+    return score_embeddings(ts, text, test, modes)
 
 
-def within_label_modality(model, test, sentence_embeddings: np.ndarray, seed: int) -> dict:
-    """`{label name: (TRACE, random)}` modality MRR@10 per direction when corpus and queries are the test rows of one
-    label only: whether an encoder finds a window's own text among windows of its own kind, or only tells the
-    kinds apart (the all-rows modality MRR@10 rises above random by either)."""
+def within_label_modality(ts: np.ndarray, text: np.ndarray, test, seed: int) -> dict:
+    """`{label name: {"rows": n, direction: (TRACE, random)}}`: modality MRR@10 when corpus and queries are the test
+    rows of one label only (their rows of the test split's embeddings `ts` / `text`): whether an encoder finds a
+    window's own text among windows of its own kind, or only tells the kinds apart (the all-rows modality MRR@10
+    rises above random by either)."""
     labels = np.asarray(test["label"])
     names = test.features["label"].names
     out = {}
@@ -62,10 +70,10 @@ def within_label_modality(model, test, sentence_embeddings: np.ndarray, seed: in
         if len(rows) < 2:
             continue
         subset = test.select(rows)
-        trace = evaluate_encoder(model, subset, sentence_embeddings[rows])
+        trace = score_embeddings(ts[rows], text[rows], subset)
         random = evaluate_random(subset, seed)
-        out[names[label]] = {
-            mode: (trace[f"{mode}_modality_mrr@10"], random[f"{mode}_modality_mrr@10"], len(rows)) for mode in DIRECTIONS
+        out[names[label]] = {"rows": len(rows)} | {
+            mode: (trace[f"{mode}_modality_mrr@10"], random[f"{mode}_modality_mrr@10"]) for mode in DIRECTIONS
         }
     return out
 
@@ -90,9 +98,10 @@ def run_corpus(corpus: str, budget, cache_dir, methods=METHODS, modes=tuple(DIRE
             curves.setdefault(name, []).append(harness.held_out_curve(final))
             if sentence_embeddings is None:  # the tower is frozen and shared: encode the test texts once
                 sentence_embeddings = harness.sentence_embeddings(model, test, f"{corpus}_test", cache_dir)
-            scores.setdefault(name, []).append(evaluate_encoder(model, test, sentence_embeddings, modes))
+            ts, text = embed_test_split(model, test, sentence_embeddings)
+            scores.setdefault(name, []).append(score_embeddings(ts, text, test, modes))
             if name == "trace":
-                within[seed] = within_label_modality(model, test, sentence_embeddings, seed)
+                within[seed] = within_label_modality(ts, text, test, seed)
             seconds.setdefault(name, []).append(took)
             print(f"[{corpus}] {name} seed {seed}: trained in {took:.0f} s (0 = cached)", flush=True)
     return scores, seconds, curves, leakage, within
@@ -115,8 +124,8 @@ def main(argv=None):
             for mode, direction in DIRECTIONS.items():
                 per_seed = [w[label][mode] for w in within.values()]
                 within_rows.append([
-                    corpus, label, per_seed[0][2], direction, harness.mean_std([p[0] for p in per_seed]),
-                    harness.mean_std([p[1] for p in per_seed]),
+                    corpus, label, next(iter(within.values()))[label]["rows"], direction,
+                    harness.mean_std([p[0] for p in per_seed]), harness.mean_std([p[1] for p in per_seed]),
                 ])  # fmt: skip
         notes.append(
             f"`{corpus}`: {harness.describe_corpus(corpus, harness.CORPORA[corpus]['load'](args.cache_dir))}; leakage check passed ({leakage['train_windows']} train / "

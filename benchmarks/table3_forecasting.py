@@ -123,8 +123,7 @@ def run_task(domain, horizon, budget, cache_dir, encoder_dir: Path, methods=("tr
 
     from modeling_trace.metrics import forecasting_metrics
 
-    train, test = load_task(domain, horizon, cache_dir)[:2]
-    leakage = load_task(domain, horizon, cache_dir)[2]
+    train, test, leakage = load_task(domain, horizon, cache_dir)
     length = len(train[0]["past_values"])
     references = np.asarray(test["future_values"], dtype=np.float32)
     out_root = cache_dir / "finetune" / f"{domain}_H{horizon}" / f"seed{seed}"

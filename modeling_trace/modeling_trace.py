@@ -628,8 +628,11 @@ class TraceEmbeddings(nn.Module):
         value_patches: torch.Tensor,
         observed_patches: torch.Tensor,
         patch_mask: torch.Tensor | None = None,
-        statistics: torch.Tensor | None = None,
+        loc: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`loc` / `scale`: RevIN's `(batch, 1, channels)` statistics, needed with `config.revin_statistics_embedding`
+        (embedded here, so every caller that normalises gets the same tokens)."""
         batch_size, num_channels, num_patches, _ = value_patches.shape
         patch_input = torch.cat([value_patches, observed_patches.to(value_patches.dtype)], dim=-1)
         embeddings = self.patch_embedding(patch_input)  # (B, C, N, d)
@@ -640,10 +643,11 @@ class TraceEmbeddings(nn.Module):
             cit = self.channel_identity_tokens.to(embeddings.dtype)[None, :, None, :].expand(batch_size, -1, 1, -1)
             embeddings = torch.cat([cit, embeddings], dim=2)
         if self.config.revin_statistics_embedding:
-            if statistics is None:
-                raise ValueError("config.revin_statistics_embedding=True: pass `statistics` (see `revin_statistics`).")
+            if loc is None or scale is None:
+                raise ValueError("config.revin_statistics_embedding=True: pass RevIN's `loc` and `scale`.")
             # one vector per (sample, channel), added to the channel's CIT and patch tokens alike
-            embeddings = embeddings + self.statistics_embedding(statistics.to(embeddings.dtype))[:, :, None, :]
+            statistics = revin_statistics(loc, scale).to(embeddings.dtype)
+            embeddings = embeddings + self.statistics_embedding(statistics)[:, :, None, :]
         embeddings = embeddings.reshape(batch_size, -1, embeddings.shape[-1])
         cls = self.cls_token.to(embeddings.dtype).expand(batch_size, 1, -1)
         return self.dropout(torch.cat([cls, embeddings], dim=1))
@@ -1438,8 +1442,7 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
         value_patches, observed_patches, loc, scale = self.normalize(past_values, past_observed_mask)
         patch_observed = observed_patches.any(dim=-1)  # (B, C, N): patches with at least one observed point
 
-        statistics = revin_statistics(loc, scale) if self.config.revin_statistics_embedding else None
-        hidden_states = self.embeddings(value_patches, observed_patches, patch_mask, statistics)
+        hidden_states = self.embeddings(value_patches, observed_patches, patch_mask, loc, scale)
         batch_size = hidden_states.shape[0]
         layout, rule = self._layout(hidden_states.device)
 

@@ -49,7 +49,6 @@ from .modeling_trace import (
     additive_attention_mask,
     pad_or_truncate_series,
     pool_sample_embedding,
-    revin_statistics,
     zscore_statistics,
 )
 from .tables import markdown_table
@@ -96,6 +95,7 @@ class TimeSeriesOnnxGraph(nn.Module):
         config = self.config
         observed = past_observed_mask.bool() & ~torch.isnan(past_values)
         values = torch.where(observed, past_values, torch.zeros_like(past_values))
+        loc = scale = None
         if config.revin:
             loc, scale = zscore_statistics(values, observed, dim=1, eps=config.revin_eps)
             normalized = torch.where(observed, (values.to(loc.dtype) - loc) / scale, 0.0).to(past_values.dtype)
@@ -103,8 +103,7 @@ class TimeSeriesOnnxGraph(nn.Module):
             normalized = values
         value_patches, observed_patches = self._patches(normalized), self._patches(observed)
         patch_observed = observed_patches.any(dim=-1)  # (B, C, N)
-        statistics = revin_statistics(loc, scale) if config.revin_statistics_embedding else None
-        hidden_states = self.tower.embeddings(value_patches, observed_patches, statistics=statistics)
+        hidden_states = self.tower.embeddings(value_patches, observed_patches, loc=loc, scale=scale)
         batch_size = hidden_states.shape[0]
         token_valid = patch_observed
         if config.use_channel_identity_tokens:
