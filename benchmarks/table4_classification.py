@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks import classification, harness
+from modeling_trace.modeling_trace import observed_patch_mean
 
 DATASETS = ("GunPoint", "ItalyPowerDemand", "BasicMotions", "PickupGestureWiimoteZ")
 PARTS = ("1nn", "svm", "finetune")
@@ -91,12 +92,30 @@ def tune(encoder_dir, mode, train, test, budget, num_labels, cache_dir, name, se
     return classification_metrics(logits.argmax(-1).tolist(), list(test["label"]))["accuracy"]
 
 
-def frozen_embeddings(encoder_dir, series, batch_size: int = 64) -> np.ndarray:
+def segment_patch_means(patch_states: torch.Tensor, patch_observed_mask: torch.Tensor, segments: int) -> torch.Tensor:
+    """`(batch, channels, segments, d)`: the mean of each channel's observed patch tokens in each of `segments` equal
+    runs of its observed patches, in time order (a series' own extent is cut into equal parts, so series of different
+    lengths get comparable segments). A segment with no patch (a series with fewer observed patches than segments, or
+    none) takes the channel's mean over all its observed patches (0 when there is none)."""
+    mask = patch_observed_mask.to(patch_states.dtype)  # (B, C, N)
+    count = mask.sum(-1, keepdim=True)  # (B, C, 1)
+    rank = mask.cumsum(-1) - 1.0  # the patch's place among its channel's observed patches
+    segment = torch.div(rank * segments, count.clamp(min=1.0), rounding_mode="floor").clamp(0, segments - 1).long()
+    weights = torch.nn.functional.one_hot(segment, segments).to(patch_states.dtype) * mask[..., None]  # (B, C, N, S)
+    sums = torch.einsum("bcns,bcnd->bcsd", weights, patch_states)
+    sizes = weights.sum(2)[..., None]  # (B, C, S, 1)
+    overall = observed_patch_mean(patch_states, patch_observed_mask, 2)[:, :, None]
+    return torch.where(sizes > 0, sums / sizes.clamp(min=1.0), overall)
+
+
+def frozen_embeddings(encoder_dir, series, batch_size: int = 64, segments: int = 1) -> np.ndarray:
     """Frozen features of the pretrained encoder for the SVM, one vector per series (the same rule for every set):
 
     - for each layer's output and each channel, the mean of that channel's observed patch tokens (masked
       reconstruction trains the patch tokens only, not [CLS]/CIT: the MOMENT / PatchTST frozen-embedding
-      convention; every layer, since the last one is shaped by the reconstruction head);
+      convention; every layer, since the last one is shaped by the reconstruction head); with `segments` > 1, also
+      the means over `segments` equal runs of the observed patches in time order ([`segment_patch_means`]: where in
+      the series a shape occurs, which one mean over the whole series drops);
     - each channel's RevIN statistics, the mean and log standard deviation of its observed values, which the
       encoder divides out (they carry the amplitude of accelerometer channels, and are ~constant on z-normalised
       univariate sets).
@@ -106,7 +125,7 @@ def frozen_embeddings(encoder_dir, series, batch_size: int = 64) -> np.ndarray:
     from transformers.utils import logging as transformers_logging
 
     from modeling_trace import TraceTimeSeriesModel
-    from modeling_trace.modeling_trace import observed_patch_mean, pad_or_truncate_series, split_token_states
+    from modeling_trace.modeling_trace import pad_or_truncate_series, split_token_states
 
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # the load report lists the reconstruction head, unused here
@@ -130,18 +149,23 @@ def frozen_embeddings(encoder_dir, series, batch_size: int = 64) -> np.ndarray:
             for hidden in out.hidden_states[1:]:
                 _, patches = split_token_states(hidden, config.num_input_channels, config.use_channel_identity_tokens)
                 features.append(observed_patch_mean(patches, out.patch_observed_mask, 2).flatten(1))
+                if segments > 1:
+                    features.append(segment_patch_means(patches, out.patch_observed_mask, segments).flatten(1))
             features += [out.loc[:, 0], torch.log(out.scale[:, 0])]
             chunks.append(torch.cat(features, dim=-1).float())
     return torch.cat(chunks).numpy()
 
 
-def trace_svm(encoder_dir, train_series, test_series, train_labels, test_labels, seed) -> dict:
+def trace_svm(
+    encoder_dir, train_series, test_series, train_labels, test_labels, seed, segments: int = 1, cv_repeats: int = 1
+) -> dict:
     return classification.svm_protocol(
-        frozen_embeddings(encoder_dir, train_series),
+        frozen_embeddings(encoder_dir, train_series, segments=segments),
         train_labels,
-        frozen_embeddings(encoder_dir, test_series),
+        frozen_embeddings(encoder_dir, test_series, segments=segments),
         test_labels,
         seed=seed,
+        cv_repeats=cv_repeats,
     )
 
 
@@ -170,6 +194,17 @@ def main(argv=None):
         "--pretrain-steps-grid", type=int, nargs="+", default=None, metavar="STEPS",
         help="pretrain one encoder per value and keep, per set and seed, the one whose SVM cross-validates best on the "
         "training split (ties: fewer steps); replaces --pretrain-steps for the TRACE rows",
+    )  # fmt: skip
+    parser.add_argument(
+        "--segments-grid", type=int, nargs="+", default=[1], metavar="S",
+        help="TRACE+SVM features: the whole-series patch means alone (1) or also the means over S equal runs of the "
+        "observed patches; several values are chosen between per set and seed with --pretrain-steps-grid (the first "
+        "value is used without it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cv-repeats", type=int, default=5,
+        help="with --pretrain-steps-grid: the candidates are compared by their SVM's fold accuracy averaged over this "
+        "many shufflings of the 5 folds (C is still chosen by one 5-fold search)",
     )  # fmt: skip
     parser.add_argument("--data-dir", type=Path, default=None, help="folder holding ucr/ (default: shared data)")
     args = parser.parse_args(argv)
@@ -208,18 +243,30 @@ def main(argv=None):
                 y_train, y_test = np.asarray(train["label"]), np.asarray(test["label"])
                 if args.pretrain_steps_grid:
                     # the pretraining length chosen on the training split only: the SVM's cross-validated accuracy
+                    # (and, with --segments-grid, the feature segments), ties to fewer steps, then fewer segments
                     candidates = []
                     for steps in args.pretrain_steps_grid:
                         step_budget = dataclasses.replace(budget, pretrain_steps=steps)
                         encoder = pretrain_encoder(name, train, step_budget, length, channels, args.cache_dir, seed)
-                        svm = trace_svm(encoder, train_series, test_series, y_train, y_test, seed)
-                        candidates.append((svm.get("cv_accuracy") or 0.0, -steps, encoder, svm))
-                    _, negative_steps, encoder, svm = max(candidates, key=lambda item: item[:2])
-                    chosen = f"{-negative_steps} (CV " + ", ".join(f"{-c[1]}: {c[0]:.3f}" for c in candidates) + ")"
+                        for segments in args.segments_grid:
+                            svm = trace_svm(
+                                encoder, train_series, test_series, y_train, y_test, seed, segments, args.cv_repeats
+                            )
+                            candidates.append((svm.get("cv_accuracy") or 0.0, -steps, -segments, encoder, svm))
+                    _, negative_steps, negative_segments, encoder, svm = max(candidates, key=lambda item: item[:3])
+                    label = (lambda c: f"{-c[1]}") if len(args.segments_grid) == 1 else (lambda c: f"{-c[1]}/S{-c[2]}")
+                    chosen = label((0, negative_steps, negative_segments)) + " (CV " + ", ".join(
+                        f"{label(c)}: {c[0]:.3f}" for c in candidates
+                    ) + ")"
                 else:
+                    segments = args.segments_grid[0]
                     encoder = pretrain_encoder(name, train, budget, length, channels, args.cache_dir, seed)
-                    svm = trace_svm(encoder, train_series, test_series, y_train, y_test, seed) if "svm" in args.parts else None
-                    chosen = str(budget.pretrain_steps)
+                    svm = (
+                        trace_svm(encoder, train_series, test_series, y_train, y_test, seed, segments)
+                        if "svm" in args.parts
+                        else None
+                    )
+                    chosen = str(budget.pretrain_steps) + ("" if segments == 1 else f"/S{segments}")
                 if "svm" in args.parts:
                     accuracy["TRACE+SVM (frozen)"].append(svm["accuracy"])
                     cv = "—" if svm["cv_accuracy"] is None else f"{svm['cv_accuracy']:.3f}" + ("" if svm["cross_validated"] else " (C = inf: too few to search C)")
@@ -251,11 +298,15 @@ def main(argv=None):
             + (
                 f"{budget.pretrain_steps} steps"
                 if not args.pretrain_steps_grid
-                else f"steps chosen from {list(args.pretrain_steps_grid)} by the SVM's 5-fold CV accuracy on the training split"
+                else f"steps chosen from {list(args.pretrain_steps_grid)}"
+                + ("" if len(args.segments_grid) == 1 else f" and feature segments S from {list(args.segments_grid)}")
+                + f" by the SVM's 5-fold CV accuracy on the training split ({args.cv_repeats} shufflings of the folds)"
             )
             + " at batch min(32, train) on the "
-            f"set's training split, one encoder per seed; TRACE+SVM on its frozen features (per layer and channel the "
-            "mean of the observed patch tokens, and each channel's RevIN mean and log std); linear probe / LoRA "
+            "set's training split, one encoder per seed; TRACE+SVM on its frozen features (per layer and channel the "
+            "mean of the observed patch tokens"
+            + ("" if args.segments_grid == [1] else ", with S > 1 also over S equal runs of them in time order")
+            + ", and each channel's RevIN mean and log std); linear probe / LoRA "
             f"{budget.finetune_steps} tuning steps at batch 16",
         )
     if mismatches:
@@ -269,7 +320,7 @@ def main(argv=None):
         sections.append(
             (
                 "TRACE+SVM per seed",
-                ["dataset", "seed", "pretraining steps", "test accuracy", "C", "CV accuracy (train)"],
+                ["dataset", "seed", "pretraining steps" + ("" if args.segments_grid == [1] else " / segments"), "test accuracy", "C", "CV accuracy (train)"],
                 svm_rows,
             )
         )

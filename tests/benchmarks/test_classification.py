@@ -169,3 +169,33 @@ def test_table4_frozen_features_are_layer_channel_means_and_revin_statistics(tmp
     # a NaN prefix is unobserved, as the left padding a short series gets: the same features
     padded = [np.concatenate([np.full((7, 3), np.nan), s]) for s in series[1:]]
     np.testing.assert_allclose(frozen_embeddings(tmp_path, padded), features[1:], rtol=1e-5, atol=1e-5)
+
+
+def test_table4_segment_means_follow_each_series_own_observed_extent():
+    """Segment means: S = 1 is the whole-series mean; S segments split each channel's observed patches (not its
+    padding) into equal runs in time order; a segment left empty takes the whole-series mean."""
+    import torch
+
+    from benchmarks.table4_classification import segment_patch_means
+    from modeling_trace.modeling_trace import observed_patch_mean
+
+    torch.manual_seed(0)
+    states = torch.randn(2, 3, 8, 5, dtype=torch.float64)
+    observed = torch.ones(2, 3, 8, dtype=torch.bool)
+    observed[0, 1, :4] = False  # left padding: 4 observed patches
+    observed[1, 2, :7] = False  # one observed patch: three of four segments are empty
+    observed[1, 0] = False  # nothing observed
+    np.testing.assert_allclose(segment_patch_means(states, observed, 1)[:, :, 0], observed_patch_mean(states, observed, 2))
+    four = segment_patch_means(states, observed, 4)
+    assert four.shape == (2, 3, 4, 5)
+    np.testing.assert_allclose(four[0, 0], states[0, 0].reshape(4, 2, 5).mean(1))  # 8 patches -> 4 runs of 2
+    np.testing.assert_allclose(four[0, 1], states[0, 1, 4:])  # 4 observed patches -> one each
+    whole = observed_patch_mean(states, observed, 2)
+    for segment in range(4):
+        np.testing.assert_allclose(four[1, 2, segment], states[1, 2, 7])  # the only observed patch, or its fallback
+        np.testing.assert_allclose(four[1, 0, segment], whole[1, 0])  # nothing observed: 0, as the whole mean
+    assert torch.equal(whole[1, 0], torch.zeros(5, dtype=torch.float64))
+    # the padding's values never matter
+    changed = states.clone()
+    changed[~observed] = 1e6
+    np.testing.assert_allclose(segment_patch_means(changed, observed, 4), four)
