@@ -1,7 +1,11 @@
 """Retrieval speed of TRACE: FAISS over embeddings vs Euclidean and DTW scans over raw windows.
 
-Part 1 — TS -> TS over >= 50,000 real windows (ETTh1/ETTh2, 7 channels, and the univariate `OT`
-series of Time-MMD placed in channel 0 with the other channels missing), cut with stride 1:
+Part 1 — TS -> TS over >= 50,000 real windows cut with stride 1, `--windows`:
+  * `ett_timemmd`: ETTh1/ETTh2 (7 channels) and the univariate `OT` series of Time-MMD placed in channel 0 with the
+    other channels missing (a speed corpus: these series are not the weather channels' own);
+  * `stations`: every shipped NOAA station (`datasets_scripts.noaa`) at every resolution (hourly, 4-hourly, daily),
+    its seven weather channels in the model's channel order — the series the shipped checkpoint was trained for;
+  `--num-windows 0` takes every window. On them:
   * `TraceRetrievalIndex` (exact `IndexFlatIP`) over the encoder's embeddings;
   * exact top-k on the same embeddings with torch (one matmul + topk: the path the RAG model uses);
   * `TraceRetrievalIndex` with an ANN index (`--ts-factory`, default `IVF256,Flat`, `--ts-nprobe`), recall@k
@@ -9,7 +13,8 @@ series of Time-MMD placed in channel 0 with the other channels missing), cut wit
   * `EuclideanScanSearcher` over the z-normalised raw windows (NaN-aware);
   * `DTWSearcher` (dtaidistance, C) on a subset of queries x corpus windows, extrapolated
     linearly to the full query set and corpus (DTW cost is linear in the number of pairs).
-Part 2 — ANN indexes over >= 1,000,000 synthetic unit embeddings sampled around cluster centres: every
+Part 2 — ANN indexes over >= 1,000,000 synthetic unit embeddings sampled around cluster centres (or, with
+`--large-source real`, over Part 1's real corpus embeddings, every window, with its 1,000 queries): every
 `--large-factories` entry is built through `TraceRetrievalIndex.from_embeddings` (build time printed) and
 searched over its parameter sweep (IVF `--nprobe`, HNSW `--ef-search`; an HNSW coarse quantizer gets
 `quantizer_efSearch = max(--quantizer-ef-search, nprobe)`, a refine stage `k_factor_rf = --k-factor-rf`),
@@ -51,7 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--projection-dim", type=int, default=None, help="Override projection_dim of --config.")
     parser.add_argument("--data-dir", default=os.environ.get("TRACE_DATA_DIR", DATA_DIR))
     parser.add_argument("--window-length", type=int, default=96)
-    parser.add_argument("--num-windows", type=int, default=50_000)
+    parser.add_argument("--windows", choices=("ett_timemmd", "stations"), default="ett_timemmd", help="Part 1's real series")
+    parser.add_argument("--num-windows", type=int, default=50_000, help="corpus windows drawn (0: every window)")
     parser.add_argument("--num-queries", type=int, default=1_000)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--dtw-queries", type=int, default=10, help="Queries timed with DTW.")
@@ -74,6 +80,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ts-nprobe", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cluster-spread", type=float, default=1.0, help="Noise norm around each unit cluster centre.")
+    parser.add_argument(
+        "--large-source", choices=("synthetic", "real"), default="synthetic",
+        help="Part 2 over --large-size synthetic vectors, or over Part 1's real corpus embeddings",
+    )
     parser.add_argument("--skip-large", action="store_true", help="Only the TS -> TS part.")
     parser.add_argument("--skip-windows", action="store_true", help="Only the large synthetic-index part.")
     return parser.parse_args()
@@ -129,6 +139,30 @@ def cut_windows(data_dir: str, length: int, num_channels: int) -> tuple[np.ndarr
     return np.concatenate(windows, axis=0), sources
 
 
+def cut_station_windows(data_dir: str, length: int, channel_names) -> tuple[np.ndarray, list[str]]:
+    """Stride-1 windows `(N, length, channels)` of every shipped NOAA station at every resolution, channels by name in
+    the model's order (`channel_names`); windows with no observed value are left out."""
+    from datasets_scripts.noaa import CHANNELS, RESOLUTIONS, load_stations, read_station, resample
+
+    unknown = [name for name in channel_names if name not in CHANNELS]
+    if unknown:
+        raise ValueError(f"The model's channels {unknown} are not NOAA weather channels {list(CHANNELS)}: use --windows ett_timemmd.")
+    windows, sources = [], []
+    for station in load_stations():
+        hourly = read_station(station, data_dir)
+        for resolution in RESOLUTIONS:
+            values = resample(hourly, resolution)[list(channel_names)].to_numpy(np.float32)
+            if len(values) < length:
+                continue
+            view = np.lib.stride_tricks.sliding_window_view(values, length, axis=0).transpose(0, 2, 1)
+            view = view[~np.isnan(view).all(axis=(1, 2))]
+            windows.append(view)
+            sources.append(f"{station['id']} {resolution}: {len(view)}")
+    if not windows:
+        raise FileNotFoundError(f"No station series of {length} steps under {data_dir}/noaa; pass --data-dir.")
+    return np.concatenate(windows, axis=0), sources
+
+
 def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -161,12 +195,21 @@ def main() -> None:
     model.eval()
     num_channels = model.config.num_input_channels
 
-    all_windows, sources = cut_windows(args.data_dir, args.window_length, num_channels)
-    if len(all_windows) < args.num_windows:
-        raise ValueError(f"Only {len(all_windows)} windows available, fewer than --num-windows {args.num_windows}.")
-    chosen = np.sort(rng.choice(len(all_windows), size=args.num_windows, replace=False))
-    corpus_windows = np.ascontiguousarray(all_windows[chosen])
-    query_rows = rng.choice(args.num_windows, size=args.num_queries, replace=False)
+    if args.windows == "stations":
+        all_windows, sources = cut_station_windows(args.data_dir, args.window_length, model.config.channel_names)
+    else:
+        all_windows, sources = cut_windows(args.data_dir, args.window_length, num_channels)
+    total_windows = len(all_windows)
+    num_windows = args.num_windows or total_windows
+    if len(all_windows) < num_windows:
+        raise ValueError(f"Only {len(all_windows)} windows available, fewer than --num-windows {num_windows}.")
+    if num_windows == len(all_windows):
+        corpus_windows = np.ascontiguousarray(all_windows)
+    else:
+        chosen = np.sort(rng.choice(len(all_windows), size=num_windows, replace=False))
+        corpus_windows = np.ascontiguousarray(all_windows[chosen])
+    del all_windows
+    query_rows = rng.choice(num_windows, size=args.num_queries, replace=False)
     query_windows = corpus_windows[query_rows]
 
     rows: list[tuple[str, str, str]] = []
@@ -203,9 +246,9 @@ def main() -> None:
     dtw = DTWSearcher(dtw_corpus)
     _, dtw_s = timed(dtw.search, query_windows[: args.dtw_queries], args.k, return_rows=False)
     dtw_pairs = args.dtw_queries * len(dtw_corpus)
-    dtw_full_s = dtw_s / dtw_pairs * args.num_queries * args.num_windows
+    dtw_full_s = dtw_s / dtw_pairs * args.num_queries * num_windows
 
-    n, q = args.num_windows, args.num_queries
+    n, q = num_windows, args.num_queries
     per_1k = 1000.0 / q
     rows.append((f"TRACE embeddings, FAISS IndexFlatIP (exact), d={index.dim}", f"{search_s * per_1k:.3f}", f"{1000 * search_s / q:.3f}"))
     rows.append(
@@ -240,8 +283,9 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}, faiss {faiss.__version__}, faiss threads {faiss.omp_get_max_threads()})")
     print()
     print(f"Encoder: {model_note}.")
-    print(f"Corpus: {n} stride-1 windows of {args.window_length} steps sampled from {len(all_windows)} "
-          f"({'; '.join(sources)}); {q} queries drawn from the corpus.")
+    print(f"Corpus: {n} stride-1 windows of {args.window_length} steps ({args.windows}; "
+          f"{'every window' if n == total_windows else f'sampled from {total_windows}'} of "
+          f"{'; '.join(sources)}); {q} queries drawn from the corpus.")
     print(f"Corpus encoding: {encode_s:.1f} s ({1000 * encode_s / n:.1f} s per 1,000 windows); index build {build_s:.2f} s. "
           f"TS->TS query found itself at rank 1: {self_first:.3f}.")
     print()
@@ -255,7 +299,13 @@ def main() -> None:
         f"{euclid_s / torch_s:.1f}x, FAISS `{args.ts_factory}` {euclid_s / ann_s:.1f}x."
     )
 
-    if not args.skip_large:
+    if args.skip_large:
+        return
+    if args.large_source == "real":
+        title = (f"{n:,} real TRACE embeddings (d={index.dim}, every window of Part 1, {args.windows}), "
+                 f"its {q} queries")
+        ann_sweep(np.ascontiguousarray(corpus_t.numpy()), np.ascontiguousarray(query_t.numpy()), title, args)
+    else:
         run_large(args, args.large_dim or index.dim, rng)
 
 
@@ -282,6 +332,18 @@ def search_sweep(factory: str, args) -> list[dict]:
 
 
 def run_large(args, dim: int, rng) -> None:
+    """Part 2 over `--large-size` synthetic unit vectors around 4,096 cluster centres."""
+    centres = rng.standard_normal((4096, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    vectors = clustered_unit_vectors(args.large_size, dim, centres, rng, args.cluster_spread)
+    queries = clustered_unit_vectors(args.num_queries, dim, centres, rng, args.cluster_spread)
+    title = f"{args.large_size:,} synthetic unit embeddings (d={dim}, 4,096 clusters, spread {args.cluster_spread})"
+    ann_sweep(vectors, queries, title, args)
+
+
+def ann_sweep(vectors: np.ndarray, queries: np.ndarray, title: str, args) -> None:
+    """Build every `--large-factories` index over unit `vectors`, sweep its search parameters, print recall@k against
+    the exact top-k and ms per query, and the fastest configuration meeting the targets."""
     import faiss
     import torch
 
@@ -289,11 +351,7 @@ def run_large(args, dim: int, rng) -> None:
     from modeling_trace.retrieval import TraceRetrievalIndex
     from modeling_trace.tables import markdown_table
 
-    q = args.num_queries
-    centres = rng.standard_normal((4096, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    vectors = clustered_unit_vectors(args.large_size, dim, centres, rng, args.cluster_spread)
-    queries = clustered_unit_vectors(q, dim, centres, rng, args.cluster_spread)
+    q, dim = len(queries), vectors.shape[1]
     with torch.inference_mode():
         (_, truth), exact_s = timed(top_k_inner_product, torch.from_numpy(queries), torch.from_numpy(vectors), args.k)
     truth = truth.numpy()
@@ -319,8 +377,7 @@ def run_large(args, dim: int, rng) -> None:
 
     print()
     print(
-        f"## {args.large_size:,} synthetic unit embeddings (d={dim}, 4,096 clusters, spread {args.cluster_spread}), "
-        f"{q} queries, top-{args.k}, faiss threads {faiss.omp_get_max_threads()}, load average "
+        f"## {title}, {q} queries, top-{args.k}, faiss threads {faiss.omp_get_max_threads()}, load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print()
