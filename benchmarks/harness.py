@@ -383,6 +383,23 @@ def timemmd_retrieval(cache_dir: Path = DEFAULT_CACHE_DIR):
 # Health_US, Climate: smooth 36-step series in dollars, percent and degrees) normalise to look alike.
 ENCODER_OVERRIDES = {"revin_statistics_embedding": True}
 
+def encoder_cache_name(corpus: str, encoder_overrides: dict | None = None) -> str:
+    """The cache folder name of a corpus' encoders trained with extra `encoder_overrides` (TraceConfig fields on top
+    of the corpus'): `corpus` alone without them, so the default encoders are never rebuilt over."""
+    return corpus + "".join(f"+{key}={value}" for key, value in sorted((encoder_overrides or {}).items()))
+
+
+def encoder_overrides_argument(parser) -> None:
+    """`--encoder-overrides JSON`: TraceConfig overrides for the TRACE encoders of a corpus table."""
+    import json
+
+    parser.add_argument(
+        "--encoder-overrides", type=json.loads, default={},
+        help="JSON TraceConfig overrides on top of the corpus' for the TRACE encoders, e.g. "
+        "'{\"revin_statistics_embedding\": false}' (cached apart from the default encoders)",
+    )  # fmt: skip
+
+
 CORPORA = {
     # NOAA windows have 7 x 31 tokens: batch 16 keeps a shared-CPU step under a second; its channel-level loss still
     # has 16 x 7 - 1 = 111 negatives, so K=32 differs from "all" there (the sample level has 15 = all at this batch).

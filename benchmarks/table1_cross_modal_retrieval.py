@@ -11,6 +11,8 @@ of a query is its own row's other modality. Writes `benchmarks/results/table1_cr
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from benchmarks import harness
@@ -78,10 +80,14 @@ def within_label_modality(ts: np.ndarray, text: np.ndarray, test, seed: int) -> 
     return out
 
 
-def run_corpus(corpus: str, budget, cache_dir, methods=METHODS, modes=tuple(DIRECTIONS)) -> tuple[dict, dict, dict]:
+def run_corpus(
+    corpus: str, budget, cache_dir, methods=METHODS, modes=tuple(DIRECTIONS), encoder_overrides: dict | None = None
+) -> tuple[dict, dict, dict]:
     """`({method: [metrics per seed]}, {method: [train seconds]}, {method: [held-out curves per seed]}, leakage
-    summary, {seed: TRACE's within-label modality scores})` for one corpus."""
+    summary, {seed: TRACE's within-label modality scores})` for one corpus; `encoder_overrides`: TraceConfig fields
+    on top of the corpus' for every encoder (cached apart)."""
     spec = harness.CORPORA[corpus]
+    overrides = {**spec["overrides"], **(encoder_overrides or {})}
     dataset_dict = spec["load"](cache_dir)
     train, test = dataset_dict["train"], dataset_dict["test"]
     leakage = harness.assert_no_temporal_leakage(train, test)
@@ -92,7 +98,8 @@ def run_corpus(corpus: str, budget, cache_dir, methods=METHODS, modes=tuple(DIRE
         variant = harness.VARIANTS[name]
         for seed in budget.seeds:
             model, final, took = harness.train_encoder(
-                corpus, train, variant, seed, budget, spec["overrides"], cache_dir, spec.get("batch_size"),
+                harness.encoder_cache_name(corpus, encoder_overrides), train, variant, seed, budget, overrides,
+                cache_dir, spec.get("batch_size"),
                 eval_dataset=dataset_dict.get("validation"),
             )  # fmt: skip
             curves.setdefault(name, []).append(harness.held_out_curve(final))
@@ -114,12 +121,18 @@ def method_label(name: str) -> str:
 def main(argv=None):
     parser = harness.common_arguments(__doc__.split("\n")[0])
     parser.add_argument("--corpus", nargs="+", choices=sorted(harness.CORPORA), default=["noaa", "timemmd"])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="encoders to train and score")
+    harness.encoder_overrides_argument(parser)
     args = parser.parse_args(argv)
     budget = harness.budget_from_args(args)
     clock = harness.RunClock("benchmarks.table1_cross_modal_retrieval", argv)
     rows, notes, within_rows = [], [], []
+    if args.encoder_overrides:
+        notes.append(f"every encoder with {json.dumps(args.encoder_overrides)} on top of the corpus settings")
     for corpus in args.corpus:
-        scores, seconds, curves, leakage, within = run_corpus(corpus, budget, args.cache_dir)
+        scores, seconds, curves, leakage, within = run_corpus(
+            corpus, budget, args.cache_dir, args.methods, encoder_overrides=args.encoder_overrides
+        )
         for label in next(iter(within.values()), {}):
             for mode, direction in DIRECTIONS.items():
                 per_seed = [w[label][mode] for w in within.values()]
@@ -132,7 +145,7 @@ def main(argv=None):
             f"{leakage['test_windows']} test windows, {leakage['groups']} series: test strictly after train, no overlap)"
             + (f"; batch {spec_batch} for this corpus" if (spec_batch := harness.CORPORA[corpus].get("batch_size")) else "")
         )
-        for name in ("random", *METHODS):
+        for name in ("random", *args.methods):
             for mode, direction in DIRECTIONS.items():
                 rows.append([corpus, method_label(name), direction, *[harness.mean_std([s[f"{mode}_{k}"] for s in scores[name]]) for k in KEYS]])
         trained = {n: v for n, v in seconds.items() if any(v)}

@@ -166,19 +166,15 @@ LABELS = {
 def main(argv=None):
     parser = harness.common_arguments(__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=None, help="domain:horizon, e.g. Health_US:12")
-    parser.add_argument(
-        "--encoder-overrides", type=json.loads, default={},
-        help="JSON TraceConfig overrides on top of the corpus' for the TRACE encoder, e.g. "
-        "'{\"revin_statistics_embedding\": false}' (cached apart from the default encoder)",
-    )  # fmt: skip
+    harness.encoder_overrides_argument(parser)
     args = parser.parse_args(argv)
     budget = harness.budget_from_args(args)
     clock = harness.RunClock("benchmarks.table3_forecasting", argv)
     tasks = [(t.split(":")[0], int(t.split(":")[1])) for t in args.tasks] if args.tasks else TASKS
     spec = harness.CORPORA["timemmd"]
     retrieval = spec["load"](args.cache_dir)
-    # another encoder configuration gets its own cache folder, so the Table 1 encoders are not rebuilt over
-    cache_name = "timemmd" + "".join(f"+{key}={value}" for key, value in sorted(args.encoder_overrides.items()))
+    # another encoder configuration gets its own cache folder (Table 1's with the same overrides)
+    cache_name = harness.encoder_cache_name("timemmd", args.encoder_overrides)
     encoders = {
         seed: harness.train_encoder(
             cache_name, retrieval["train"], harness.VARIANTS["trace"], seed, budget,

@@ -20,6 +20,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 ATTENTION_TYPES = ("channel_biased", "full", "causal")
 POOLING = ("cls", "mean")
+REVIN_STATISTICS_POSITIONS = ("tokens", "pooled")
 FORECAST_LOSSES = ("mse", "huber")
 RAG_PROMPT_MODES = ("ts", "ts_text")
 
@@ -97,6 +98,11 @@ class TraceConfig(PreTrainedConfig):
             patches). Without it, two series that differ only in scale (a price in dollars and a temperature in
             degrees, both smooth) give the same tokens. A channel's statistics reach only that channel's tokens, so
             channel-biased attention still isolates the other CITs from it.
+        revin_statistics_position (`str`, *optional*, defaults to `"tokens"`):
+            Where `revin_statistics_embedding` enters: `"tokens"` (as above), or `"pooled"`: one linear embedding of
+            all channels' statistics is added to the pooled sample embedding (`pooler_output`, what retrieval and
+            classification read) after the encoder, so no token, CIT or forecast (which reads the patch tokens)
+            depends on the level and spread; only the sample embedding does.
         mask_ratio (`float`, *optional*, defaults to 0.3):
             Share of observed patches per channel replaced by the mask token during masked-reconstruction
             pretraining.
@@ -185,6 +191,7 @@ class TraceConfig(PreTrainedConfig):
     revin: bool = True
     revin_eps: float = 1e-5
     revin_statistics_embedding: bool = False
+    revin_statistics_position: str = "tokens"
     mask_ratio: float = 0.3
     initializer_range: float = 0.02
     text_config: dict | PreTrainedConfig | None = None
@@ -322,6 +329,7 @@ class TraceConfig(PreTrainedConfig):
         choice("attention_type", ATTENTION_TYPES)
         choice("forecast_loss", FORECAST_LOSSES)
         choice("rag_prompt_mode", RAG_PROMPT_MODES)
+        choice("revin_statistics_position", REVIN_STATISTICS_POSITIONS)
         if not isinstance(self.pooling, str) or self.pooling not in POOLING:
             raise ValueError(
                 f"TraceConfig.pooling must be 'cls' (the [CLS] token) or 'mean' (the mean of the observed patch "

@@ -619,8 +619,10 @@ class TraceEmbeddings(nn.Module):
         # time index in different channels would be the same token and get the same reconstruction.
         self.channel_embeddings = nn.Parameter(torch.zeros(config.num_input_channels, config.d_model))
         if config.revin_statistics_embedding:
-            # the level and spread RevIN removes, per (sample, channel): see `revin_statistics`
-            self.statistics_embedding = nn.Linear(2, config.d_model)
+            # the level and spread RevIN removes, per (sample, channel): see `revin_statistics`; one embedding per
+            # channel for the tokens, one of all channels' statistics for the pooled embedding
+            pooled = config.revin_statistics_position == "pooled"
+            self.statistics_embedding = nn.Linear(2 * (config.num_input_channels if pooled else 1), config.d_model)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -642,15 +644,37 @@ class TraceEmbeddings(nn.Module):
         if self.config.use_channel_identity_tokens:
             cit = self.channel_identity_tokens.to(embeddings.dtype)[None, :, None, :].expand(batch_size, -1, 1, -1)
             embeddings = torch.cat([cit, embeddings], dim=2)
-        if self.config.revin_statistics_embedding:
-            if loc is None or scale is None:
-                raise ValueError("config.revin_statistics_embedding=True: pass RevIN's `loc` and `scale`.")
+        if self._statistics_in("tokens", loc, scale):
             # one vector per (sample, channel), added to the channel's CIT and patch tokens alike
             statistics = revin_statistics(loc, scale).to(embeddings.dtype)
             embeddings = embeddings + self.statistics_embedding(statistics)[:, :, None, :]
         embeddings = embeddings.reshape(batch_size, -1, embeddings.shape[-1])
         cls = self.cls_token.to(embeddings.dtype).expand(batch_size, 1, -1)
         return self.dropout(torch.cat([cls, embeddings], dim=1))
+
+    def _statistics_in(self, position: str, loc, scale) -> bool:
+        if not self.config.revin_statistics_embedding or self.config.revin_statistics_position != position:
+            return False
+        if loc is None or scale is None:
+            raise ValueError("config.revin_statistics_embedding=True: pass RevIN's `loc` and `scale`.")
+        return True
+
+    def pool(
+        self,
+        cls_embedding: torch.Tensor,
+        patch_embeddings: torch.Tensor,
+        patch_observed_mask: torch.Tensor,
+        loc: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The sample embedding `(batch, d_model)` (`pooler_output`): [`pool_sample_embedding`] of the encoder's
+        output (`config.pooling`), plus the embedding of all channels' RevIN statistics when
+        `config.revin_statistics_position == "pooled"`."""
+        pooled = pool_sample_embedding(cls_embedding, patch_embeddings, patch_observed_mask, self.config.pooling)
+        if self._statistics_in("pooled", loc, scale):
+            statistics = revin_statistics(loc, scale).to(pooled.dtype).flatten(1)  # (B, C * 2)
+            pooled = pooled + self.statistics_embedding(statistics)
+        return pooled
 
 
 class TraceRotaryEmbedding(nn.Module):
@@ -1484,9 +1508,7 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             patch_observed_mask=patch_observed,
             loc=loc,
             scale=scale,
-            pooler_output=pool_sample_embedding(
-                last_hidden_state[:, 0], patch_embeddings, patch_observed, self.config.pooling
-            ),
+            pooler_output=self.embeddings.pool(last_hidden_state[:, 0], patch_embeddings, patch_observed, loc, scale),
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )

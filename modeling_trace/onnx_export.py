@@ -48,7 +48,6 @@ from .modeling_trace import (
     TraceTokenLayout,
     additive_attention_mask,
     pad_or_truncate_series,
-    pool_sample_embedding,
     zscore_statistics,
 )
 from .tables import markdown_table
@@ -124,7 +123,7 @@ class TimeSeriesOnnxGraph(nn.Module):
             patch_embeddings = per_channel
             weights = patch_observed.to(per_channel.dtype)[..., None]
             channel_embeddings = (per_channel * weights).sum(2) / weights.sum(2).clamp(min=1.0)
-        pooled = pool_sample_embedding(hidden_states[:, 0], patch_embeddings, patch_observed, config.pooling)
+        pooled = self.tower.embeddings.pool(hidden_states[:, 0], patch_embeddings, patch_observed, loc, scale)
         if self.projection is None:
             return pooled, channel_embeddings
         return self.projection(pooled, normalize=True), pooled, channel_embeddings

@@ -49,16 +49,24 @@ def make_model(**overrides):
     return model.eval()
 
 
+def statistics_options(statistics) -> dict:
+    """TraceConfig arguments of a `statistics` test parameter: False, or the position of the statistics embedding."""
+    if not statistics:
+        return {}
+    return {"revin_statistics_embedding": True, "revin_statistics_position": statistics}
+
+
 def encode(model, values, mask=None):
     with torch.no_grad():
         return model(values, mask)
 
 
-@pytest.mark.parametrize("statistics", [False, True], ids=["plain", "revin_statistics"])
+@pytest.mark.parametrize("statistics", [False, "tokens", "pooled"], ids=["plain", "statistics_tokens", "statistics_pooled"])
 @pytest.mark.parametrize("seed", range(3))
 def test_channel_biased_attention_isolates_each_cit_in_one_layer(seed, statistics):
-    # with `revin_statistics_embedding` the perturbed channel's level and spread change too (its tokens only)
-    model = make_model(num_hidden_layers=1, revin_statistics_embedding=statistics)
+    # with `revin_statistics_embedding` the perturbed channel's level and spread change too (its tokens only, or
+    # the pooled embedding only)
+    model = make_model(num_hidden_layers=1, **statistics_options(statistics))
     generator = torch.Generator().manual_seed(seed)
     values = torch.randn(4, 48, 3, generator=generator)
     base = encode(model, values)
@@ -116,10 +124,10 @@ def test_attention_probabilities_of_cit_rows_are_exactly_zero_outside_their_chan
     assert torch.allclose(out.last_hidden_state, eager_free.last_hidden_state, atol=1e-5)
 
 
-@pytest.mark.parametrize("statistics", [False, True], ids=["plain", "revin_statistics"])
+@pytest.mark.parametrize("statistics", [False, "tokens", "pooled"], ids=["plain", "statistics_tokens", "statistics_pooled"])
 @pytest.mark.parametrize("use_nan", [False, True])
 def test_values_at_missing_points_never_change_the_output(use_nan, statistics):
-    model = make_model(revin_statistics_embedding=statistics)
+    model = make_model(**statistics_options(statistics))
     generator = torch.Generator().manual_seed(1)
     values = torch.randn(3, 48, 3, generator=generator)
     mask = torch.rand(3, 48, 3, generator=generator) > 0.3
@@ -130,9 +138,9 @@ def test_values_at_missing_points_never_change_the_output(use_nan, statistics):
         b = encode(model, torch.where(mask, other, torch.nan))
     else:
         a, b = encode(model, values, mask), encode(model, other, mask)
-    for name in ("last_hidden_state", "loc", "scale"):
+    for name in ("last_hidden_state", "pooler_output", "loc", "scale"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
-    assert torch.isfinite(a.last_hidden_state).all()
+    assert torch.isfinite(a.last_hidden_state).all() and torch.isfinite(a.pooler_output).all()
     assert not a.patch_observed_mask[0, 2].any()
 
 
@@ -149,6 +157,35 @@ def test_revin_statistics_embedding_tells_scales_apart_that_revin_alone_cannot()
     mask = torch.cat([torch.zeros(2, 18, 3, dtype=torch.bool), torch.ones(2, 30, 3, dtype=torch.bool)], dim=1)
     short, explicit = encode(with_statistics, values[:, :30]), encode(with_statistics, padded, mask)
     assert torch.equal(short.last_hidden_state, explicit.last_hidden_state)
+
+
+def test_pooled_revin_statistics_reach_the_sample_embedding_only():
+    """`revin_statistics_position="pooled"`: a rescaled series gives the same tokens (and so the same CITs and
+    forecasts) but another `pooler_output`; with the statistics embedding zeroed the pooled output is the plain one."""
+    values = torch.randn(2, 48, 3)
+    rescaled = values * 250.0 + 40.0
+    model = make_model(revin_statistics_embedding=True, revin_statistics_position="pooled")
+    assert model.embeddings.statistics_embedding.in_features == 2 * 3
+    a, b = encode(model, values), encode(model, rescaled)
+    assert torch.allclose(a.last_hidden_state, b.last_hidden_state, atol=1e-4)
+    assert (a.pooler_output - b.pooler_output).abs().max() > 1e-2
+    with torch.no_grad():
+        model.embeddings.statistics_embedding.weight.zero_()
+        model.embeddings.statistics_embedding.bias.zero_()
+    assert torch.equal(encode(model, values).pooler_output, encode(model, values).cls_embedding)
+    # only the channel whose statistics changed moves it: each channel has its own columns
+    shifted = values.clone()
+    shifted[..., 1] = shifted[..., 1] * 3.0 + 1.0
+    fresh = make_model(revin_statistics_embedding=True, revin_statistics_position="pooled")
+    weight = fresh.embeddings.statistics_embedding.weight
+    with torch.no_grad():
+        weight[:, 2:4] = 0.0  # channel 1's (level, log scale) columns of the flattened (channel, statistic) input
+    assert torch.allclose(encode(fresh, values).pooler_output, encode(fresh, shifted).pooler_output, atol=1e-4)
+
+
+def test_revin_statistics_position_is_checked():
+    with pytest.raises(ValueError, match="revin_statistics_position"):
+        tiny_config(revin_statistics_embedding=True, revin_statistics_position="cls")
 
 
 def test_revin_statistics_embedding_needs_revin():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modeling_trace import TraceModel, TraceTimeSeriesModel
-from modeling_trace.onnx_export import TraceOnnxEncoder, export_onnx
+from modeling_trace.onnx_export import TimeSeriesOnnxGraph, TraceOnnxEncoder, export_onnx
 from tests.conftest import tiny_config
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra (pip install trace-ts[onnx])")
@@ -134,3 +134,19 @@ def test_opset_23_exports_attention_as_the_fused_op(tmp_path):
     assert "Attention" in ops and "Softmax" not in ops
     series = random_series(seed=4)
     np.testing.assert_allclose(TraceOnnxEncoder(tmp_path).encode_time_series(series), model.encode_time_series(series), atol=ATOL)
+
+
+def test_export_graph_adds_pooled_statistics_as_the_model_does():
+    """With `revin_statistics_position="pooled"` the export graph's `pooler_output` carries the statistics
+    embedding exactly as `TraceTimeSeriesModel.forward` does (eager graph vs model, before any ONNX conversion)."""
+    torch.manual_seed(0)
+    config = tiny_config(revin_statistics_embedding=True, revin_statistics_position="pooled")
+    tower = TraceTimeSeriesModel(config).eval()
+    values = torch.from_numpy(np.stack(random_series(lengths=(48, 48, 48)))).float() * 40.0
+    observed = ~torch.isnan(values)
+    with torch.no_grad():
+        expected = tower(values, observed)
+        pooled, channels = TimeSeriesOnnxGraph(tower)(values, observed)
+    torch.testing.assert_close(pooled, expected.pooler_output, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(channels, expected.channel_embeddings, atol=1e-5, rtol=1e-5)
+    assert (expected.pooler_output - expected.cls_embedding).abs().max() > 1e-3  # the statistics are in it
