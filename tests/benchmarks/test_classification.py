@@ -106,6 +106,25 @@ def test_svm_protocol_on_separable_data_cross_validates_on_train_only():
     assert again[0] == again[1]
 
 
+def test_svm_protocol_repeated_folds_rescore_the_chosen_svm_only():
+    """`cv_repeats` averages the chosen SVM's fold accuracy over shufflings: C and the test accuracy do not move, and
+    the score is the same for the same seed."""
+    X, y = _blobs(100, 0)
+    noisy_y = np.where(np.random.default_rng(3).random(100) < 0.3, 1 - y, y)
+    args = (X[:60], noisy_y[:60], X[60:], noisy_y[60:])
+    once, repeated = svm_protocol(*args, seed=2), svm_protocol(*args, seed=2, cv_repeats=6)
+    assert repeated["C"] == once["C"] and repeated["accuracy"] == once["accuracy"]
+    assert repeated == svm_protocol(*args, seed=2, cv_repeats=6)
+    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
+    from sklearn.svm import SVC
+
+    folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=6, random_state=2)
+    expected = cross_val_score(SVC(C=once["C"], gamma="scale"), X[:60], noisy_y[:60], cv=folds).mean()
+    assert repeated["cv_accuracy"] == pytest.approx(expected) and 0.0 < expected < 1.0
+    small = svm_protocol(X[:40], noisy_y[:40], X[40:], noisy_y[40:], cv_repeats=3)  # the hard-margin path too
+    assert small["C"] == np.inf and 0.0 < small["cv_accuracy"] < 1.0
+
+
 def test_svm_protocol_small_training_split_uses_a_hard_margin_like_ts2vec():
     train_X, train_y = _blobs(100, 0, classes=4)
     out = svm_protocol(train_X[:40], train_y[:40], train_X[40:], train_y[40:])
