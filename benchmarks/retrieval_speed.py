@@ -3,7 +3,7 @@
 Part 1 — TS -> TS over >= 50,000 real windows cut with stride 1, `--windows`:
   * `ett_timemmd`: ETTh1/ETTh2 (7 channels) and the univariate `OT` series of Time-MMD placed in channel 0 with the
     other channels missing (a speed corpus: these series are not the weather channels' own);
-  * `stations`: every shipped NOAA station (`datasets_scripts.noaa`) at every resolution (hourly, 4-hourly, daily),
+  * `stations`: every shipped NOAA station (`trace_datasets.noaa`) at every resolution (hourly, 4-hourly, daily),
     its seven weather channels in the model's channel order — the series the shipped checkpoint was trained for;
   `--num-windows 0` takes every window. On them:
   * `TraceRetrievalIndex` (exact `IndexFlatIP`) over the encoder's embeddings;
@@ -142,7 +142,7 @@ def cut_windows(data_dir: str, length: int, num_channels: int) -> tuple[np.ndarr
 def cut_station_windows(data_dir: str, length: int, channel_names) -> tuple[np.ndarray, list[str]]:
     """Stride-1 windows `(N, length, channels)` of every shipped NOAA station at every resolution, channels by name in
     the model's order (`channel_names`); windows with no observed value are left out."""
-    from datasets_scripts.noaa import CHANNELS, RESOLUTIONS, load_stations, read_station, resample
+    from trace_datasets.noaa import CHANNELS, RESOLUTIONS, load_stations, read_station, resample
 
     unknown = [name for name in channel_names if name not in CHANNELS]
     if unknown:
