@@ -257,7 +257,6 @@ def svm_protocol(
         chosen, cross_validated, cv_accuracy = float(search.best_params_["C"]), True, float(search.best_score_)
     if cv_repeats > 1 and folds >= 2:
         splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=cv_repeats, random_state=seed)
-        scored = SVC(kernel="rbf", gamma="scale", max_iter=10_000_000, C=chosen)
-        cv_accuracy = float(np.mean(cross_val_score(scored, train_X, train_y, cv=splitter, n_jobs=n_jobs)))
+        cv_accuracy = float(np.mean(cross_val_score(model, train_X, train_y, cv=splitter, n_jobs=n_jobs)))
     accuracy = float(np.mean(model.predict(test_X) == test_y))
     return {"accuracy": accuracy, "C": chosen, "cross_validated": cross_validated, "cv_accuracy": cv_accuracy}

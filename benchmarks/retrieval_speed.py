@@ -201,12 +201,12 @@ def main() -> None:
         all_windows, sources = cut_windows(args.data_dir, args.window_length, num_channels)
     total_windows = len(all_windows)
     num_windows = args.num_windows or total_windows
-    if len(all_windows) < num_windows:
-        raise ValueError(f"Only {len(all_windows)} windows available, fewer than --num-windows {num_windows}.")
-    if num_windows == len(all_windows):
+    if total_windows < num_windows:
+        raise ValueError(f"Only {total_windows} windows available, fewer than --num-windows {num_windows}.")
+    if num_windows == total_windows:
         corpus_windows = np.ascontiguousarray(all_windows)
     else:
-        chosen = np.sort(rng.choice(len(all_windows), size=num_windows, replace=False))
+        chosen = np.sort(rng.choice(total_windows, size=num_windows, replace=False))
         corpus_windows = np.ascontiguousarray(all_windows[chosen])
     del all_windows
     query_rows = rng.choice(num_windows, size=args.num_queries, replace=False)

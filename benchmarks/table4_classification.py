@@ -109,7 +109,14 @@ def segment_patch_means(patch_states: torch.Tensor, patch_observed_mask: torch.T
 
 
 def frozen_embeddings(encoder_dir, series, batch_size: int = 64, segments: int = 1) -> np.ndarray:
-    """Frozen features of the pretrained encoder for the SVM, one vector per series (the same rule for every set):
+    """[`frozen_feature_sets`] for one `segments` value."""
+    return frozen_feature_sets(encoder_dir, series, (segments,), batch_size)[segments]
+
+
+def frozen_feature_sets(encoder_dir, series, segments_grid=(1,), batch_size: int = 64) -> dict[int, np.ndarray]:
+    """`{segments: features}` for every value of `segments_grid`, from one pass of the encoder over `series`.
+
+    Frozen features of the pretrained encoder for the SVM, one vector per series (the same rule for every set):
 
     - for each layer's output and each channel, the mean of that channel's observed patch tokens (masked
       reconstruction trains the patch tokens only, not [CLS]/CIT: the MOMENT / PatchTST frozen-embedding
@@ -136,7 +143,7 @@ def frozen_embeddings(encoder_dir, series, batch_size: int = 64, segments: int =
     model.eval()
     config = model.config
     values, observed = pad_or_truncate_series(series, config.context_length, config.num_input_channels, dtype=np.float64)
-    chunks = []
+    chunks = {segments: [] for segments in segments_grid}
     with torch.no_grad():
         for start in range(0, len(values), batch_size):
             out = model(
@@ -145,28 +152,33 @@ def frozen_embeddings(encoder_dir, series, batch_size: int = 64, segments: int =
                 output_hidden_states=True,
                 return_dict=True,
             )
-            features = []
-            for hidden in out.hidden_states[1:]:
-                _, patches = split_token_states(hidden, config.num_input_channels, config.use_channel_identity_tokens)
-                features.append(observed_patch_mean(patches, out.patch_observed_mask, 2).flatten(1))
-                if segments > 1:
-                    features.append(segment_patch_means(patches, out.patch_observed_mask, segments).flatten(1))
-            features += [out.loc[:, 0], torch.log(out.scale[:, 0])]
-            chunks.append(torch.cat(features, dim=-1).float())
-    return torch.cat(chunks).numpy()
+            layers = [
+                split_token_states(hidden, config.num_input_channels, config.use_channel_identity_tokens)[1]
+                for hidden in out.hidden_states[1:]
+            ]
+            for segments, parts in chunks.items():
+                features = []
+                for patches in layers:
+                    features.append(observed_patch_mean(patches, out.patch_observed_mask, 2).flatten(1))
+                    if segments > 1:
+                        features.append(segment_patch_means(patches, out.patch_observed_mask, segments).flatten(1))
+                features += [out.loc[:, 0], torch.log(out.scale[:, 0])]
+                parts.append(torch.cat(features, dim=-1).float())
+    return {segments: torch.cat(parts).numpy() for segments, parts in chunks.items()}
 
 
 def trace_svm(
-    encoder_dir, train_series, test_series, train_labels, test_labels, seed, segments: int = 1, cv_repeats: int = 1
-) -> dict:
-    return classification.svm_protocol(
-        frozen_embeddings(encoder_dir, train_series, segments=segments),
-        train_labels,
-        frozen_embeddings(encoder_dir, test_series, segments=segments),
-        test_labels,
-        seed=seed,
-        cv_repeats=cv_repeats,
-    )
+    encoder_dir, train_series, test_series, train_labels, test_labels, seed, segments_grid=(1,), cv_repeats: int = 1
+) -> dict[int, dict]:
+    """`{segments: svm_protocol result}` for every value of `segments_grid` (the encoder runs once per split)."""
+    train = frozen_feature_sets(encoder_dir, train_series, segments_grid)
+    test = frozen_feature_sets(encoder_dir, test_series, segments_grid)
+    return {
+        segments: classification.svm_protocol(
+            train[segments], train_labels, test[segments], test_labels, seed=seed, cv_repeats=cv_repeats
+        )
+        for segments in segments_grid
+    }
 
 
 def _budget(args):
@@ -248,10 +260,10 @@ def main(argv=None):
                     for steps in args.pretrain_steps_grid:
                         step_budget = dataclasses.replace(budget, pretrain_steps=steps)
                         encoder = pretrain_encoder(name, train, step_budget, length, channels, args.cache_dir, seed)
-                        for segments in args.segments_grid:
-                            svm = trace_svm(
-                                encoder, train_series, test_series, y_train, y_test, seed, segments, args.cv_repeats
-                            )
+                        per_segments = trace_svm(
+                            encoder, train_series, test_series, y_train, y_test, seed, args.segments_grid, args.cv_repeats
+                        )
+                        for segments, svm in per_segments.items():
                             candidates.append((svm.get("cv_accuracy") or 0.0, -steps, -segments, encoder, svm))
                     _, negative_steps, negative_segments, encoder, svm = max(candidates, key=lambda item: item[:3])
                     label = (lambda c: f"{-c[1]}") if len(args.segments_grid) == 1 else (lambda c: f"{-c[1]}/S{-c[2]}")
@@ -262,7 +274,7 @@ def main(argv=None):
                     segments = args.segments_grid[0]
                     encoder = pretrain_encoder(name, train, budget, length, channels, args.cache_dir, seed)
                     svm = (
-                        trace_svm(encoder, train_series, test_series, y_train, y_test, seed, segments)
+                        trace_svm(encoder, train_series, test_series, y_train, y_test, seed, (segments,))[segments]
                         if "svm" in args.parts
                         else None
                     )
