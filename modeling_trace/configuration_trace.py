@@ -22,6 +22,7 @@ ATTENTION_TYPES = ("channel_biased", "full", "causal")
 POOLING = ("cls", "mean")
 REVIN_STATISTICS_POSITIONS = ("tokens", "pooled")
 FORECAST_LOSSES = ("mse", "huber")
+FORECAST_ANCHORS = ("revin", "last_value")
 RAG_PROMPT_MODES = ("ts", "ts_text")
 
 # Shape of sentence-transformers/all-MiniLM-L6-v2, the offline default text tower.
@@ -135,6 +136,12 @@ class TraceConfig(PreTrainedConfig):
             Horizon H of `TraceForForecasting`.
         forecast_loss (`str`, *optional*, defaults to `"mse"`):
             `"mse"` or `"huber"` for `TraceForForecasting`.
+        forecast_anchor (`str`, *optional*, defaults to `"revin"`):
+            What the forecasting head's normalised output is added to, in units of RevIN's `scale`: `"revin"` (RevIN's
+            `loc`, the observed mean of the window; PatchTST's convention) or `"last_value"` (each channel's most
+            recent observed value, NLinear's convention: an untrained head forecasts the last value, and the head
+            learns the change from it). The encoder is the same either way; `TraceForForecasting` and the RAG
+            forecaster read it.
         embedding_centering (`bool`, *optional*, defaults to `False`):
             Subtract a mean before the L2 normalisation of both towers' projected embeddings, separately for the
             sample and the channel level: the batch mean (over items that take part in the loss) while training, its
@@ -205,6 +212,7 @@ class TraceConfig(PreTrainedConfig):
     embedding_centering: bool = False
     prediction_length: int | None = None
     forecast_loss: str = "mse"
+    forecast_anchor: str = "revin"
     pooling: str = "cls"
     classifier_hidden_dim: int | None = None
     num_retrieved: int = 5
@@ -328,6 +336,7 @@ class TraceConfig(PreTrainedConfig):
         choice("activation_function", sorted(ACT2FN))
         choice("attention_type", ATTENTION_TYPES)
         choice("forecast_loss", FORECAST_LOSSES)
+        choice("forecast_anchor", FORECAST_ANCHORS)
         choice("rag_prompt_mode", RAG_PROMPT_MODES)
         choice("revin_statistics_position", REVIN_STATISTICS_POSITIONS)
         if not isinstance(self.pooling, str) or self.pooling not in POOLING:

@@ -430,7 +430,9 @@ class TraceForRetrievalAugmentedForecasting(TracePreTrainedModel):
             prompt = patches.new_zeros(batch_size, self.config.num_retrieved, self.config.d_model)
         prompt_per_channel = prompt[:, None].expand(-1, num_channels, -1, -1)
         normalized = self.forecast_head(torch.cat([prompt_per_channel, patches], dim=2))  # (B, H, C)
-        prediction, loss = self._forecast(normalized, outputs, future_values, future_observed_mask)
+        prediction, loss = self._forecast(
+            normalized, outputs, past_values, past_observed_mask, future_values, future_observed_mask
+        )
         return self._model_output(
             TraceRetrievalAugmentedForecastingOutput,
             return_dict,

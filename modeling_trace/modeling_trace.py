@@ -489,6 +489,18 @@ def zscore_statistics(values, observed=None, dim: int = 1, eps: float = 0.0):
     return loc, scale
 
 
+def last_observed_value(past_values: torch.Tensor, past_observed_mask: torch.Tensor | None = None):
+    """`(values, found)`, both `(batch, 1, channels)`: each channel's most recent observed point of `past_values`
+    `(batch, length, channels)` (mask 1, or not NaN when no mask is given; 0 where there is none) and whether it has
+    one."""
+    observed = past_values.isnan().logical_not() if past_observed_mask is None else past_observed_mask.bool()
+    steps = torch.arange(past_values.shape[1], device=past_values.device).view(1, -1, 1)
+    last = torch.where(observed, steps, -1).amax(dim=1, keepdim=True)
+    found = last >= 0
+    values = past_values.gather(1, last.clamp(min=0))
+    return torch.where(found, values, torch.zeros((), dtype=values.dtype, device=values.device)), found
+
+
 def revin_statistics(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """`(batch, channels, 2)`: `sign(loc) * log1p(|loc|)` and `log(scale)` of RevIN's `(batch, 1, channels)`
     statistics, the input of `TraceEmbeddings.statistics_embedding` (`config.revin_statistics_embedding`). Both are
@@ -1283,12 +1295,21 @@ class TracePreTrainedModel(PreTrainedModel):
             return_dict=True,
         )
 
-    def _forecast(self, normalized, encoder_outputs, future_values, future_observed_mask, check_finite: bool = False):
+    def _forecast(
+        self, normalized, encoder_outputs, past_values, past_observed_mask, future_values, future_observed_mask,
+        check_finite: bool = False,
+    ):
         """`(prediction, loss)` of a forecasting head's normalised output `(batch, horizon, channels)`: the forecasts
-        in the scale of the input (RevIN undone with the encoder's `loc` / `scale`), and their [`forecasting_loss`]
+        in the scale of the input (`normalized * scale + anchor`, with the encoder's RevIN `scale`; the anchor is
+        RevIN's `loc`, or each channel's last observed value of `past_values` under
+        `config.forecast_anchor == "last_value"`, `loc` for a channel without one), and their [`forecasting_loss`]
         (`config.forecast_loss`) when `future_values` is given, else `None`. `check_finite`: forecasts holding NaN
         or inf are a `ValueError`."""
-        prediction = normalized * encoder_outputs.scale + encoder_outputs.loc
+        anchor = encoder_outputs.loc
+        if self.config.forecast_anchor == "last_value":
+            last, found = last_observed_value(past_values, past_observed_mask)
+            anchor = torch.where(found, last.to(anchor.dtype), anchor)
+        prediction = normalized * encoder_outputs.scale + anchor
         if check_finite and not torch.isfinite(prediction).all():
             raise ValueError(
                 f"The forecasts hold NaN or inf in {prediction.dtype} (input scale up to "
@@ -2545,7 +2566,8 @@ def forecasting_loss(
 
 class TraceForForecasting(TracePreTrainedModel):
     """TRACE encoder with a [`TraceForecastingHead`]: per channel, the patch tokens are flattened and mapped to the
-    horizon by one linear layer shared across channels; RevIN is undone on the output.
+    horizon by one linear layer shared across channels; RevIN is undone on the output, around its `loc` or around
+    the last observed value (`config.forecast_anchor`).
     """
 
     def __init__(self, config: TraceConfig):
@@ -2575,7 +2597,9 @@ class TraceForForecasting(TracePreTrainedModel):
         """
         outputs = self._encode_time_series(past_values, past_observed_mask, output_attentions, output_hidden_states)
         normalized = self.forecast_head(outputs.patch_embeddings)  # (B, H, C)
-        prediction, loss = self._forecast(normalized, outputs, future_values, future_observed_mask, check_finite=True)
+        prediction, loss = self._forecast(
+            normalized, outputs, past_values, past_observed_mask, future_values, future_observed_mask, check_finite=True
+        )
         return self._model_output(
             TraceForecastingOutput, return_dict, outputs, loss=loss, prediction_outputs=prediction
         )

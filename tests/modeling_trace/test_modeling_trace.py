@@ -926,6 +926,45 @@ def test_forecasts_undo_revin_in_the_scale_of_huge_inputs():
     torch.testing.assert_close(huge / 1e20, small, rtol=1e-4, atol=1e-5)
 
 
+def test_last_value_anchor_moves_the_forecast_by_the_last_observed_point_only():
+    """`forecast_anchor="last_value"`: the same weights forecast `revin - loc + last observed value` per channel; the
+    last value is found past masked and NaN points, a channel without any observed point falls back to `loc`."""
+    from modeling_trace import TraceForForecasting
+    from modeling_trace.modeling_trace import last_observed_value
+
+    torch.manual_seed(0)
+    revin = TraceForForecasting(tiny_config(prediction_length=4)).eval()
+    last = TraceForForecasting(tiny_config(prediction_length=4, forecast_anchor="last_value")).eval()
+    last.load_state_dict(revin.state_dict())
+    values = torch.randn(3, 48, 3) + 5.0
+    values[0, -3:, 1] = float("nan")  # channel 1 of series 0 ends on missing points
+    values[2, :, 0] = float("nan")  # no observed point at all
+    mask = ~values.isnan()
+    mask[1, -1, 2] = False  # masked (a finite value the model must not read)
+    with torch.no_grad():
+        reference = revin(values, mask)
+        anchored = last(values, mask)
+    expected_last = torch.stack([values[b, mask[b, :, c], c][-1] if mask[b, :, c].any() else reference.loc[b, 0, c]
+                                 for b in range(3) for c in range(3)]).view(3, 1, 3)
+    found, has = last_observed_value(values, mask)
+    torch.testing.assert_close(torch.where(has, found, reference.loc), expected_last)
+    assert not has[2, 0, 0] and has[0, 0, 1] and found[0, 0, 1] == values[0, -4, 1] and found[1, 0, 2] == values[1, -2, 2]
+    torch.testing.assert_close(
+        anchored.prediction_outputs - reference.prediction_outputs, (expected_last - reference.loc).expand(-1, 4, -1)
+    )
+    # an untrained-to-zero head forecasts the last value itself
+    with torch.no_grad():
+        last.forecast_head.projection.weight.zero_()
+        last.forecast_head.projection.bias.zero_()
+        flat = last(values, mask).prediction_outputs
+    torch.testing.assert_close(flat, expected_last.expand(-1, 4, -1))
+
+
+def test_forecast_anchor_is_checked():
+    with pytest.raises(ValueError, match="forecast_anchor"):
+        tiny_config(forecast_anchor="median")
+
+
 def _mean_of_observed_patches(out):
     weights = out.patch_observed_mask[..., None].float()
     return (out.patch_embeddings * weights).sum((1, 2)) / weights.sum((1, 2))
