@@ -59,6 +59,46 @@ def pretrain_encoder(name, train, budget, length, channels, cache_dir, seed=0) -
     return out / "final"
 
 
+BROAD_RECIPE = Path(__file__).resolve().parent.parent / "configuration" / "recipes" / "pretrain-broad.yaml"
+
+
+def broad_corpus(cache_dir):
+    """The broad pretraining corpus (`trace_datasets.corpus.build()`: every shipped series, training periods only,
+    leak-checked against every benchmark's held-out rows), built once into the cache."""
+    from trace_datasets import corpus
+
+    return harness.cached_dataset_dict("broad_corpus", corpus.build, cache_dir)
+
+
+def pretrain_broad_encoder(cache_dir, seed=0, steps: int | None = None) -> Path:
+    """One channel-independent encoder pretrained on the broad corpus by the shipped recipe
+    (`configuration/recipes/pretrain-broad.yaml`, its steps unless `steps`), with its held-out curve on the corpus's
+    validation rows; cached per seed and length."""
+    from trace_training import PretrainRecipe
+    from trace_training.loops import run_pretraining
+    from trace_training.recipes import load_recipe_file, recipe_from_dict
+
+    values = load_recipe_file(BROAD_RECIPE)
+    steps = steps or values["max_steps"]
+    out = cache_dir / "broad_encoders" / f"p{steps}" / f"seed{seed}"
+    if not (out / "final" / "config.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        values.update(output_dir=str(out), seed=seed, max_steps=steps)
+        recipe = recipe_from_dict(PretrainRecipe, values, str(BROAD_RECIPE)).validate()
+        dataset_dict = broad_corpus(cache_dir)
+        with harness._silenced():
+            run_pretraining(recipe, dataset_dict["train"], eval_dataset=dataset_dict["validation"])
+    return out / "final"
+
+
+def broad_curve(encoder_dir) -> str:
+    """The broad encoder's held-out masked-reconstruction curve, described."""
+    from trace_training.loops import read_log
+
+    points = [{"step": r["step"], "loss": float(r["eval_loss"])} for r in read_log(Path(encoder_dir).parent) if "eval_loss" in r]
+    return harness.describe_curve(points)
+
+
 def tune(encoder_dir, mode, train, test, budget, num_labels, cache_dir, name, seed=0) -> float:
     from modeling_trace.metrics import classification_metrics
     from trace_training import FinetuneRecipe
@@ -128,7 +168,9 @@ def frozen_feature_sets(encoder_dir, series, segments_grid=(1,), batch_size: int
       univariate sets).
 
     Series enter at their own lengths through the model's own padding/truncation (`pad_or_truncate_series`: the
-    last `context_length` steps, shorter ones left-padded as unobserved); no NaN reaches the features."""
+    last `context_length` steps, shorter ones left-padded as unobserved); no NaN reaches the features. A
+    channel-independent encoder (`num_input_channels == 1`, the broad encoder) embeds a multichannel series channel
+    by channel and puts the channels' features side by side."""
     from transformers.utils import logging as transformers_logging
 
     from modeling_trace import TraceTimeSeriesModel
@@ -142,6 +184,13 @@ def frozen_feature_sets(encoder_dir, series, segments_grid=(1,), batch_size: int
         transformers_logging.set_verbosity(verbosity)
     model.eval()
     config = model.config
+    channels = series[0].shape[1] if len(series) else 1
+    if config.num_input_channels == 1 and channels > 1:
+        # a channel-independent encoder (one input channel): every channel is embedded on its own, and a series'
+        # features are its channels' features side by side
+        per_channel = [s[:, [c]] for s in series for c in range(channels)]
+        features = frozen_feature_sets(encoder_dir, per_channel, segments_grid, batch_size)
+        return {k: v.reshape(len(series), -1) for k, v in features.items()}
     values, observed = pad_or_truncate_series(series, config.context_length, config.num_input_channels, dtype=np.float64)
     chunks = {segments: [] for segments in segments_grid}
     with torch.no_grad():
@@ -218,6 +267,13 @@ def main(argv=None):
         help="with --pretrain-steps-grid: the candidates are compared by their SVM's fold accuracy averaged over this "
         "many shufflings of the 5 folds (C is still chosen by one 5-fold search)",
     )  # fmt: skip
+    parser.add_argument(
+        "--broad-encoder", action="store_true",
+        help="also offer, per set and seed, the channel-independent encoder pretrained on the broad corpus "
+        "(`configuration/recipes/pretrain-broad.yaml`, one per seed, cached) to the choice on the training split; "
+        "adds rows for each encoder kind alone",
+    )  # fmt: skip
+    parser.add_argument("--broad-steps", type=int, default=None, help="the broad encoder's pretraining steps (default: the recipe's)")
     parser.add_argument("--data-dir", type=Path, default=None, help="folder holding ucr/ (default: shared data)")
     args = parser.parse_args(argv)
     budget = _budget(args)
@@ -225,6 +281,7 @@ def main(argv=None):
     from trace_datasets.ucr import describe_lengths, load_ucr
 
     rows, variant_rows, svm_rows, sizes, mismatches = [], [], [], [], []
+    broad_notes = {}  # seed -> the broad encoder's held-out curve
     for name in args.datasets:
         dataset_dict = load_ucr(name, args.data_dir, pad=False)
         train, test = dataset_dict["train"], dataset_dict["test"]
@@ -251,25 +308,38 @@ def main(argv=None):
             print(f"[{name}] 1-NN done", flush=True)
         if {"svm", "finetune"} & set(args.parts):
             accuracy = {"TRACE+SVM (frozen)": [], "TRACE linear probe": [], "TRACE LoRA": []}
+            broad_curves = {}
             for seed in budget.seeds:
                 y_train, y_test = np.asarray(train["label"]), np.asarray(test["label"])
-                if args.pretrain_steps_grid:
-                    # the pretraining length chosen on the training split only: the SVM's cross-validated accuracy
-                    # (and, with --segments-grid, the feature segments), ties to fewer steps, then fewer segments
-                    candidates = []
-                    for steps in args.pretrain_steps_grid:
+                if args.pretrain_steps_grid or args.broad_encoder:
+                    # the encoder (per-set pretraining length, or the broad encoder) and, with --segments-grid, the
+                    # feature segments, chosen on the training split only by the SVM's cross-validated accuracy;
+                    # ties go to the per-set encoder, then fewer steps, then fewer segments
+                    candidates = []  # (cv, -broad, -steps, -segments, label, encoder, svm)
+                    for steps in args.pretrain_steps_grid or [budget.pretrain_steps]:
                         step_budget = dataclasses.replace(budget, pretrain_steps=steps)
                         encoder = pretrain_encoder(name, train, step_budget, length, channels, args.cache_dir, seed)
                         per_segments = trace_svm(
                             encoder, train_series, test_series, y_train, y_test, seed, args.segments_grid, args.cv_repeats
                         )
                         for segments, svm in per_segments.items():
-                            candidates.append((svm.get("cv_accuracy") or 0.0, -steps, -segments, encoder, svm))
-                    _, negative_steps, negative_segments, encoder, svm = max(candidates, key=lambda item: item[:3])
-                    label = (lambda c: f"{-c[1]}") if len(args.segments_grid) == 1 else (lambda c: f"{-c[1]}/S{-c[2]}")
-                    chosen = label((0, negative_steps, negative_segments)) + " (CV " + ", ".join(
-                        f"{label(c)}: {c[0]:.3f}" for c in candidates
-                    ) + ")"
+                            label = f"{steps}" + ("" if len(args.segments_grid) == 1 else f"/S{segments}")
+                            candidates.append((svm.get("cv_accuracy") or 0.0, 0, -steps, -segments, label, encoder, svm))
+                    if args.broad_encoder:
+                        encoder = pretrain_broad_encoder(args.cache_dir, seed, args.broad_steps)
+                        broad_curves[seed] = broad_curve(encoder)
+                        per_segments = trace_svm(
+                            encoder, train_series, test_series, y_train, y_test, seed, args.segments_grid, args.cv_repeats
+                        )
+                        for segments, svm in per_segments.items():
+                            label = "broad" + ("" if len(args.segments_grid) == 1 else f"/S{segments}")
+                            candidates.append((svm.get("cv_accuracy") or 0.0, -1, 0, -segments, label, encoder, svm))
+                        for method, broad in (("TRACE+SVM, per-set encoder only", 0), ("TRACE+SVM, broad encoder only", -1)):
+                            own = [c for c in candidates if c[1] == broad]
+                            accuracy.setdefault(method, []).append(max(own, key=lambda c: c[:4])[6]["accuracy"])
+                    best = max(candidates, key=lambda c: c[:4])
+                    encoder, svm = best[5], best[6]
+                    chosen = best[4] + " (CV " + ", ".join(f"{c[4]}: {c[0]:.3f}" for c in candidates) + ")"
                 else:
                     segments = args.segments_grid[0]
                     encoder = pretrain_encoder(name, train, budget, length, channels, args.cache_dir, seed)
@@ -294,6 +364,7 @@ def main(argv=None):
                     rows.append(
                         [name, method, harness.mean_std(values), "—", "—", f"{len(values)} seeds {list(budget.seeds)}"]
                     )
+            broad_notes.update(broad_curves)
     notes = [
         clock.line(),
         f"parts: {', '.join(args.parts)}",
@@ -320,6 +391,15 @@ def main(argv=None):
             + ("" if args.segments_grid == [1] else ", with S > 1 also over S equal runs of them in time order")
             + ", and each channel's RevIN mean and log std); linear probe / LoRA "
             f"{budget.finetune_steps} tuning steps at batch 16",
+        )
+    if broad_notes:
+        notes.insert(
+            3,
+            "broad encoder: `trace-mini` with one input channel, context 512, patch 8, pretrained by "
+            "`configuration/recipes/pretrain-broad.yaml` on `trace_datasets.corpus.build()` (every shipped series' "
+            "training period, univariate windows; leak check against every benchmark's held-out rows passed), one "
+            "per seed; multichannel series embedded channel by channel; held-out masked-reconstruction loss per seed: "
+            + "; ".join(f"seed {seed}: {curve}" for seed, curve in sorted(broad_notes.items())),
         )
     if mismatches:
         notes.append("not reproduced within tolerance: " + "; ".join(mismatches))

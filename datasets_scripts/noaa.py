@@ -901,6 +901,16 @@ def build(
     return (dd, stats) if return_stats else dd
 
 
+def station_split_periods(hourly: pd.DataFrame, split_fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> dict:
+    """`{split: (start, end)}`: a station's period (the index of its hourly frame) cut in time order by
+    `split_fractions` (`build_station_windows`: a window belongs to a split when `start <= window start` and
+    `window end < end`)."""
+    first, last = hourly.index.min(), hourly.index.max()
+    span = last - first
+    cuts = [first + span * split_fractions[0], first + span * (split_fractions[0] + split_fractions[1])]
+    return {"train": (first, cuts[0]), "validation": (cuts[0], cuts[1]), "test": (cuts[1], last)}
+
+
 def build_station_windows(
     data_dir: str | Path | None = None,
     resolutions: Sequence[str] = ("hourly", "4h", "daily"),
@@ -936,10 +946,7 @@ def build_station_windows(
     stats = {"stations": {}, "dropped_across_boundary": 0, "dropped_sparse": 0}
     for meta in load_stations(stations):
         hourly = read_station(meta, data_dir)
-        first, last = hourly.index.min(), hourly.index.max()
-        span = last - first
-        cuts = [first + span * split_fractions[0], first + span * (split_fractions[0] + split_fractions[1])]
-        periods = {"train": (first, cuts[0]), "validation": (cuts[0], cuts[1]), "test": (cuts[1], last)}
+        periods = station_split_periods(hourly, split_fractions)
         station_stats = stats["stations"].setdefault(meta["id"], {})
         for res_name in resolutions:
             res = RESOLUTIONS[res_name]

@@ -190,6 +190,30 @@ def test_table4_frozen_features_are_layer_channel_means_and_revin_statistics(tmp
     np.testing.assert_allclose(frozen_embeddings(tmp_path, padded), features[1:], rtol=1e-5, atol=1e-5)
 
 
+def test_table4_channel_independent_encoder_embeds_each_channel_on_its_own(tmp_path):
+    """A one-channel encoder (the broad encoder) on multichannel series: a series' features are its channels'
+    features, each computed as if the channel were a univariate series, side by side in channel order."""
+    import torch
+
+    from benchmarks.table4_classification import frozen_feature_sets
+    from modeling_trace import TraceForPretraining
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    TraceForPretraining(tiny_config(num_input_channels=1, channel_names=None)).save_pretrained(tmp_path)
+    rng = np.random.default_rng(1)
+    series = [rng.standard_normal((length, 3)) * [1.0, 5.0, 0.1] for length in (48, 30, 13)]
+    together = frozen_feature_sets(tmp_path, series, (1, 2))
+    for segments, features in together.items():
+        alone = [frozen_feature_sets(tmp_path, [s[:, [c]] for s in series], (segments,))[segments] for c in range(3)]
+        assert features.shape == (3, 3 * alone[0].shape[1])
+        np.testing.assert_allclose(features, np.concatenate(alone, axis=1), rtol=1e-5, atol=1e-6)
+        # the channel order is kept: swapping two channels swaps their blocks
+        swapped = frozen_feature_sets(tmp_path, [s[:, [1, 0, 2]] for s in series], (segments,))[segments]
+        width = alone[0].shape[1]
+        np.testing.assert_allclose(swapped[:, :width], features[:, width : 2 * width], rtol=1e-5, atol=1e-6)
+
+
 def test_table4_segment_means_follow_each_series_own_observed_extent():
     """Segment means: S = 1 is the whole-series mean; S segments split each channel's observed patches (not its
     padding) into equal runs in time order; a segment left empty takes the whole-series mean."""
