@@ -353,6 +353,46 @@ def cached_dataset_dict(name: str, build, cache_dir: Path = DEFAULT_CACHE_DIR):
     return load_from_disk(str(folder))
 
 
+BROAD_RECIPE = Path(__file__).resolve().parent.parent / "configuration" / "recipes" / "pretrain-broad.yaml"
+
+
+def broad_corpus(cache_dir):
+    """The broad pretraining corpus (`trace_datasets.corpus.build()`: every shipped series, training periods only,
+    leak-checked against every benchmark's held-out rows), built once into the cache."""
+    from trace_datasets import corpus
+
+    return cached_dataset_dict("broad_corpus", corpus.build, cache_dir)
+
+
+def pretrain_broad_encoder(cache_dir, seed=0, steps: int | None = None) -> Path:
+    """One channel-independent encoder pretrained on the broad corpus by the shipped recipe
+    (`configuration/recipes/pretrain-broad.yaml`, its steps unless `steps`), with its held-out curve on the corpus's
+    validation rows; cached per seed and length."""
+    from trace_training import PretrainRecipe
+    from trace_training.loops import run_pretraining
+    from trace_training.recipes import load_recipe_file, recipe_from_dict
+
+    values = load_recipe_file(BROAD_RECIPE)
+    steps = steps or values["max_steps"]
+    out = cache_dir / "broad_encoders" / f"p{steps}" / f"seed{seed}"
+    if not (out / "final" / "config.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        values.update(output_dir=str(out), seed=seed, max_steps=steps)
+        recipe = recipe_from_dict(PretrainRecipe, values, str(BROAD_RECIPE)).validate()
+        dataset_dict = broad_corpus(cache_dir)
+        with _silenced():
+            run_pretraining(recipe, dataset_dict["train"], eval_dataset=dataset_dict["validation"])
+    return out / "final"
+
+
+def broad_curve(encoder_dir) -> str:
+    """The broad encoder's held-out masked-reconstruction curve, described."""
+    from trace_training.loops import read_log
+
+    points = [{"step": r["step"], "loss": float(r["eval_loss"])} for r in read_log(Path(encoder_dir).parent) if "eval_loss" in r]
+    return describe_curve(points)
+
+
 NOAA_CHANNELS = 7
 NOAA_CONTEXT = 180  # daily windows are 180 steps; hourly / 4-hourly ones (168) are left-padded as unobserved
 TIMEMMD_RETRIEVAL_DOMAINS = ("Energy", "Health_US", "Environment", "Climate")

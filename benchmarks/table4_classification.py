@@ -59,46 +59,6 @@ def pretrain_encoder(name, train, budget, length, channels, cache_dir, seed=0) -
     return out / "final"
 
 
-BROAD_RECIPE = Path(__file__).resolve().parent.parent / "configuration" / "recipes" / "pretrain-broad.yaml"
-
-
-def broad_corpus(cache_dir):
-    """The broad pretraining corpus (`trace_datasets.corpus.build()`: every shipped series, training periods only,
-    leak-checked against every benchmark's held-out rows), built once into the cache."""
-    from trace_datasets import corpus
-
-    return harness.cached_dataset_dict("broad_corpus", corpus.build, cache_dir)
-
-
-def pretrain_broad_encoder(cache_dir, seed=0, steps: int | None = None) -> Path:
-    """One channel-independent encoder pretrained on the broad corpus by the shipped recipe
-    (`configuration/recipes/pretrain-broad.yaml`, its steps unless `steps`), with its held-out curve on the corpus's
-    validation rows; cached per seed and length."""
-    from trace_training import PretrainRecipe
-    from trace_training.loops import run_pretraining
-    from trace_training.recipes import load_recipe_file, recipe_from_dict
-
-    values = load_recipe_file(BROAD_RECIPE)
-    steps = steps or values["max_steps"]
-    out = cache_dir / "broad_encoders" / f"p{steps}" / f"seed{seed}"
-    if not (out / "final" / "config.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        values.update(output_dir=str(out), seed=seed, max_steps=steps)
-        recipe = recipe_from_dict(PretrainRecipe, values, str(BROAD_RECIPE)).validate()
-        dataset_dict = broad_corpus(cache_dir)
-        with harness._silenced():
-            run_pretraining(recipe, dataset_dict["train"], eval_dataset=dataset_dict["validation"])
-    return out / "final"
-
-
-def broad_curve(encoder_dir) -> str:
-    """The broad encoder's held-out masked-reconstruction curve, described."""
-    from trace_training.loops import read_log
-
-    points = [{"step": r["step"], "loss": float(r["eval_loss"])} for r in read_log(Path(encoder_dir).parent) if "eval_loss" in r]
-    return harness.describe_curve(points)
-
-
 def tune(encoder_dir, mode, train, test, budget, num_labels, cache_dir, name, seed=0) -> float:
     from modeling_trace.metrics import classification_metrics
     from trace_training import FinetuneRecipe
@@ -326,8 +286,8 @@ def main(argv=None):
                             label = f"{steps}" + ("" if len(args.segments_grid) == 1 else f"/S{segments}")
                             candidates.append((svm.get("cv_accuracy") or 0.0, 0, -steps, -segments, label, encoder, svm))
                     if args.broad_encoder:
-                        encoder = pretrain_broad_encoder(args.cache_dir, seed, args.broad_steps)
-                        broad_curves[seed] = broad_curve(encoder)
+                        encoder = harness.pretrain_broad_encoder(args.cache_dir, seed, args.broad_steps)
+                        broad_curves[seed] = harness.broad_curve(encoder)
                         per_segments = trace_svm(
                             encoder, train_series, test_series, y_train, y_test, seed, args.segments_grid, args.cv_repeats
                         )
