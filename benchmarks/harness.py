@@ -283,20 +283,27 @@ def held_out_curve(final_dir: Path) -> dict[str, list[dict]]:
     the folder its alignment recipe started from). A stage without a held-out log is left out."""
     import yaml
 
-    from trace_training.loops import read_log
 
     align = Path(final_dir).parent
     folders = {"pretrain": Path(yaml.safe_load((align / "recipe.yaml").read_text())["model"]).parent, "align": align}
     curves = {}
     for stage, folder in folders.items():
-        if (folder / "train_log.jsonl").is_file():
-            points = [
-                {"step": r["step"], **{k[len("eval_"):]: float(v) for k, v in r.items() if k.startswith("eval_")}}
-                for r in read_log(folder) if "eval_loss" in r
-            ]  # fmt: skip
-            if points:
-                curves[stage] = points
+        points = held_out_points(folder)
+        if points:
+            curves[stage] = points
     return curves
+
+
+def held_out_points(run_dir: Path) -> list[dict]:
+    """`[{"step", "loss", ...}, ...]`: the held-out (`eval_*`) records of a training run's log, `[]` without one."""
+    from trace_training.loops import read_log
+
+    if not (Path(run_dir) / "train_log.jsonl").is_file():
+        return []
+    return [
+        {"step": r["step"], **{k[len("eval_"):]: float(v) for k, v in r.items() if k.startswith("eval_")}}
+        for r in read_log(run_dir) if "eval_loss" in r
+    ]  # fmt: skip
 
 
 def describe_curve(points: Sequence[dict], key: str = "loss", best: str = "min") -> str:
@@ -387,10 +394,7 @@ def pretrain_broad_encoder(cache_dir, seed=0, steps: int | None = None) -> Path:
 
 def broad_curve(encoder_dir) -> str:
     """The broad encoder's held-out masked-reconstruction curve, described."""
-    from trace_training.loops import read_log
-
-    points = [{"step": r["step"], "loss": float(r["eval_loss"])} for r in read_log(Path(encoder_dir).parent) if "eval_loss" in r]
-    return describe_curve(points)
+    return describe_curve(held_out_points(Path(encoder_dir).parent))
 
 
 NOAA_CHANNELS = 7

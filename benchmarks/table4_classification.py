@@ -144,13 +144,11 @@ def frozen_feature_sets(encoder_dir, series, segments_grid=(1,), batch_size: int
         transformers_logging.set_verbosity(verbosity)
     model.eval()
     config = model.config
-    channels = series[0].shape[1] if len(series) else 1
+    num_series, channels = len(series), (series[0].shape[1] if len(series) else 1)
     if config.num_input_channels == 1 and channels > 1:
         # a channel-independent encoder (one input channel): every channel is embedded on its own, and a series'
-        # features are its channels' features side by side
-        per_channel = [s[:, [c]] for s in series for c in range(channels)]
-        features = frozen_feature_sets(encoder_dir, per_channel, segments_grid, batch_size)
-        return {k: v.reshape(len(series), -1) for k, v in features.items()}
+        # features are its channels' features side by side (the reshape at the end)
+        series = [s[:, [c]] for s in series for c in range(channels)]
     values, observed = pad_or_truncate_series(series, config.context_length, config.num_input_channels, dtype=np.float64)
     chunks = {segments: [] for segments in segments_grid}
     with torch.no_grad():
@@ -173,7 +171,7 @@ def frozen_feature_sets(encoder_dir, series, segments_grid=(1,), batch_size: int
                         features.append(segment_patch_means(patches, out.patch_observed_mask, segments).flatten(1))
                 features += [out.loc[:, 0], torch.log(out.scale[:, 0])]
                 parts.append(torch.cat(features, dim=-1).float())
-    return {segments: torch.cat(parts).numpy() for segments, parts in chunks.items()}
+    return {segments: torch.cat(parts).numpy().reshape(num_series, -1) for segments, parts in chunks.items()}
 
 
 def trace_svm(
@@ -275,25 +273,24 @@ def main(argv=None):
                     # the encoder (per-set pretraining length, or the broad encoder) and, with --segments-grid, the
                     # feature segments, chosen on the training split only by the SVM's cross-validated accuracy;
                     # ties go to the per-set encoder, then fewer steps, then fewer segments
-                    candidates = []  # (cv, -broad, -steps, -segments, label, encoder, svm)
+                    offers = []  # (encoder, broad, steps, label)
                     for steps in args.pretrain_steps_grid or [budget.pretrain_steps]:
                         step_budget = dataclasses.replace(budget, pretrain_steps=steps)
                         encoder = pretrain_encoder(name, train, step_budget, length, channels, args.cache_dir, seed)
-                        per_segments = trace_svm(
-                            encoder, train_series, test_series, y_train, y_test, seed, args.segments_grid, args.cv_repeats
-                        )
-                        for segments, svm in per_segments.items():
-                            label = f"{steps}" + ("" if len(args.segments_grid) == 1 else f"/S{segments}")
-                            candidates.append((svm.get("cv_accuracy") or 0.0, 0, -steps, -segments, label, encoder, svm))
+                        offers.append((encoder, 0, steps, f"{steps}"))
                     if args.broad_encoder:
                         encoder = harness.pretrain_broad_encoder(args.cache_dir, seed, args.broad_steps)
                         broad_curves[seed] = harness.broad_curve(encoder)
+                        offers.append((encoder, 1, 0, "broad"))
+                    candidates = []  # (cv, -broad, -steps, -segments, label, encoder, svm)
+                    for encoder, broad, steps, tag in offers:
                         per_segments = trace_svm(
                             encoder, train_series, test_series, y_train, y_test, seed, args.segments_grid, args.cv_repeats
                         )
                         for segments, svm in per_segments.items():
-                            label = "broad" + ("" if len(args.segments_grid) == 1 else f"/S{segments}")
-                            candidates.append((svm.get("cv_accuracy") or 0.0, -1, 0, -segments, label, encoder, svm))
+                            label = tag + ("" if len(args.segments_grid) == 1 else f"/S{segments}")
+                            candidates.append((svm.get("cv_accuracy") or 0.0, -broad, -steps, -segments, label, encoder, svm))
+                    if args.broad_encoder:
                         for method, broad in (("TRACE+SVM, per-set encoder only", 0), ("TRACE+SVM, broad encoder only", -1)):
                             own = [c for c in candidates if c[1] == broad]
                             accuracy.setdefault(method, []).append(max(own, key=lambda c: c[:4])[6]["accuracy"])

@@ -177,12 +177,19 @@ def _noaa_event_cutoff(data_dir: str) -> pd.Timestamp:
     _, stats = noaa.build(data_dir, resolutions=(), num_non_event_windows=0,
                           split_fractions=NOAA_EVENT_SPLIT_FRACTIONS, return_stats=True)  # fmt: skip
     boundary = stats["split_boundaries"][0]
-    return pd.Timestamp.max if boundary is None else pd.Timestamp(boundary).tz_localize(None)
+    return pd.Timestamp.max if boundary is None else _naive(boundary)
+
+
+def _naive(value) -> pd.Timestamp:
+    """A timestamp (string, datetime or Timestamp; UTC when zoned) as a tz-naive `pd.Timestamp`, the one form spans
+    and rows are compared in."""
+    stamp = pd.Timestamp(value)
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
 
 
 def _end_of(row) -> pd.Timestamp:
     """The timestamp of a row's last step (its start and `freq`, calendar-aware: "1MS" is a month)."""
-    start = pd.Timestamp(row["start_timestamp"]).tz_localize(None)
+    start = _naive(row["start_timestamp"])
     return pd.date_range(start, periods=len(row["past_values"]), freq=row["freq"])[-1]
 
 
@@ -212,7 +219,7 @@ def _fingerprint(values) -> str:
 
 def held_out_spans(data_dir, sources: Sequence[str] = SOURCES) -> dict:
     """What every benchmark holds out, per source: `{"ucr": {fingerprints of every test channel}, "ett" / "timemmd"
-    / "noaa": {series_id: [(first, last) timestamps of a held-out period or window]}}`.
+    / "noaa": {series_id: [(first, last) tz-naive timestamps of a held-out period or window]}}`.
 
     ETT: the standard validation + test rows (RAG / SERAF tables); Time-MMD: each domain's validation + test steps
     (Tables 1, 3, 5, RAG); NOAA: everything from the Storm Events windows' first split boundary on, at every station
@@ -236,7 +243,7 @@ def held_out_spans(data_dir, sources: Sequence[str] = SOURCES) -> dict:
         spans["ett"] = {}
         for name in ETT_NAMES:
             splits = load_ett_splits(name, data_dir)
-            spans["ett"][name] = [(splits[s].index[0], splits[s].index[-1]) for s in ("validation", "test")]
+            spans["ett"][name] = [(_naive(splits[s].index[0]), _naive(splits[s].index[-1])) for s in ("validation", "test")]
     if "timemmd" in sources:
         from .timemmd import DOMAINS, read_numeric, split_bounds
 
@@ -244,7 +251,7 @@ def held_out_spans(data_dir, sources: Sequence[str] = SOURCES) -> dict:
         for domain in DOMAINS:
             target = read_numeric(domain, data_dir, "OT")
             lo = split_bounds(len(target))["validation"][0]
-            spans["timemmd"][domain] = [(target.index[lo], target.index[-1])]
+            spans["timemmd"][domain] = [(_naive(target.index[lo]), _naive(target.index[-1]))]
     if "noaa" in sources:
         from . import noaa
 
@@ -255,8 +262,7 @@ def held_out_spans(data_dir, sources: Sequence[str] = SOURCES) -> dict:
         for meta in noaa.load_stations():
             periods = noaa.station_split_periods(noaa.read_station(meta, data_dir))
             spans["noaa"][meta["id"]] = [(cutoff, pd.Timestamp.max)] + [
-                (pd.Timestamp(periods[s][0]).tz_localize(None), pd.Timestamp(periods[s][1]).tz_localize(None))
-                for s in ("validation", "test")
+                (_naive(periods[s][0]), _naive(periods[s][1])) for s in ("validation", "test")
             ]
     return spans
 
@@ -274,10 +280,9 @@ def check_leak_free(dataset, spans: dict) -> int:
             if _fingerprint(values) in spans["ucr"]:
                 raise LeakageError(f"Corpus row {row['id']!r} is a held-out UCR/UEA test case.")
             continue
-        start = pd.Timestamp(row["start_timestamp"]).tz_localize(None)
+        start = _naive(row["start_timestamp"])
         end = _end_of(row)
         for first, last in spans[source].get(row["series_id"], []):
-            first, last = pd.Timestamp(first).tz_localize(None), pd.Timestamp(last).tz_localize(None)
             if start <= last and first <= end:
                 raise LeakageError(
                     f"Corpus row {row['id']!r} ({start} .. {end}) overlaps a held-out {source} period of "
@@ -294,7 +299,8 @@ def build(
     check: bool = True,
 ):
     """The corpus as a `datasets.DatasetDict` (train, validation) of one-channel rows; see the module docstring.
-    With `check`, [`check_leak_free`] runs over both splits against every benchmark's held-out rows."""
+    With `check`, [`check_leak_free`] runs over the training split against every benchmark's held-out rows (the
+    validation rows are themselves cut from held-out periods: they only give the pretraining's held-out curve)."""
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown or not sources:
         raise ValueError(f"sources must be a non-empty subset of {SOURCES}, got {list(sources)}.")
