@@ -222,8 +222,10 @@ def svm_protocol(
     one shuffling moves it by a sample or two.
 
     Returns:
-        `{"accuracy", "C", "cross_validated", "cv_accuracy"}`: `cross_validated` says whether C was searched;
-        `cv_accuracy` is the chosen SVM's mean fold accuracy on the training split (None with a class of 1).
+        `{"accuracy", "C", "cross_validated", "cv_accuracy", "classes", "predictions", "scores"}`: `cross_validated`
+        says whether C was searched; `cv_accuracy` is the chosen SVM's mean fold accuracy on the training split
+        (None with a class of 1); `predictions` and `scores` (decision function, one column per class of `classes`)
+        are the refitted SVM's on the test split, for [`svm_vote`].
     """
     from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold, cross_val_score
     from sklearn.svm import SVC
@@ -258,5 +260,36 @@ def svm_protocol(
     if cv_repeats > 1 and folds >= 2:
         splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=cv_repeats, random_state=seed)
         cv_accuracy = float(np.mean(cross_val_score(model, train_X, train_y, cv=splitter, n_jobs=n_jobs)))
-    accuracy = float(np.mean(model.predict(test_X) == test_y))
-    return {"accuracy": accuracy, "C": chosen, "cross_validated": cross_validated, "cv_accuracy": cv_accuracy}
+    predictions = model.predict(test_X)
+    scores = model.decision_function(test_X)
+    if scores.ndim == 1:  # binary: the score of classes_[1]; as columns per class, like the multiclass case
+        scores = np.stack([-scores, scores], axis=1)
+    return {
+        "accuracy": float(np.mean(predictions == test_y)),
+        "C": chosen,
+        "cross_validated": cross_validated,
+        "cv_accuracy": cv_accuracy,
+        "classes": model.classes_.tolist(),
+        "predictions": predictions.tolist(),
+        "scores": scores.tolist(),
+    }
+
+
+def svm_vote(results: Sequence[dict], test_y) -> float:
+    """Test accuracy of the majority vote of several [`svm_protocol`] results on the same test split (one SVM per
+    feature set, each with its own C chosen on the training split): each test series gets the class most SVMs
+    predict; a tie goes to the tied class with the largest decision score summed over the SVMs. Nothing is chosen,
+    so the vote uses no accuracy, of the training split or the test split, to pick between the feature sets."""
+    if not results:
+        raise ValueError("svm_vote needs at least one svm_protocol result.")
+    classes = np.asarray(results[0]["classes"])
+    if any(r["classes"] != results[0]["classes"] for r in results):
+        raise ValueError("Every SVM of a vote must be trained on the same classes.")
+    predictions = np.asarray([r["predictions"] for r in results])  # (members, n)
+    if predictions.shape[1] != len(test_y):
+        raise ValueError(f"The SVMs predicted {predictions.shape[1]} test series; there are {len(test_y)} labels.")
+    votes = (predictions[None] == classes[:, None, None]).sum(1)  # (classes, n)
+    scores = np.sum([r["scores"] for r in results], axis=0).T  # (classes, n)
+    tied = votes == votes.max(0, keepdims=True)
+    chosen = classes[np.where(tied, scores, -np.inf).argmax(0)]
+    return float(np.mean(chosen == np.asarray(test_y)))

@@ -10,7 +10,9 @@ per seed; then (a) TRACE+SVM: its frozen features (`frozen_embeddings`: per laye
 patch tokens, plus each channel's RevIN mean and log standard deviation; the model's own padding/truncation) -> the
 TS2Vec/MOMENT SVM protocol (`classification.svm_protocol`: RBF SVC, C by 5-fold CV on the training split); with
 `--pretrain-steps-grid`, the pretraining length is chosen per set and seed by that SVM's fold accuracy on the
-training split (on sets too small to search C, the hard-margin SVM's); (b) tuned with the library's
+training split (on sets too small to search C, the hard-margin SVM's), and the table also gives the majority vote
+of one SVM per candidate encoder and feature set (`classification.svm_vote`, ties by summed decision score), which
+chooses nothing; (b) tuned with the library's
 Trainer/PEFT code (`linear_probe`: classifier only; `lora`: r=8 on q/k/v/o + classifier). Mean ± std over the
 budget's seeds. Series are loaded at their own lengths (`load_ucr(pad=False)`); no NaN padding enters a distance.
 UCR/UEA splits are the archive's fixed train/test sets of separate series (no timestamps), so the benchmark asserts
@@ -32,6 +34,9 @@ from modeling_trace.modeling_trace import observed_patch_mean
 
 DATASETS = ("GunPoint", "ItalyPowerDemand", "BasicMotions", "PickupGestureWiimoteZ")
 PARTS = ("1nn", "svm", "finetune")
+# With several candidate feature sets (--pretrain-steps-grid / --segments-grid / --broad-encoder): the majority vote
+# of one SVM per candidate (`classification.svm_vote`), beside the one candidate chosen by its fold accuracy.
+VOTE = "TRACE+SVM, vote of all candidates"
 
 
 def pretrain_encoder(name, train, budget, length, channels, cache_dir, seed=0) -> Path:
@@ -265,7 +270,7 @@ def main(argv=None):
                     variant_rows.append([name, result.method, result.convention, f"{result.accuracy:.3f}"])
             print(f"[{name}] 1-NN done", flush=True)
         if {"svm", "finetune"} & set(args.parts):
-            accuracy = {"TRACE+SVM (frozen)": [], "TRACE linear probe": [], "TRACE LoRA": []}
+            accuracy = {VOTE: [], "TRACE+SVM (frozen)": [], "TRACE linear probe": [], "TRACE LoRA": []}
             broad_curves = {}
             for seed in budget.seeds:
                 y_train, y_test = np.asarray(train["label"]), np.asarray(test["label"])
@@ -296,6 +301,9 @@ def main(argv=None):
                             accuracy.setdefault(method, []).append(max(own, key=lambda c: c[:4])[6]["accuracy"])
                     best = max(candidates, key=lambda c: c[:4])
                     encoder, svm = best[5], best[6]
+                    vote = classification.svm_vote([c[6] for c in candidates], y_test)
+                    accuracy.setdefault(VOTE, []).append(vote)
+                    svm_rows.append([name, seed, f"vote of all {len(candidates)}", f"{vote:.3f}", "—", "—"])
                     chosen = best[4] + " (CV " + ", ".join(f"{c[4]}: {c[0]:.3f}" for c in candidates) + ")"
                 else:
                     segments = args.segments_grid[0]
@@ -346,7 +354,14 @@ def main(argv=None):
             "set's training split, one encoder per seed; TRACE+SVM on its frozen features (per layer and channel the "
             "mean of the observed patch tokens"
             + ("" if args.segments_grid == [1] else ", with S > 1 also over S equal runs of them in time order")
-            + ", and each channel's RevIN mean and log std); linear probe / LoRA "
+            + ", and each channel's RevIN mean and log std)"
+            + (
+                f"; `{VOTE}`: the majority vote of one SVM per candidate (every encoder and S; ties go to the largest "
+                "decision score summed over the SVMs), no choice"
+                if args.pretrain_steps_grid or args.broad_encoder
+                else ""
+            )
+            + "; linear probe / LoRA "
             f"{budget.finetune_steps} tuning steps at batch 16",
         )
     if broad_notes:

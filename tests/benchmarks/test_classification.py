@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import classification
-from benchmarks.classification import PUBLISHED, TOLERANCE, one_nn_results, svm_protocol, ucr_padded
+from benchmarks.classification import PUBLISHED, TOLERANCE, one_nn_results, svm_protocol, svm_vote, ucr_padded
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +242,69 @@ def test_table4_segment_means_follow_each_series_own_observed_extent():
     changed = states.clone()
     changed[~observed] = 1e6
     np.testing.assert_allclose(segment_patch_means(changed, observed, 4), four)
+
+
+def _member(predictions, scores, classes=(0, 1, 2)):
+    return {"classes": list(classes), "predictions": list(predictions), "scores": [list(row) for row in scores]}
+
+
+def test_svm_vote_majority_and_score_tie_break():
+    """Each test series gets its majority class; a tie goes to the tied class with the largest summed decision
+    score, never to a class outside the tie."""
+    y = np.array([0, 1, 2])
+    members = [
+        _member([0, 1, 2], [[9, 0, 0], [0, 1, 0], [0, 0, 1]]),
+        _member([0, 2, 1], [[1, 0, 0], [0, 0, 5], [0, 3, 0]]),
+        _member([1, 1, 1], [[0, 1, 0], [0, 2, 0], [0, 1, 0]]),
+        _member([2, 2, 0], [[0, 0, 1], [0, 0, 4], [40, 0, 0]]),
+    ]
+    # series 0: 0 twice -> 0; series 1: 1 and 2 tied (2 each), scores 3 vs 9 -> 2; series 2: 1 twice -> 1, although
+    # class 0's summed score (40) is the largest: the score only breaks ties.
+    assert svm_vote(members, y) == pytest.approx(1 / 3)
+    assert svm_vote(members, [0, 2, 1]) == 1.0
+    # one member: its own accuracy; the order of the members does not matter
+    assert svm_vote(members[:1], y) == 1.0
+    assert svm_vote(members[::-1], [0, 2, 1]) == 1.0
+
+
+def test_svm_vote_of_svm_protocol_results_on_real_splits():
+    """On svm_protocol results: a vote of copies of one SVM is that SVM; a vote of SVMs on different features of
+    the same data is scored against the labels (binary scores included) and rejects mismatched members."""
+    X, y = _blobs(160, 0, shift=1.0)
+    one = svm_protocol(X[:80], y[:80], X[80:], y[80:], seed=0)
+    assert svm_vote([one, one, one], y[80:]) == one["accuracy"]
+    others = [svm_protocol(X[:80, cols], y[:80], X[80:, cols], y[80:], seed=0) for cols in (slice(0, 4), slice(4, 8))]
+    accuracy = svm_vote([one, *others], y[80:])
+    assert 0.5 < accuracy <= 1.0
+    assert svm_vote([one, *others], 1 - y[80:]) == pytest.approx(1.0 - accuracy)
+    three_class = svm_protocol(*_split(_blobs(160, 1, classes=3)), seed=0)
+    with pytest.raises(ValueError, match="same classes"):
+        svm_vote([one, three_class], y[80:])
+    with pytest.raises(ValueError, match="labels"):
+        svm_vote([one], y[:10])
+    with pytest.raises(ValueError, match="at least one"):
+        svm_vote([], y)
+
+
+def _split(data):
+    X, y = data
+    return X[:80], y[:80], X[80:], y[80:]
+
+
+def test_table4_candidate_grid_reports_the_choice_and_the_vote(tmp_path, data_dir):
+    """With several candidate encoders and feature sets the table gives the candidate chosen on the training split
+    and the vote of all candidates; the per-seed table says which was chosen and what the vote scored."""
+    from benchmarks import table4_classification
+
+    argv = ["--parts", "svm", "--datasets", "ItalyPowerDemand", "--seeds", "0", "--pretrain-steps-grid", "1", "2"]
+    argv += ["--segments-grid", "1", "2", "--cv-repeats", "1", "--cache-dir", str(tmp_path / "cache")]
+    table4_classification.main(argv + ["--results-dir", str(tmp_path), "--data-dir", str(data_dir)])
+    text = (tmp_path / "table4_classification.md").read_text()
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ItalyPowerDemand | TRACE")}
+    assert set(rows) == {table4_classification.VOTE, "TRACE+SVM (frozen)"}
+    seed_rows = [line for line in text.splitlines() if line.startswith("| ItalyPowerDemand | 0 |")]
+    assert len(seed_rows) == 2 and "vote of all 4" in seed_rows[0]
+    assert "(CV 1/S1: " in seed_rows[1] and all(f"{c}: " in seed_rows[1] for c in ("1/S2", "2/S1", "2/S2"))
+    vote = float(seed_rows[0].split(" | ")[3])
+    assert rows[table4_classification.VOTE].split(" | ")[2].startswith(f"{vote:.3f}")
+    assert 0.5 < vote <= 1.0 and "the majority vote of one SVM per candidate" in text
