@@ -151,7 +151,7 @@ def run_seraf(
     name, overrides, series_train, freq, start_timestamp, db_embeddings, train_rows_fn, test_rows, args, seed, tmp,
     length, horizon, channels,
 ):
-    """Train one SERAF variant (`overrides` of `SerafConfig`) with `seed` and return its test MSE / MAE."""
+    """Train one SERAF variant (`overrides` of `SerafConfig`) with `seed`; returns `(test MSE / MAE, the model)`."""
     from modeling_trace.modeling_seraf import SerafConfig, SerafForForecasting
 
     torch.manual_seed(seed)
@@ -167,7 +167,48 @@ def run_seraf(
     train_rows = train_rows_fn(use_text)
     trainer_fit(model, train_rows, seraf_collate, args.seraf_epochs, args.batch_size, args.seraf_learning_rate, seed, tmp)
     test = test_rows if use_text else [{k: v for k, v in r.items() if k != "description_embeds"} for r in test_rows]
-    return forecasting_metrics(*predict(model, test, seraf_collate))
+    return forecasting_metrics(*predict(model, test, seraf_collate)), model
+
+
+@torch.no_grad()
+def retrieval_forecasts(model, rows, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """`{"target", "forecast", "time_series", "text"}` `(n, H, C)` arrays over `rows` (SERAF inputs with
+    descriptions): the trained model's forecast and what each retrieval alone forecasts (`time_series_forecast`,
+    `text_forecast`: the retrieved windows' kernel-weighted futures in the query's scale)."""
+    model.eval()
+    parts = {"target": [], "forecast": [], "time_series": [], "text": []}
+    for start in range(0, len(rows), batch_size):
+        batch = seraf_collate(rows[start : start + batch_size])
+        parts["target"].append(batch.pop("future_values").numpy())
+        out = model(**batch)
+        parts["forecast"].append(out.prediction_outputs.numpy())
+        parts["time_series"].append(out.time_series_forecast.numpy())
+        parts["text"].append(out.text_forecast.numpy())
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def retrieval_figure(path: str, past: np.ndarray, forecasts: dict[str, np.ndarray], channel: int, title: str) -> None:
+    """One query's last 2H input steps of `channel`, its future and each forecast in `forecasts` (label -> (H, C))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    horizon = len(next(iter(forecasts.values())))
+    shown = past[-2 * horizon :, channel]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    ax.plot(np.arange(-len(shown), 0), shown, color="black", linewidth=1.0, label="input (last 2H steps)")
+    for label, forecast in forecasts.items():
+        style = {"color": "black", "linewidth": 1.6} if label == "actual future" else {"linewidth": 1.0}
+        ax.plot(np.arange(horizon), forecast[:, channel], label=label, **style)
+    ax.axvline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("step (0 = first forecast step)")
+    ax.set_ylabel("standardised value")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -282,7 +323,7 @@ def run_timemmd(args) -> str:
             for name, overrides in list(seraf_variants().items()) + [("linear (no retrieval)", {"use_retrieval": False})]:
                 seraf[name].append(
                     run_seraf(name, overrides, series_train, freq, start_timestamp, db_embeddings, train_rows_fn, seraf_test,
-                              args, seed, tmp, length, horizon, 1)
+                              args, seed, tmp, length, horizon, 1)[0]
                 )
                 logger.info("%s seed %d: %s", name, seed, seraf[name][-1])
 
@@ -308,22 +349,26 @@ def _timemmd_header(args, length, train, test, seraf_windows, encoder_line, bega
 
 
 def run_ett(args) -> str:
-    """The `ett` command: SERAF vs RAFT-style vs linear on an ETT set; returns the Markdown report."""
+    """The `ett` command: SERAF vs RAFT-style vs linear on an ETT set at each of `args.horizons`, and their average
+    over the horizons (the paper's summary figure); returns the Markdown report.
+
+    The descriptions of every stride-1 input window of the training and test splits are embedded once (cached in
+    `--cache-dir` per set and input length) and serve every horizon: a horizon H uses the windows whose future of H
+    steps lies in the split, a prefix of them."""
     from modeling_trace.modeling_seraf import SentenceEmbedder
     from trace_datasets.ett import load_ett_standardized
 
     began = time.time()
-    length, horizon, freq = args.input_length, args.horizon, "1h"
+    length, freq = args.input_length, "1h"
     splits, _ = load_ett_standardized(args.name, args.data_dir, history_length=length)
     train_frame, test_frame = splits["train"], splits["test"]
     series_train = train_frame.to_numpy(np.float32)
     series_test = test_frame.to_numpy(np.float32)
     channels = series_train.shape[1]
-    size = len(series_train) - length - horizon + 1
-    test_starts = np.arange(len(series_test) - length - horizon + 1)
     stamp = lambda index: index.strftime("%Y-%m-%dT%H:%M:%S")  # noqa: E731
+    all_train, all_test = len(series_train) - length + 1, len(series_test) - length + 1  # input windows, any horizon
 
-    cache = os.path.join(args.cache_dir, f"seraf_{args.name}_L{length}H{horizon}_descriptions.npz") if args.cache_dir else None
+    cache = os.path.join(args.cache_dir, f"seraf_{args.name}_L{length}_descriptions.npz") if args.cache_dir else None
     if cache and os.path.isfile(cache):
         stored = np.load(cache)
         db_embeddings, test_embeddings = stored["database"], stored["test"]
@@ -331,43 +376,87 @@ def run_ett(args) -> str:
     else:
         t0 = time.time()
         embedder = SentenceEmbedder()
-        db_windows = np.lib.stride_tricks.sliding_window_view(series_train, length, axis=0)[:size].transpose(0, 2, 1)
-        db_embeddings = embedder.encode(describe_parallel(db_windows, stamp(train_frame.index[:size]), freq))
-        test_windows = np.lib.stride_tricks.sliding_window_view(series_test, length, axis=0)[test_starts].transpose(0, 2, 1)
-        test_embeddings = embedder.encode(describe_parallel(test_windows, stamp(test_frame.index[test_starts]), freq))
+        db_windows = np.lib.stride_tricks.sliding_window_view(series_train, length, axis=0).transpose(0, 2, 1)
+        db_embeddings = embedder.encode(describe_parallel(db_windows, stamp(train_frame.index[:all_train]), freq))
+        test_windows = np.lib.stride_tricks.sliding_window_view(series_test, length, axis=0).transpose(0, 2, 1)
+        test_embeddings = embedder.encode(describe_parallel(test_windows, stamp(test_frame.index[:all_test]), freq))
         described = f"{time.time() - t0:.0f} s"
         if cache:
             os.makedirs(args.cache_dir, exist_ok=True)
             np.savez(cache, database=db_embeddings, test=test_embeddings)
-    rng = np.random.default_rng(args.seed)
-    train_starts = np.sort(rng.choice(size, size=min(args.max_train_windows, size), replace=False))
-    test_rows = seraf_rows(series_test, test_starts, length, horizon, -np.ones(len(test_starts)), test_embeddings)
-
-    def train_rows_fn(use_text):
-        return seraf_rows(series_train, train_starts, length, horizon, train_starts, db_embeddings[train_starts] if use_text else None)
+    if len(db_embeddings) != all_train or len(test_embeddings) != all_test:
+        raise ValueError(f"{cache} holds embeddings of other windows; remove it to embed the descriptions again.")
 
     models = {
         "SERAF (full)": {},
         "RAFT-style (TS retrieval only: w/o text, w/o gate)": {"use_text": False, "use_gate": False},
         "Linear (no retrieval)": {"use_retrieval": False},
     }
-    results = {name: [] for name in models}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
-            for name, overrides in models.items():
-                results[name].append(
-                    run_seraf(name, overrides, series_train, freq, stamp(train_frame.index[:1])[0], db_embeddings,
-                              train_rows_fn, test_rows, args, seed, tmp, length, horizon, channels)
-                )
-                logger.info("%s seed %d: %s", name, seed, results[name][-1])
+    tables, per_horizon = [], []
+    for horizon in args.horizons:
+        size = len(series_train) - length - horizon + 1
+        test_starts = np.arange(len(series_test) - length - horizon + 1)
+        rng = np.random.default_rng(args.seed)
+        train_starts = np.sort(rng.choice(size, size=min(args.max_train_windows, size), replace=False))
+        test_rows = seraf_rows(series_test, test_starts, length, horizon, -np.ones(len(test_starts)), test_embeddings)
+        database = db_embeddings[:size]
+
+        def train_rows_fn(use_text, horizon=horizon, train_starts=train_starts, database=database):
+            return seraf_rows(series_train, train_starts, length, horizon, train_starts, database[train_starts] if use_text else None)
+
+        results, first = {name: [] for name in models}, {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in range(args.seeds):
+                for name, overrides in models.items():
+                    metrics, model = run_seraf(name, overrides, series_train, freq, stamp(train_frame.index[:1])[0],
+                                               database, train_rows_fn, test_rows, args, seed, tmp, length, horizon, channels)
+                    results[name].append(metrics)
+                    first.setdefault(name, model)
+                    logger.info("H=%d %s seed %d: %s", horizon, name, seed, metrics)
+        tables.append(results_table(f"{args.name} (H={horizon}; {size} database windows, {len(test_rows)} test windows)", results))
+        per_horizon.append(results)
+        # What the retrievals bring: the retrieved futures alone against the actual future (seed-0 SERAF's
+        # retrievals; they have no trained weight), over every test window and for one query drawn.
+        seraf = retrieval_forecasts(first["SERAF (full)"], test_rows)
+        linear = predict(first["Linear (no retrieval)"], test_rows, seraf_collate)[0]
+        alone = {
+            "retrieval alone: Pearson top-K futures (F̂_T)": forecasting_metrics(seraf["time_series"], seraf["target"]),
+            "retrieval alone: description top-K futures (F̂_S)": forecasting_metrics(seraf["text"], seraf["target"]),
+        }
+        tables.append(results_table(f"{args.name} (H={horizon}): the retrieved futures as forecasts (seed 0)", {k: [v] for k, v in alone.items()}))
+        if args.figure_dir:
+            query = len(test_rows) // 2
+            os.makedirs(args.figure_dir, exist_ok=True)
+            figure = os.path.join(args.figure_dir, f"seraf_{args.name}_H{horizon}.png")
+            retrieval_figure(
+                figure, test_rows[query]["past_values"].numpy(),
+                {"actual future": seraf["target"][query], "SERAF (full)": seraf["forecast"][query],
+                 "Linear (no retrieval)": linear[query], "F̂_T (Pearson top-K futures)": seraf["time_series"][query],
+                 "F̂_S (description top-K futures)": seraf["text"][query]},
+                channels - 1,
+                f"{args.name} test window {query} (starts {stamp(test_frame.index[query:query + 1])[0]}), channel "
+                f"{test_frame.columns[channels - 1]}, H={horizon}; seed-0 models",
+            )  # fmt: skip
+            tables.append(f"Figure: `{figure}` (test window {query}, channel {test_frame.columns[channels - 1]}).")
+    if len(args.horizons) > 1:
+        # per seed, the mean over horizons; then mean ± std over seeds
+        average = {
+            name: [
+                {metric: float(np.mean([results[name][seed][metric] for results in per_horizon])) for metric in ("mse", "mae")}
+                for seed in range(args.seeds)
+            ]
+            for name in models
+        }
+        tables.append(results_table(f"{args.name}, average over H = {', '.join(map(str, args.horizons))}", average))
     header = (
-        f"{args.name}, 12/4/4-month split, train-fitted standardisation, input {length}, horizon {horizon}, all "
-        f"{channels} channels; database = all {size} stride-1 training windows; training on {len(train_starts)} randomly "
-        f"chosen training windows for {args.seraf_epochs} epochs (batch {args.batch_size}, Adam lr "
-        f"{args.seraf_learning_rate}); test on all {len(test_rows)} test windows; K={args.seraf_top_k}, τ=0.1; mean ± std "
-        f"over {args.seeds} seeds. Descriptions + embeddings: {described}. Total {time.time() - began:.0f} s CPU wall."
+        f"{args.name}, 12/4/4-month split, train-fitted standardisation, input {length}, horizons "
+        f"{', '.join(map(str, args.horizons))}, all {channels} channels; database = every stride-1 training window of "
+        f"{length} + H steps; training on {args.max_train_windows} randomly chosen training windows (seed {args.seed}) "
+        f"for {args.seraf_epochs} epochs (batch {args.batch_size}, Adam lr {args.seraf_learning_rate}); test on every "
+        f"test window; K={args.seraf_top_k}, τ=0.1; mean ± std over {args.seeds} seeds. Descriptions + embeddings of "
+        f"{all_train} + {all_test} input windows: {described}. Total {time.time() - began:.0f} s wall."
     )
-    return "\n\n".join([header, results_table(f"{args.name} (H={horizon})", results)])
+    return "\n\n".join([header, *tables])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -401,9 +490,10 @@ def main(argv=None) -> None:
     e = sub.add_parser("ett", help="SERAF vs RAFT-style vs linear on ETTh1/ETTh2")
     e.add_argument("--name", default="ETTh1")
     e.add_argument("--input-length", type=int, default=720)
-    e.add_argument("--horizon", type=int, default=96)
+    e.add_argument("--horizons", type=int, nargs="+", default=[96], help="forecast horizons (the paper: 96 192 336 720)")
     e.add_argument("--max-train-windows", type=int, default=2000, help="training windows sampled from the database")
     e.add_argument("--cache-dir", default=None, help="cache the description embeddings here (.npz)")
+    e.add_argument("--figure-dir", default=None, help="draw one test query's forecasts and retrieved futures per horizon here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("transformers").setLevel(logging.ERROR)

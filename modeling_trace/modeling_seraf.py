@@ -85,6 +85,12 @@ class SerafForecastingOutput(ModelOutput):
             The weight w of the semantic branch.
         gate (`torch.FloatTensor` of shape `(batch_size, prediction_length, num_input_channels)`, *optional*):
             β, the share of the linear encoder in G.
+        time_series_forecast (`torch.FloatTensor` of shape `(batch_size, prediction_length, num_input_channels)`,
+            *optional*): F̂_T in the scale of the input: the kernel-weighted futures of the Pearson retrieval, each
+            in its own history's normalised space, times the query's standard deviation plus its mean (what the
+            retrieval alone forecasts; no trained weight enters it).
+        text_forecast (`torch.FloatTensor` of shape `(batch_size, prediction_length, num_input_channels)`,
+            *optional*): F̂_S, the same for the description retrieval.
     """
 
     loss: torch.FloatTensor | None = None
@@ -95,6 +101,8 @@ class SerafForecastingOutput(ModelOutput):
     text_scores: torch.FloatTensor | None = None
     fusion_weight: torch.FloatTensor | None = None
     gate: torch.FloatTensor | None = None
+    time_series_forecast: torch.FloatTensor | None = None
+    text_forecast: torch.FloatTensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -444,6 +452,7 @@ class SerafForForecasting(SerafPreTrainedModel):
         linear = self.linear_encoder(normalized.transpose(1, 2)).transpose(1, 2)  # X̂: (B, H, C)
 
         ts_indices = ts_scores = text_indices = text_scores = fusion_weight = gate = None
+        time_series_forecast = text_forecast = None
         if c.use_retrieval:
             database = self._database()
             excluded = exclusion_mask(window_index, c.database_size, c.exclusion_radius)
@@ -451,6 +460,7 @@ class SerafForForecasting(SerafPreTrainedModel):
                 correlations = pearson_keys(past_values, c.normalization_eps) @ database["keys"].t()
             ts_indices, ts_scores, ts_weights = kernel_top_k(correlations, c.top_k, c.kernel_temperature, excluded)
             retrieved = torch.einsum("bk,bkhc->bhc", ts_weights, database["futures"][ts_indices])  # F̂_T
+            time_series_forecast = retrieved * scale + loc
             if c.use_text:
                 with torch.no_grad():
                     similarities = F.normalize(description_embeds.float(), dim=-1) @ self.description_embeddings.t()
@@ -458,6 +468,7 @@ class SerafForForecasting(SerafPreTrainedModel):
                     similarities, c.top_k, c.kernel_temperature, excluded
                 )
                 semantic = torch.einsum("bk,bkhc->bhc", text_weights, database["futures"][text_indices])  # F̂_S
+                text_forecast = semantic * scale + loc
                 if self.fusion_logit is not None:
                     fusion_weight = torch.sigmoid(self.fusion_logit)
                 else:
@@ -485,6 +496,8 @@ class SerafForForecasting(SerafPreTrainedModel):
             text_scores=text_scores,
             fusion_weight=fusion_weight,
             gate=gate,
+            time_series_forecast=time_series_forecast,
+            text_forecast=text_forecast,
         )
         return output if return_dict else output.to_tuple()
 

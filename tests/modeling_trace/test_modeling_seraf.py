@@ -222,7 +222,7 @@ def reference_forecast(model: SerafForForecasting, series: np.ndarray, past: np.
 
     stored_text = model.description_embeddings.double().numpy()
     w = 1.0 / (1.0 + np.exp(-model.fusion_logit.item()))
-    predictions, ts_tops, text_tops = [], [], []
+    predictions, ts_tops, text_tops, alone = [], [], [], []
     for query, description in zip(past.astype(np.float64), descriptions.astype(np.float64)):
         rho = np.array(
             [np.mean([np.corrcoef(query[:, ch], hist[:, ch])[0, 1] for ch in range(C)]) for hist in histories]
@@ -238,7 +238,8 @@ def reference_forecast(model: SerafForForecasting, series: np.ndarray, past: np.
         predictions.append(linear(model.output_projection, g) * scale + loc)
         ts_tops.append(ts_top)
         text_tops.append(text_top)
-    return np.stack(predictions), np.stack(ts_tops), np.stack(text_tops)
+        alone.append((f_t * scale + loc, f_s * scale + loc))
+    return np.stack(predictions), np.stack(ts_tops), np.stack(text_tops), [np.stack(a) for a in zip(*alone)]
 
 
 def test_forecast_equals_the_paper_equations_written_out_in_numpy():
@@ -257,8 +258,26 @@ def test_forecast_equals_the_paper_equations_written_out_in_numpy():
         [model.description_embeddings[[10, 120]].numpy(), random_unit_rows(1, TEXT_DIM, seed=7)]
     )
     out = model(torch.from_numpy(past), description_embeds=torch.from_numpy(descriptions))
-    expected, ts_top, text_top = reference_forecast(model, series, past, descriptions)
+    expected, ts_top, text_top, (ts_alone, text_alone) = reference_forecast(model, series, past, descriptions)
     assert out.time_series_indices.tolist() == ts_top.tolist()
     assert out.text_indices.tolist() == text_top.tolist()
     np.testing.assert_allclose(out.prediction_outputs.detach().double().numpy(), expected, rtol=1e-4, atol=1e-4)
+    # what each retrieval alone forecasts: F̂_T and F̂_S mapped back with the query's statistics
+    np.testing.assert_allclose(out.time_series_forecast.double().numpy(), ts_alone, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.text_forecast.double().numpy(), text_alone, rtol=1e-4, atol=1e-4)
     assert out.fusion_weight.item() == pytest.approx(1.0 / (1.0 + np.exp(0.8)), rel=1e-6)
+
+
+def test_retrieval_alone_of_a_database_window_is_its_own_future():
+    """A query equal to a database window (not excluded: an outside query) correlates 1 with it; with top_k = 1 the
+    time-series retrieval alone forecasts exactly that window's future, whatever the trained weights are."""
+    model, series = make_model(steps=200, top_k=1)
+    model.eval()
+    past, future = windows_at(series, [17, 90])
+    out = model(past, description_embeds=model.description_embeddings[[17, 90]])
+    assert out.time_series_indices[:, 0].tolist() == [17, 90]
+    np.testing.assert_allclose(out.time_series_forecast.numpy(), future.numpy(), rtol=1e-4, atol=1e-4)
+    assert out.text_indices[:, 0].tolist() == [17, 90]  # its own description too: the same future
+    np.testing.assert_allclose(out.text_forecast.numpy(), future.numpy(), rtol=1e-4, atol=1e-4)
+    assert SerafForForecasting(SerafConfig(num_input_channels=C, context_length=L, prediction_length=H, top_k=K,
+                                           use_retrieval=False))(past).time_series_forecast is None  # fmt: skip
