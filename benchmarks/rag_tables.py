@@ -362,8 +362,8 @@ def run_ett(args) -> str:
     length, freq = args.input_length, "1h"
     splits, _ = load_ett_standardized(args.name, args.data_dir, history_length=length)
     train_frame, test_frame = splits["train"], splits["test"]
-    series_train = train_frame.to_numpy(np.float32)
-    series_test = test_frame.to_numpy(np.float32)
+    series_train = train_frame.to_numpy(np.float32, copy=True)  # writable: torch.from_numpy takes views of it
+    series_test = test_frame.to_numpy(np.float32, copy=True)
     channels = series_train.shape[1]
     stamp = lambda index: index.strftime("%Y-%m-%dT%H:%M:%S")  # noqa: E731
     all_train, all_test = len(series_train) - length + 1, len(series_test) - length + 1  # input windows, any horizon
