@@ -172,18 +172,19 @@ def run_seraf(
 
 @torch.no_grad()
 def retrieval_forecasts(model, rows, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """`{"target", "forecast", "time_series", "text"}` `(n, H, C)` arrays over `rows` (SERAF inputs with
-    descriptions): the trained model's forecast and what each retrieval alone forecasts (`time_series_forecast`,
-    `text_forecast`: the retrieved windows' kernel-weighted futures in the query's scale)."""
+    """`{"target", "time_series", "text", "gate"}` over `rows` (SERAF inputs with descriptions): the targets, what
+    each retrieval alone forecasts (`time_series_forecast`, `text_forecast`: the retrieved windows' kernel-weighted
+    futures in the query's scale; no trained weight enters them) and the model's gate β. Rows that carry their
+    database `window_index` (training windows) get the training-time exclusion of overlapping windows."""
     model.eval()
-    parts = {"target": [], "forecast": [], "time_series": [], "text": []}
+    parts = {"target": [], "time_series": [], "text": [], "gate": []}
     for start in range(0, len(rows), batch_size):
         batch = seraf_collate(rows[start : start + batch_size])
         parts["target"].append(batch.pop("future_values").numpy())
         out = model(**batch)
-        parts["forecast"].append(out.prediction_outputs.numpy())
         parts["time_series"].append(out.time_series_forecast.numpy())
         parts["text"].append(out.text_forecast.numpy())
+        parts["gate"].append(out.gate.numpy())
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
@@ -415,24 +416,34 @@ def run_ett(args) -> str:
                     logger.info("H=%d %s seed %d: %s", horizon, name, seed, metrics)
         tables.append(results_table(f"{args.name} (H={horizon}; {size} database windows, {len(test_rows)} test windows)", results))
         per_horizon.append(results)
-        # What the retrievals bring: the retrieved futures alone against the actual future (seed-0 SERAF's
-        # retrievals; they have no trained weight), over every test window and for one query drawn.
-        seraf = retrieval_forecasts(first["SERAF (full)"], test_rows)
-        linear = predict(first["Linear (no retrieval)"], test_rows, seraf_collate)[0]
-        alone = {
-            "retrieval alone: Pearson top-K futures (F̂_T)": forecasting_metrics(seraf["time_series"], seraf["target"]),
-            "retrieval alone: description top-K futures (F̂_S)": forecasting_metrics(seraf["text"], seraf["target"]),
-        }
-        tables.append(results_table(f"{args.name} (H={horizon}): the retrieved futures as forecasts (seed 0)", {k: [v] for k, v in alone.items()}))
+        # What the retrievals bring: the retrieved futures alone against the actual future (the seed-0 SERAF's
+        # retrievals, which have no trained weight), on every test window and on the training windows as SERAF saw
+        # them in training (database windows overlapping the query excluded), and the trained fusion weight and gate.
+        seraf_model = first["SERAF (full)"]
+        on_test = retrieval_forecasts(seraf_model, test_rows)
+        on_train = retrieval_forecasts(seraf_model, train_rows_fn(True))
+        rows = []
+        for key, label in (("time_series", "Pearson top-K futures (F̂_T)"), ("text", "description top-K futures (F̂_S)")):
+            test_metrics = forecasting_metrics(on_test[key], on_test["target"])
+            train_metrics = forecasting_metrics(on_train[key], on_train["target"])
+            rows.append([label, f"{test_metrics['mse']:.4f}", f"{test_metrics['mae']:.4f}", f"{train_metrics['mse']:.4f}"])
+        tables.append(
+            f"**{args.name} (H={horizon}): the retrieved futures alone as forecasts (seed-0 SERAF; its fusion weight w = "
+            f"{float(torch.sigmoid(seraf_model.fusion_logit.detach())):.3f}, mean gate β = {on_test['gate'].mean():.3f} on test, "
+            f"{on_train['gate'].mean():.3f} on training windows)**\n\n"
+            + markdown_table(["retrieval alone", "test MSE", "test MAE", f"training windows MSE ({len(train_starts)}, overlaps excluded)"], rows)
+        )  # fmt: skip
         if args.figure_dir:
             query = len(test_rows) // 2
             os.makedirs(args.figure_dir, exist_ok=True)
             figure = os.path.join(args.figure_dir, f"seraf_{args.name}_H{horizon}.png")
+            forecast = predict(seraf_model, test_rows[query : query + 1], seraf_collate)[0][0]
+            linear = predict(first["Linear (no retrieval)"], test_rows[query : query + 1], seraf_collate)[0][0]
             retrieval_figure(
                 figure, test_rows[query]["past_values"].numpy(),
-                {"actual future": seraf["target"][query], "SERAF (full)": seraf["forecast"][query],
-                 "Linear (no retrieval)": linear[query], "F̂_T (Pearson top-K futures)": seraf["time_series"][query],
-                 "F̂_S (description top-K futures)": seraf["text"][query]},
+                {"actual future": on_test["target"][query], "SERAF (full)": forecast, "Linear (no retrieval)": linear,
+                 "F̂_T (Pearson top-K futures)": on_test["time_series"][query],
+                 "F̂_S (description top-K futures)": on_test["text"][query]},
                 channels - 1,
                 f"{args.name} test window {query} (starts {stamp(test_frame.index[query:query + 1])[0]}), channel "
                 f"{test_frame.columns[channels - 1]}, H={horizon}; seed-0 models",
@@ -451,8 +462,10 @@ def run_ett(args) -> str:
     header = (
         f"{args.name}, 12/4/4-month split, train-fitted standardisation, input {length}, horizons "
         f"{', '.join(map(str, args.horizons))}, all {channels} channels; database = every stride-1 training window of "
-        f"{length} + H steps; training on {args.max_train_windows} randomly chosen training windows (seed {args.seed}) "
-        f"for {args.seraf_epochs} epochs (batch {args.batch_size}, Adam lr {args.seraf_learning_rate}); test on every "
+        f"{length} + H steps; training on "
+        + ("every training window" if args.max_train_windows >= all_train else
+           f"{args.max_train_windows} randomly chosen training windows (seed {args.seed})")
+        + f" for {args.seraf_epochs} epochs (batch {args.batch_size}, Adam lr {args.seraf_learning_rate}); test on every "
         f"test window; K={args.seraf_top_k}, τ=0.1; mean ± std over {args.seeds} seeds. Descriptions + embeddings of "
         f"{all_train} + {all_test} input windows: {described}. Total {time.time() - began:.0f} s wall."
     )

@@ -37,7 +37,7 @@ def test_ett_runs_every_horizon_from_one_description_cache(tmp_path, data_dir, m
     assert HashEmbedder.calls == 2  # the database and the test windows, once for both horizons
     for horizon in (4, 8):
         assert f"**ETTh1 (H={horizon};" in report and (tmp_path / "figures" / f"seraf_ETTh1_H{horizon}.png").stat().st_size > 0
-        assert f"**ETTh1 (H={horizon}): the retrieved futures as forecasts (seed 0)**" in report
+        assert f"**ETTh1 (H={horizon}): the retrieved futures alone as forecasts (seed-0 SERAF; its fusion weight w = " in report
     assert "**ETTh1, average over H = 4, 8**" in report and "| Linear (no retrieval) |" in report
 
     def mse(text, title, model):
@@ -52,6 +52,6 @@ def test_ett_runs_every_horizon_from_one_description_cache(tmp_path, data_dir, m
     again = capsys.readouterr().out
     assert HashEmbedder.calls == 2 and "loaded from cache" in again
     for title in ("ETTh1 (H=4;", "ETTh1 (H=8;", "ETTh1 (H=8): the retrieved", "ETTh1, average over"):
-        for model in ("SERAF (full)", "Linear (no retrieval)", "retrieval alone: Pearson top-K futures (F̂_T)"):
+        for model in ("SERAF (full)", "Linear (no retrieval)", "Pearson top-K futures (F̂_T)"):
             if f"| {model} |" in report.split(f"**{title}")[1].split("**")[0]:
                 assert mse(again, title, model) == mse(report, title, model)
