@@ -156,7 +156,8 @@ def run_seraf(
 
     torch.manual_seed(seed)
     config = SerafConfig(
-        num_input_channels=channels, context_length=length, prediction_length=horizon, top_k=args.seraf_top_k, **overrides
+        num_input_channels=channels, context_length=length, prediction_length=horizon, top_k=args.seraf_top_k,
+        normalization_eps=args.seraf_normalization_eps, **overrides,
     )
     model = SerafForForecasting(config)
     if config.use_retrieval:
@@ -466,7 +467,7 @@ def run_ett(args) -> str:
         + ("every training window" if args.max_train_windows >= all_train else
            f"{args.max_train_windows} randomly chosen training windows (seed {args.seed})")
         + f" for {args.seraf_epochs} epochs (batch {args.batch_size}, Adam lr {args.seraf_learning_rate}); test on every "
-        f"test window; K={args.seraf_top_k}, τ=0.1; mean ± std over {args.seeds} seeds. Descriptions + embeddings of "
+        f"test window; K={args.seraf_top_k}, τ=0.1, normalisation eps {args.seraf_normalization_eps:g}; mean ± std over {args.seeds} seeds. Descriptions + embeddings of "
         f"{all_train} + {all_test} input windows: {described}. Total {time.time() - began:.0f} s wall."
     )
     return "\n\n".join([header, *tables])
@@ -487,6 +488,10 @@ def main(argv=None) -> None:
     parser.add_argument("--seraf-top-k", type=int, default=10)
     parser.add_argument("--seraf-epochs", type=float, default=10)
     parser.add_argument("--seraf-learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--seraf-normalization-eps", type=float, default=1e-5,
+        help="added to each window's variance when SERAF z-scores it (a floor on the scale of near-constant windows)",
+    )  # fmt: skip
     parser.add_argument("--output", default=None, help="also write the tables to this Markdown file")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("timemmd", help="TRACE RAG (TS-only / TS+Text / no-RAG) and SERAF ablations on a Time-MMD domain")
