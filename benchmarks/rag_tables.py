@@ -394,6 +394,8 @@ def run_ett(args) -> str:
         "RAFT-style (TS retrieval only: w/o text, w/o gate)": {"use_text": False, "use_gate": False},
         "Linear (no retrieval)": {"use_retrieval": False},
     }
+    if args.ablations:  # SERAF's own ablations (w/o text, w/o gate, fixed weight) beside them
+        models = {**seraf_variants(), **models}
     tables, per_horizon = [], []
     for horizon in args.horizons:
         size = len(series_train) - length - horizon + 1
@@ -511,6 +513,7 @@ def main(argv=None) -> None:
     e.add_argument("--horizons", type=int, nargs="+", default=[96], help="forecast horizons (the paper: 96 192 336 720)")
     e.add_argument("--max-train-windows", type=int, default=2000, help="training windows sampled from the database")
     e.add_argument("--cache-dir", default=None, help="cache the description embeddings here (.npz)")
+    e.add_argument("--ablations", action="store_true", help="also SERAF w/o text, w/o gate and with a fixed fusion weight")
     e.add_argument("--figure-dir", default=None, help="draw one test query's forecasts and retrieved futures per horizon here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -47,10 +47,12 @@ def test_ett_runs_every_horizon_from_one_description_cache(tmp_path, data_dir, m
     for model in ("SERAF (full)", "Linear (no retrieval)"):
         first, second = mse(report, "ETTh1 (H=4;", model), mse(report, "ETTh1 (H=8;", model)
         assert abs(mse(report, "ETTh1, average over", model) - (first + second) / 2) <= 1e-4
-    # a second run reads the cache: no text is embedded again, and the seeded tables repeat
-    rag_tables.main(argv)
+    # a second run reads the cache: no text is embedded again, and the seeded tables repeat, also with SERAF's
+    # ablations trained beside them (every model is seeded on its own)
+    rag_tables.main(argv + ["--ablations"])
     again = capsys.readouterr().out
     assert HashEmbedder.calls == 2 and "loaded from cache" in again
+    assert all(f"| {name} |" in again for name in rag_tables.seraf_variants())
     for title in ("ETTh1 (H=4;", "ETTh1 (H=8;", "ETTh1 (H=8): the retrieved", "ETTh1, average over"):
         for model in ("SERAF (full)", "Linear (no retrieval)", "Pearson top-K futures (F̂_T)"):
             if f"| {model} |" in report.split(f"**{title}")[1].split("**")[0]:
