@@ -76,16 +76,23 @@ def trainer_fit(model, train_rows, collator, epochs: float, batch_size: int, lea
 
 
 @torch.no_grad()
-def predict(model, rows, collator, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Forecasts and targets of `rows`, in eval mode."""
+def model_outputs(model, rows, collator, fields=("prediction_outputs",), batch_size: int = 256) -> dict[str, np.ndarray]:
+    """`{"target": future values, field: output field for each of `fields`}` over `rows`, in eval mode."""
     model.eval()
-    predictions, targets = [], []
+    parts = {"target": [], **{field: [] for field in fields}}
     for start in range(0, len(rows), batch_size):
         batch = collator([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-        target = batch.pop("future_values")
-        predictions.append(model(**batch).prediction_outputs.numpy())
-        targets.append(target.numpy())
-    return np.concatenate(predictions), np.concatenate(targets)
+        parts["target"].append(batch.pop("future_values").numpy())
+        out = model(**batch)
+        for field in fields:
+            parts[field].append(getattr(out, field).numpy())
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def predict(model, rows, collator, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Forecasts and targets of `rows`, in eval mode."""
+    outputs = model_outputs(model, rows, collator, batch_size=batch_size)
+    return outputs["prediction_outputs"], outputs["target"]
 
 
 def results_table(title: str, results: dict[str, list[dict]]) -> str:
@@ -171,22 +178,13 @@ def run_seraf(
     return forecasting_metrics(*predict(model, test, seraf_collate)), model
 
 
-@torch.no_grad()
-def retrieval_forecasts(model, rows, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """`{"target", "time_series", "text", "gate"}` over `rows` (SERAF inputs with descriptions): the targets, what
-    each retrieval alone forecasts (`time_series_forecast`, `text_forecast`: the retrieved windows' kernel-weighted
-    futures in the query's scale; no trained weight enters them) and the model's gate β. Rows that carry their
-    database `window_index` (training windows) get the training-time exclusion of overlapping windows."""
-    model.eval()
-    parts = {"target": [], "time_series": [], "text": [], "gate": []}
-    for start in range(0, len(rows), batch_size):
-        batch = seraf_collate(rows[start : start + batch_size])
-        parts["target"].append(batch.pop("future_values").numpy())
-        out = model(**batch)
-        parts["time_series"].append(out.time_series_forecast.numpy())
-        parts["text"].append(out.text_forecast.numpy())
-        parts["gate"].append(out.gate.numpy())
-    return {key: np.concatenate(value) for key, value in parts.items()}
+def retrieval_forecasts(model, rows) -> dict[str, np.ndarray]:
+    """`{"target", "prediction_outputs", "time_series_forecast", "text_forecast", "gate"}` over `rows` (SERAF inputs
+    with descriptions): the targets, the forecasts, what each retrieval alone forecasts (the retrieved windows'
+    kernel-weighted futures in the query's scale; no trained weight enters them) and the gate β. Rows that carry
+    their database `window_index` (training windows) get the training-time exclusion of overlapping windows."""
+    fields = ("prediction_outputs", "time_series_forecast", "text_forecast", "gate")
+    return model_outputs(model, rows, seraf_collate, fields)
 
 
 def retrieval_figure(path: str, past: np.ndarray, forecasts: dict[str, np.ndarray], channel: int, title: str) -> None:
@@ -426,7 +424,7 @@ def run_ett(args) -> str:
         on_test = retrieval_forecasts(seraf_model, test_rows)
         on_train = retrieval_forecasts(seraf_model, train_rows_fn(True))
         rows = []
-        for key, label in (("time_series", "Pearson top-K futures (F̂_T)"), ("text", "description top-K futures (F̂_S)")):
+        for key, label in (("time_series_forecast", "Pearson top-K futures (F̂_T)"), ("text_forecast", "description top-K futures (F̂_S)")):
             test_metrics = forecasting_metrics(on_test[key], on_test["target"])
             train_metrics = forecasting_metrics(on_train[key], on_train["target"])
             rows.append([label, f"{test_metrics['mse']:.4f}", f"{test_metrics['mae']:.4f}", f"{train_metrics['mse']:.4f}"])
@@ -440,13 +438,12 @@ def run_ett(args) -> str:
             query = len(test_rows) // 2
             os.makedirs(args.figure_dir, exist_ok=True)
             figure = os.path.join(args.figure_dir, f"seraf_{args.name}_H{horizon}.png")
-            forecast = predict(seraf_model, test_rows[query : query + 1], seraf_collate)[0][0]
             linear = predict(first["Linear (no retrieval)"], test_rows[query : query + 1], seraf_collate)[0][0]
             retrieval_figure(
                 figure, test_rows[query]["past_values"].numpy(),
-                {"actual future": on_test["target"][query], "SERAF (full)": forecast, "Linear (no retrieval)": linear,
-                 "F̂_T (Pearson top-K futures)": on_test["time_series"][query],
-                 "F̂_S (description top-K futures)": on_test["text"][query]},
+                {"actual future": on_test["target"][query], "SERAF (full)": on_test["prediction_outputs"][query],
+                 "Linear (no retrieval)": linear, "F̂_T (Pearson top-K futures)": on_test["time_series_forecast"][query],
+                 "F̂_S (description top-K futures)": on_test["text_forecast"][query]},
                 channels - 1,
                 f"{args.name} test window {query} (starts {stamp(test_frame.index[query:query + 1])[0]}), channel "
                 f"{test_frame.columns[channels - 1]}, H={horizon}; seed-0 models",
