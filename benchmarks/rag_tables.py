@@ -17,6 +17,7 @@ the describer, the builders); this file wires data, models and `transformers.Tra
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import tempfile
@@ -50,18 +51,35 @@ class ListDataset(torch.utils.data.Dataset):
         return self.rows[i]
 
 
-def trainer_fit(model, train_rows, collator, epochs: float, batch_size: int, learning_rate: float, seed: int, output_dir: str):
-    """Train `model` with `transformers.Trainer` (AdamW, constant learning rate, no checkpoints)."""
-    from transformers import Trainer, TrainingArguments
+def trainer_fit(
+    model, train_rows, collator, epochs: float, batch_size: int, learning_rate: float, seed: int, output_dir: str,
+    eval_rows=None, patience: int | None = None,
+) -> tuple[float, float | None]:
+    """Train `model` with `transformers.Trainer` (AdamW, constant learning rate); returns `(epoch, validation loss)`.
 
+    Without `eval_rows`: `epochs` epochs, no checkpoints; returns `(epochs, None)`. With `eval_rows` (validation
+    windows): the loss on them after every epoch, training stops once it has not improved for `patience` epochs
+    (`EarlyStoppingCallback`), at most `epochs`, and the weights of the best epoch are restored
+    (`load_best_model_at_end`): the usual long-term forecasting protocol. Returns the best epoch and its loss.
+    """
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+
+    validate = eval_rows is not None
     args = TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=256,
         num_train_epochs=epochs,
         learning_rate=learning_rate,
         lr_scheduler_type="constant",
         weight_decay=0.0,
-        save_strategy="no",
+        eval_strategy="epoch" if validate else "no",
+        save_strategy="epoch" if validate else "no",
+        save_total_limit=1 if validate else None,
+        load_best_model_at_end=validate,
+        metric_for_best_model="loss" if validate else None,
+        greater_is_better=False if validate else None,
+        save_only_model=True,
         report_to=[],
         logging_strategy="no",
         disable_tqdm=True,
@@ -71,8 +89,17 @@ def trainer_fit(model, train_rows, collator, epochs: float, batch_size: int, lea
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
-    Trainer(model=model, args=args, train_dataset=train_rows, data_collator=collator).train()
-    return model
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=patience)] if validate and patience else []
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, data_collator=collator,
+        callbacks=callbacks,
+    )
+    trainer.train()
+    if not validate:
+        return float(epochs), None
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    best = min(evaluations, key=lambda entry: entry["eval_loss"])
+    return float(best["epoch"]), float(best["eval_loss"])
 
 
 @torch.no_grad()
@@ -96,14 +123,23 @@ def predict(model, rows, collator, batch_size: int = 256) -> tuple[np.ndarray, n
 
 
 def results_table(title: str, results: dict[str, list[dict]]) -> str:
-    """`title` in bold over a table with one row per model: mean ± std over seeds of MSE and MAE."""
+    """`title` in bold over a table with one row per model: mean ± std over seeds of MSE and MAE, and, when the
+    runs record them, the learning rate chosen on validation and the best validation epoch of each seed."""
+    chosen = all("learning_rate" in r for runs in results.values() for r in runs)
+    epochs = all("epoch" in r for runs in results.values() for r in runs)
     rows = []
     for name, runs in results.items():
         mse = np.array([r["mse"] for r in runs])
         mae = np.array([r["mae"] for r in runs])
         spread = (lambda a: f" ± {a.std():.4f}") if len(runs) > 1 else (lambda a: "")
-        rows.append([name, f"{mse.mean():.4f}{spread(mse)}", f"{mae.mean():.4f}{spread(mae)}", len(runs)])
-    return f"**{title}**\n\n" + markdown_table(["model", "MSE", "MAE", "seeds"], rows)
+        row = [name, f"{mse.mean():.4f}{spread(mse)}", f"{mae.mean():.4f}{spread(mae)}", len(runs)]
+        if epochs:
+            row.insert(3, " / ".join(f"{r['epoch']:g}" for r in runs))
+        if chosen:
+            row.insert(3, f"{runs[0]['learning_rate']:g}")
+        rows.append(row)
+    header = ["model", "MSE", "MAE"] + ["lr (on validation)"] * chosen + ["best epoch (per seed)"] * epochs + ["seeds"]
+    return f"**{title}**\n\n" + markdown_table(header, rows)
 
 
 def seraf_collate(rows: list[dict]) -> dict:
@@ -156,9 +192,13 @@ def seraf_variants() -> dict[str, dict]:
 
 def run_seraf(
     name, overrides, series_train, freq, start_timestamp, db_embeddings, train_rows_fn, test_rows, args, seed, tmp,
-    length, horizon, channels,
+    length, horizon, channels, validation_rows=None, learning_rate=None,
 ):
-    """Train one SERAF variant (`overrides` of `SerafConfig`) with `seed`; returns `(test MSE / MAE, the model)`."""
+    """Train one SERAF variant (`overrides` of `SerafConfig`) with `seed`; returns `(test MSE / MAE, the model)`.
+
+    `learning_rate` defaults to the first `--seraf-learning-rate`. With `validation_rows`, training stops early on
+    their MSE and the best epoch's weights are kept (`trainer_fit`); the metrics then also hold that `epoch` and its
+    `validation_mse`."""
     from modeling_trace.modeling_seraf import SerafConfig, SerafForForecasting
 
     torch.manual_seed(seed)
@@ -173,9 +213,16 @@ def run_seraf(
         )
     use_text = config.use_retrieval and config.use_text
     train_rows = train_rows_fn(use_text)
-    trainer_fit(model, train_rows, seraf_collate, args.seraf_epochs, args.batch_size, args.seraf_learning_rate, seed, tmp)
-    test = test_rows if use_text else [{k: v for k, v in r.items() if k != "description_embeds"} for r in test_rows]
-    return forecasting_metrics(*predict(model, test, seraf_collate)), model
+    strip = lambda rows: rows if use_text else [{k: v for k, v in r.items() if k != "description_embeds"} for r in rows]  # noqa: E731
+    learning_rate = args.seraf_learning_rate[0] if learning_rate is None else learning_rate
+    epoch, validation_mse = trainer_fit(
+        model, train_rows, seraf_collate, args.seraf_epochs, args.batch_size, learning_rate, seed, tmp,
+        eval_rows=None if validation_rows is None else strip(validation_rows), patience=args.seraf_patience,
+    )
+    metrics = forecasting_metrics(*predict(model, strip(test_rows), seraf_collate))
+    if validation_rows is not None:
+        metrics.update(epoch=epoch, validation_mse=validation_mse)
+    return metrics, model
 
 
 def retrieval_forecasts(model, rows) -> dict[str, np.ndarray]:
@@ -251,11 +298,11 @@ def run_timemmd(args) -> str:
     freq, length = DOMAIN_SETTINGS[domain].freq, DOMAIN_SETTINGS[domain].input_length
     dd = build("forecasting", domains=[domain], data_dir=args.data_dir, horizon=horizon)
     stats = load_statistics(dd["train"])
-    splits = {k: standardize(dd[k], stats) for k in ("train", "test")}
+    splits = {k: standardize(dd[k], stats) for k in ("train", "validation", "test")}
     for split in splits:
         for name, values in window_positions(splits[split]).items():
             splits[split] = splits[split].add_column(name, values.tolist())
-    train, test = splits["train"], splits["test"]
+    train, validation, test = splits["train"], splits["validation"], splits["test"]
     if args.encoder:
         # an aligned TraceModel folder (e.g. a Table 1 `--budget mini` encoder); its context may exceed the domain's
         # input length (shorter windows are left-padded as unobserved)
@@ -276,6 +323,7 @@ def run_timemmd(args) -> str:
     variants = {"no-RAG (head on H_q)": ("ts", False), "RAG TS-only": ("ts", True), "RAG TS+Text": ("ts_text", True)}
     indexes = {}
     train_rows = [train[i] for i in range(len(train))]
+    validation_rows = [validation[i] for i in range(len(validation))]
     test_rows = [test[i] for i in range(len(test))]
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
@@ -288,13 +336,16 @@ def run_timemmd(args) -> str:
                     indexes[mode] = model.build_retrieval_index(train)
                 model.set_retrieval_index(indexes[mode])
                 collator = RetrievalForecastingCollator(model.config, use_retrieval=use_retrieval)
-                trainer_fit(model, train_rows, collator, args.rag_epochs, args.batch_size, args.rag_learning_rate, seed, tmp)
-                rag[name].append(forecasting_metrics(*predict(model, test_rows, collator)))
+                epoch, _ = trainer_fit(
+                    model, train_rows, collator, args.rag_epochs, args.batch_size, args.rag_learning_rate, seed, tmp,
+                    eval_rows=validation_rows, patience=args.rag_patience,
+                )  # fmt: skip
+                rag[name].append({**forecasting_metrics(*predict(model, test_rows, collator)), "epoch": epoch})
                 logger.info("%s seed %d: %s", name, seed, rag[name][-1])
 
         # -- SERAF on the same domain -----------------------------------------------------------------------
         if args.no_seraf:
-            return "\n\n".join([_timemmd_header(args, length, train, test, None, encoder_line, began),
+            return "\n\n".join([_timemmd_header(args, length, splits, None, encoder_line, began),
                                   results_table("TRACE retrieval-augmented forecasting", rag)])
         frame = read_numeric(domain, args.data_dir, "OT")
         lo, hi = split_bounds(len(frame))["train"]
@@ -327,17 +378,19 @@ def run_timemmd(args) -> str:
                 )
                 logger.info("%s seed %d: %s", name, seed, seraf[name][-1])
 
-    header = _timemmd_header(args, length, train, test, len(seraf_test), encoder_line, began)
+    header = _timemmd_header(args, length, splits, len(seraf_test), encoder_line, began)
     tables = [results_table("TRACE retrieval-augmented forecasting", rag), results_table("SERAF ablations", seraf)]
     return "\n\n".join([header, *tables])
 
 
-def _timemmd_header(args, length, train, test, seraf_windows, encoder_line, began) -> str:
+def _timemmd_header(args, length, splits, seraf_windows, encoder_line, began) -> str:
     seraf = "" if seraf_windows is None else f" (SERAF test windows {seraf_windows})"
     return (
-        f"Time-MMD {args.domain}, univariate OT, input {length}, horizon {args.horizon}; train/test windows "
-        f"{len(train)}/{len(test)}{seraf}; MSE/MAE on training-standardised values; mean ± std over {args.seeds} seeds. "
-        f"{encoder_line} RAG: R={args.num_retrieved}, {args.rag_epochs} epochs"
+        f"Time-MMD {args.domain}, univariate OT, input {length}, horizon {args.horizon}; train/validation/test windows "
+        f"{'/'.join(str(len(splits[k])) for k in ('train', 'validation', 'test'))}{seraf}; MSE/MAE on "
+        f"training-standardised values; mean ± std over {args.seeds} seeds. {encoder_line} RAG: R={args.num_retrieved}, "
+        f"at most {args.rag_epochs:g} epochs, stopped early on the validation MSE (patience {args.rag_patience}) with "
+        "the best epoch's weights kept"
         + ("" if seraf_windows is None else f"; SERAF: K={args.seraf_top_k}, τ=0.1, {args.seraf_epochs} epochs")
         + f". Total {time.time() - began:.0f} s."
     )
@@ -360,32 +413,40 @@ def run_ett(args) -> str:
 
     began = time.time()
     length, freq = args.input_length, "1h"
-    splits, _ = load_ett_standardized(args.name, args.data_dir, history_length=length)
-    train_frame, test_frame = splits["train"], splits["test"]
-    series_train = train_frame.to_numpy(np.float32, copy=True)  # writable: torch.from_numpy takes views of it
-    series_test = test_frame.to_numpy(np.float32, copy=True)
+    learning_rates = " / ".join(f"{rate:g}" for rate in args.seraf_learning_rate)
+    if len(args.seraf_learning_rate) > 1:
+        learning_rates += ", each model's chosen per horizon on the validation MSE of seed 0"
+    frames, _ = load_ett_standardized(args.name, args.data_dir, history_length=length)
+    train_frame, test_frame = frames["train"], frames["test"]
+    # writable copies: torch.from_numpy takes views of them
+    series = {split: frame.to_numpy(np.float32, copy=True) for split, frame in frames.items()}
+    series_train, series_test = series["train"], series["test"]
     channels = series_train.shape[1]
     stamp = lambda index: index.strftime("%Y-%m-%dT%H:%M:%S")  # noqa: E731
-    all_train, all_test = len(series_train) - length + 1, len(series_test) - length + 1  # input windows, any horizon
+    inputs = {split: len(values) - length + 1 for split, values in series.items()}  # input windows, any horizon
+    all_train, all_test = inputs["train"], inputs["test"]
 
+    # one cache entry per split ("database" = the training windows); entries missing from the file are added
+    keys = {"train": "database", "validation": "validation", "test": "test"}
     cache = os.path.join(args.cache_dir, f"seraf_{args.name}_L{length}_descriptions.npz") if args.cache_dir else None
-    if cache and os.path.isfile(cache):
-        stored = np.load(cache)
-        db_embeddings, test_embeddings = stored["database"], stored["test"]
-        described = "loaded from cache"
-    else:
+    embeddings = dict(np.load(cache)) if cache and os.path.isfile(cache) else {}
+    missing = [split for split in keys if keys[split] not in embeddings]
+    described = "loaded from cache"
+    if missing:
         t0 = time.time()
         embedder = SentenceEmbedder()
-        db_windows = np.lib.stride_tricks.sliding_window_view(series_train, length, axis=0).transpose(0, 2, 1)
-        db_embeddings = embedder.encode(describe_parallel(db_windows, stamp(train_frame.index[:all_train]), freq))
-        test_windows = np.lib.stride_tricks.sliding_window_view(series_test, length, axis=0).transpose(0, 2, 1)
-        test_embeddings = embedder.encode(describe_parallel(test_windows, stamp(test_frame.index[:all_test]), freq))
-        described = f"{time.time() - t0:.0f} s"
+        for split in missing:
+            windows = np.lib.stride_tricks.sliding_window_view(series[split], length, axis=0).transpose(0, 2, 1)
+            starts = stamp(frames[split].index[: inputs[split]])
+            embeddings[keys[split]] = embedder.encode(describe_parallel(windows, starts, freq))
+        described = f"{time.time() - t0:.0f} s" + ("" if len(missing) == 3 else f" ({', '.join(missing)}; the rest cached)")
         if cache:
             os.makedirs(args.cache_dir, exist_ok=True)
-            np.savez(cache, database=db_embeddings, test=test_embeddings)
-    if len(db_embeddings) != all_train or len(test_embeddings) != all_test:
-        raise ValueError(f"{cache} holds embeddings of other windows; remove it to embed the descriptions again.")
+            np.savez(cache, **embeddings)
+    for split, key in keys.items():
+        if len(embeddings[key]) != inputs[split]:
+            raise ValueError(f"{cache} holds embeddings of other windows; remove it to embed the descriptions again.")
+    db_embeddings, validation_embeddings, test_embeddings = (embeddings[keys[s]] for s in ("train", "validation", "test"))
 
     models = {
         "SERAF (full)": {},
@@ -401,6 +462,10 @@ def run_ett(args) -> str:
         rng = np.random.default_rng(args.seed)
         train_starts = np.sort(rng.choice(size, size=min(args.max_train_windows, size), replace=False))
         test_rows = seraf_rows(series_test, test_starts, length, horizon, -np.ones(len(test_starts)), test_embeddings)
+        validation_starts = np.arange(len(series["validation"]) - length - horizon + 1)
+        validation_rows = seraf_rows(
+            series["validation"], validation_starts, length, horizon, -np.ones(len(validation_starts)), validation_embeddings
+        )
         database = db_embeddings[:size]
 
         def train_rows_fn(use_text, horizon=horizon, train_starts=train_starts, database=database):
@@ -408,13 +473,21 @@ def run_ett(args) -> str:
 
         results, first = {name: [] for name in models}, {}
         with tempfile.TemporaryDirectory() as tmp:
-            for seed in range(args.seeds):
-                for name, overrides in models.items():
-                    metrics, model = run_seraf(name, overrides, series_train, freq, stamp(train_frame.index[:1])[0],
-                                               database, train_rows_fn, test_rows, args, seed, tmp, length, horizon, channels)
-                    results[name].append(metrics)
+            for name, overrides in models.items():
+                fit = functools.partial(
+                    run_seraf, name, overrides, series_train, freq, stamp(train_frame.index[:1])[0], database,
+                    train_rows_fn, test_rows, args, tmp=tmp, length=length, horizon=horizon, channels=channels,
+                    validation_rows=validation_rows,
+                )  # fmt: skip
+                # seed 0 at every learning rate; the lowest validation MSE picks the rate of every seed
+                trials = [(rate, *fit(seed=0, learning_rate=rate)) for rate in args.seraf_learning_rate]
+                rate, metrics, model = min(trials, key=lambda trial: trial[1]["validation_mse"])
+                for seed in range(args.seeds):
+                    if seed:
+                        metrics, model = fit(seed=seed, learning_rate=rate)
+                    results[name].append({**metrics, "learning_rate": rate})
                     first.setdefault(name, model)
-                    logger.info("H=%d %s seed %d: %s", horizon, name, seed, metrics)
+                    logger.info("H=%d %s seed %d: %s", horizon, name, seed, results[name][-1])
         tables.append(results_table(f"{args.name} (H={horizon}; {size} database windows, {len(test_rows)} test windows)", results))
         per_horizon.append(results)
         # What the retrievals bring: the retrieved futures alone against the actual future (the seed-0 SERAF's
@@ -465,9 +538,10 @@ def run_ett(args) -> str:
         f"{length} + H steps; training on "
         + ("every training window" if args.max_train_windows >= all_train else
            f"{args.max_train_windows} randomly chosen training windows (seed {args.seed})")
-        + f" for {args.seraf_epochs} epochs (batch {args.batch_size}, Adam lr {args.seraf_learning_rate}); test on every "
-        f"test window; K={args.seraf_top_k}, τ=0.1, normalisation eps {args.seraf_normalization_eps:g}; mean ± std over {args.seeds} seeds. Descriptions + embeddings of "
-        f"{all_train} + {all_test} input windows: {described}. Total {time.time() - began:.0f} s wall."
+        + f" for at most {args.seraf_epochs:g} epochs (batch {args.batch_size}, Adam, constant lr {learning_rates}), stopped "
+        f"early on the validation MSE (every validation window, evaluated after each epoch; patience "
+        f"{args.seraf_patience} epochs) with the best epoch's weights kept; test on every test window; K={args.seraf_top_k}, τ=0.1, normalisation eps {args.seraf_normalization_eps:g}; mean ± std over {args.seeds} seeds. Descriptions + embeddings of "
+        f"{all_train} + {inputs['validation']} + {all_test} (train + validation + test) input windows: {described}. Total {time.time() - began:.0f} s wall."
     )
     return "\n\n".join([header, *tables])
 
@@ -485,8 +559,16 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of alignment / window subsampling")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seraf-top-k", type=int, default=10)
-    parser.add_argument("--seraf-epochs", type=float, default=10)
-    parser.add_argument("--seraf-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--seraf-epochs", type=float, default=10, help="SERAF training epochs (ett: at most)")
+    parser.add_argument(
+        "--seraf-learning-rate", type=lambda text: [float(rate) for rate in text.split(",")], default=[1e-3],
+        help="comma-separated; ett: with several values each model's is chosen per horizon on the validation MSE of "
+        "its seed-0 run, then used for every seed; timemmd: the first",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seraf-patience", type=int, default=3,
+        help="ett: stop once the validation MSE has not improved for this many epochs (the best epoch is kept)",
+    )  # fmt: skip
     parser.add_argument(
         "--seraf-normalization-eps", type=float, default=1e-5,
         help="added to each window's variance when SERAF z-scores it (a floor on the scale of near-constant windows)",
@@ -497,7 +579,11 @@ def main(argv=None) -> None:
     t.add_argument("--domain", default="Health_US")
     t.add_argument("--horizon", type=int, default=12)
     t.add_argument("--num-retrieved", type=int, default=5)
-    t.add_argument("--rag-epochs", type=float, default=5)
+    t.add_argument("--rag-epochs", type=float, default=10, help="RAG training epochs at most (early stopping)")
+    t.add_argument(
+        "--rag-patience", type=int, default=3,
+        help="stop once the validation MSE has not improved for this many epochs (the best epoch is kept)",
+    )  # fmt: skip
     t.add_argument("--rag-learning-rate", type=float, default=1e-3)
     t.add_argument("--encoder", default=None, help="an aligned TraceModel folder to use instead of the quick alignment")
     t.add_argument("--no-seraf", action="store_true", help="the TRACE RAG table only (no SERAF ablations)")
