@@ -72,6 +72,40 @@ def test_variable_length_conventions_without_padding(results):
     assert eq == {"1-NN ED": pytest.approx(0.66), "1-NN DTW": pytest.approx(0.74)}
 
 
+def test_uea_variable_length_sets_compare_the_own_length_rows_with_the_archive(tmp_path, monkeypatch):
+    """A UEA variable-length set (as JapaneseVowels, not shipped) is compared under UEA's convention — the raw
+    series at their own lengths — while a UCR one (as PickupGestureWiimoteZ) is compared on its padded,
+    z-normalised version; the other conventions stay as variants."""
+    header = "@problemName Toy\n@timeStamps false\n@missing false\n@univariate false\n@dimensions 2\n@equalLength false\n@classLabel true a b\n@data\n"
+    folder = tmp_path / "ucr" / "Toy"
+    folder.mkdir(parents=True)
+    (folder / "Toy_TRAIN.ts").write_text(header + "0,0,0:0,0,0:a\n5,5:5,5:b\n")
+    (folder / "Toy_TEST.ts").write_text(header + "1,0,1,0:0,1,0,1:a\n4,6,5:5,4,6:b\n")
+    pairs = []
+    for source, archive_conventions in (
+        (
+            "UEA 2018 (Bagnall et al.)",
+            {"own lengths, raw, linearly resampled to 4", "own lengths, raw (DTW of unequal lengths)"},
+        ),
+        ("UCR 2018 (Dau et al.)", {"UCR: zero-padded at the end to 4, then z-normalised"}),
+    ):
+        monkeypatch.setitem(classification.SOURCES, "Toy", source)
+        monkeypatch.setitem(PUBLISHED, "Toy", {"1-NN ED": 1.0, "1-NN DTW_D": 1.0, "1-NN DTW_I": 1.0})
+        results = one_nn_results("Toy", tmp_path)
+        archive = [r for r in results if r.archive]
+        assert {r.convention for r in archive} == archive_conventions
+        assert sorted(r.method for r in archive) == ["1-NN DTW_D", "1-NN DTW_I", "1-NN ED"]
+        assert all(r.published == 1.0 for r in archive) and all(r.published is None for r in results if not r.archive)
+        # the same four conventions for every method (UCR padding, with noise, own lengths raw / z-normalised),
+        # whichever is compared with the archive
+        assert len({(r.method, r.convention) for r in results}) == len(results) == 4 * 3
+        pairs.append({(r.method, r.convention) for r in results})
+    assert pairs[0] == pairs[1]
+    # UEA rows: raw series at their own lengths; the level separates the classes
+    monkeypatch.setitem(classification.SOURCES, "Toy", "UEA 2018 (Bagnall et al.)")
+    assert all(r.accuracy == 1.0 for r in one_nn_results("Toy", tmp_path, variants=False))
+
+
 def test_ucr_padding_has_no_nan():
     series = [np.arange(3.0)[:, None], np.concatenate([np.ones((2, 1)), np.full((4, 1), np.nan)])]
     padded = ucr_padded(series, 5)
@@ -131,7 +165,9 @@ def test_svm_protocol_small_training_split_uses_a_hard_margin_like_ts2vec():
     assert out["C"] == np.inf and not out["cross_validated"]
     assert out["accuracy"] > 0.9 and out["cv_accuracy"] > 0.9  # the hard-margin SVM is still scored by its folds
     # The fold score reads the training split only, and labels shuffled within it bring it to chance.
-    assert svm_protocol(train_X[:40], train_y[:40], train_X[40:], train_y[40:][::-1])["cv_accuracy"] == out["cv_accuracy"]
+    assert (
+        svm_protocol(train_X[:40], train_y[:40], train_X[40:], train_y[40:][::-1])["cv_accuracy"] == out["cv_accuracy"]
+    )
     shuffled = np.random.default_rng(0).permutation(train_y[:40])
     assert svm_protocol(train_X[:40], shuffled, train_X[40:], train_y[40:])["cv_accuracy"] < 0.6
     # A class with one member: no folds, no score.
@@ -228,7 +264,9 @@ def test_table4_segment_means_follow_each_series_own_observed_extent():
     observed[0, 1, :4] = False  # left padding: 4 observed patches
     observed[1, 2, :7] = False  # one observed patch: three of four segments are empty
     observed[1, 0] = False  # nothing observed
-    np.testing.assert_allclose(segment_patch_means(states, observed, 1)[:, :, 0], observed_patch_mean(states, observed, 2))
+    np.testing.assert_allclose(
+        segment_patch_means(states, observed, 1)[:, :, 0], observed_patch_mean(states, observed, 2)
+    )
     four = segment_patch_means(states, observed, 4)
     assert four.shape == (2, 3, 4, 5)
     np.testing.assert_allclose(four[0, 0], states[0, 0].reshape(4, 2, 5).mean(1))  # 8 patches -> 4 runs of 2
