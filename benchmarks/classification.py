@@ -180,45 +180,35 @@ def one_nn_results(name: str, data_dir=None, variants: bool = True) -> list[NNRe
     uea = SOURCES.get(name, "").startswith("UEA")
     padded_train, padded_test = ucr_padded(train, longest), ucr_padded(test, longest)
     ucr = f"UCR: zero-padded at the end to {longest}, then z-normalised"
-    if not uea:
-        run("1-NN ED", ucr, True, ed(True), padded_train, padded_test)
+
+    def padded_rows(archive):
+        run("1-NN ED", ucr, archive, ed(True), padded_train, padded_test)
         for method, mode in dtw_methods:
-            run(method, ucr, True, dtw(True, mode), padded_train, padded_test)
-    own_lengths = [(False, "raw")] if uea else []
-    for znormalize, tag in own_lengths:
-        run(
-            "1-NN ED",
-            f"own lengths, {tag}, linearly resampled to {longest}",
-            True,
-            ed(znormalize, length=longest),
-            train,
-            test,
-        )
+            run(method, ucr, archive, dtw(True, mode), padded_train, padded_test)
+
+    def own_length_rows(znormalize, tag, archive):
+        resampled = f"own lengths, {tag}, linearly resampled to {longest}"
+        run("1-NN ED", resampled, archive, ed(znormalize, length=longest), train, test)
         for method, mode in dtw_methods:
-            run(method, f"own lengths, {tag} (DTW of unequal lengths)", True, dtw(znormalize, mode), train, test)
+            run(method, f"own lengths, {tag} (DTW of unequal lengths)", archive, dtw(znormalize, mode), train, test)
+
+    if uea:
+        own_length_rows(False, "raw", archive=True)
+    else:
+        padded_rows(archive=True)
     if not variants:
         return results
     if uea:
-        run("1-NN ED", ucr, False, ed(True), padded_train, padded_test)
-        for method, mode in dtw_methods:
-            run(method, ucr, False, dtw(True, mode), padded_train, padded_test)
+        padded_rows(archive=False)
     rng = np.random.default_rng(0)
     noisy_train, noisy_test = (ucr_padded(split, longest, noise_std=1e-3, rng=rng) for split in (train, test))
     noisy = "UCR, padding = N(0, 0.001) noise (seed 0) instead of zeros, then z-normalised"
     run("1-NN ED", noisy, False, ed(True), noisy_train, noisy_test)
     for method, mode in dtw_methods:
         run(method, noisy, False, dtw(True, mode), noisy_train, noisy_test)
-    for znormalize, tag in [c for c in ((False, "raw"), (True, "z-normalised")) if c not in own_lengths]:
-        run(
-            "1-NN ED",
-            f"own lengths, {tag}, linearly resampled to {longest}",
-            False,
-            ed(znormalize, length=longest),
-            train,
-            test,
-        )
-        for method, mode in dtw_methods:
-            run(method, f"own lengths, {tag} (DTW of unequal lengths)", False, dtw(znormalize, mode), train, test)
+    if not uea:
+        own_length_rows(False, "raw", archive=False)
+    own_length_rows(True, "z-normalised", archive=False)
     try:
         eq = load_ucr(name, data_dir, pad=False, variant="eq")
     except FileNotFoundError:
