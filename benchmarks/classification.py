@@ -249,6 +249,7 @@ def svm_protocol(
         (None with a class of 1); `predictions` and `scores` (decision function, one column per class of `classes`)
         are the refitted SVM's on the test split, for [`svm_vote`].
     """
+    from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold, cross_val_score
     from sklearn.svm import SVC
 
@@ -270,15 +271,30 @@ def svm_protocol(
         model.fit(train_X, train_y)
         chosen, cross_validated = np.inf, False
     else:
+        grid = list(SVM_C_GRID)
         search = GridSearchCV(
             svm,
-            {"C": list(SVM_C_GRID)},
+            {"C": grid},
             cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
             n_jobs=n_jobs,
+            refit=False,
         )
         search.fit(train_X, train_y)
-        model = search.best_estimator_
-        chosen, cross_validated, cv_accuracy = float(search.best_params_["C"]), True, float(search.best_score_)
+        # The best C by fold accuracy (first in the grid on ties, as GridSearchCV's refit), refitted on the whole
+        # training split. libsvm can fail to converge to finite dual coefficients there (a hard margin, C = inf, on
+        # features of large scale: ACSF1's power levels); then the next C in rank order is taken.
+        for index in np.argsort(search.cv_results_["rank_test_score"], kind="stable"):
+            try:
+                model = clone(svm).set_params(C=grid[index]).fit(train_X, train_y)
+            except ValueError as error:
+                if "not finite" not in str(error):
+                    raise
+                continue
+            chosen, cv_accuracy = float(grid[index]), float(search.cv_results_["mean_test_score"][index])
+            break
+        else:
+            raise ValueError("No C of the grid gives an SVM with finite coefficients on this training split.")
+        cross_validated = True
     if cv_repeats > 1 and folds >= 2:
         splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=cv_repeats, random_state=seed)
         cv_accuracy = float(np.mean(cross_val_score(model, train_X, train_y, cv=splitter, n_jobs=n_jobs)))

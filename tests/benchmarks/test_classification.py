@@ -159,6 +159,49 @@ def test_svm_protocol_repeated_folds_rescore_the_chosen_svm_only():
     assert small["C"] == np.inf and 0.0 < small["cv_accuracy"] < 1.0
 
 
+def test_svm_protocol_refits_the_grid_search_choice():
+    """Without failures the chosen C, its fold accuracy and the test predictions are GridSearchCV's own refit."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import SVC
+
+    X, y = _blobs(120, 4, shift=1.5, classes=3)
+    noisy_y = np.where(np.random.default_rng(1).random(120) < 0.2, (y + 1) % 3, y)
+    out = svm_protocol(X[:70], noisy_y[:70], X[70:], noisy_y[70:], seed=3)
+    search = GridSearchCV(
+        SVC(kernel="rbf", gamma="scale", max_iter=10_000_000),
+        {"C": list(classification.SVM_C_GRID)},
+        cv=StratifiedKFold(n_splits=5, shuffle=True, random_state=3),
+    ).fit(X[:70], noisy_y[:70])
+    assert out["C"] == search.best_params_["C"] and out["cv_accuracy"] == search.best_score_
+    assert out["predictions"] == search.predict(X[70:]).tolist()
+
+
+def test_svm_protocol_skips_a_c_whose_refit_has_no_finite_solution(monkeypatch):
+    """libsvm can return non-finite dual coefficients when refitting on the whole training split (ACSF1, C = inf);
+    the next C in rank order is taken instead of aborting the table."""
+    from sklearn.svm import SVC
+
+    X, y = _blobs(100, 0)
+    fit = SVC.fit
+    refits = []
+
+    def failing_fit(self, features, labels, *args, **kwargs):
+        if len(features) == 60:  # the refit on the whole training split; the folds hold 48
+            refits.append(self.C)
+            if self.C == np.inf:
+                raise ValueError("The dual coefficients or intercepts are not finite.")
+        return fit(self, features, labels, *args, **kwargs)
+
+    monkeypatch.setattr(SVC, "fit", failing_fit)
+    # separable blobs: every C from 1e-1 up has fold accuracy 1; make C = inf the best by removing the others
+    monkeypatch.setattr(classification, "SVM_C_GRID", (np.inf, 1.0))
+    out = svm_protocol(X[:60], y[:60], X[60:], y[60:], seed=0)
+    assert refits == [np.inf, 1.0] and out["C"] == 1.0 and out["accuracy"] == 1.0 and out["cross_validated"]
+    monkeypatch.setattr(classification, "SVM_C_GRID", (np.inf,))
+    with pytest.raises(ValueError, match="No C of the grid"):
+        svm_protocol(X[:60], y[:60], X[60:], y[60:], seed=0)
+
+
 def test_svm_protocol_small_training_split_uses_a_hard_margin_like_ts2vec():
     train_X, train_y = _blobs(100, 0, classes=4)
     out = svm_protocol(train_X[:40], train_y[:40], train_X[40:], train_y[40:])
