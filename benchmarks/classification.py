@@ -298,10 +298,14 @@ def svm_protocol(
     if cv_repeats > 1 and folds >= 2:
         splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=cv_repeats, random_state=seed)
         cv_accuracy = float(np.mean(cross_val_score(model, train_X, train_y, cv=splitter, n_jobs=n_jobs)))
-    predictions = model.predict(test_X)
-    scores = model.decision_function(test_X)
-    if scores.ndim == 1:  # binary: the score of classes_[1]; as columns per class, like the multiclass case
-        scores = np.stack([-scores, scores], axis=1)
+    if cv_accuracy is not None and not np.isfinite(cv_accuracy):
+        cv_accuracy = None  # a fold whose fit failed (libsvm: no finite solution) scores NaN: no score, not a best one
+    oof_predictions = oof_scores = None
+    if folds >= 2:
+        oof = _out_of_fold(model, train_X, train_y, StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
+        if oof is not None:
+            oof_predictions, oof_scores = (part.tolist() for part in oof)
+    predictions, scores = model.predict(test_X), _class_scores(model, test_X)
     return {
         "accuracy": float(np.mean(predictions == test_y)),
         "C": chosen,
@@ -310,7 +314,47 @@ def svm_protocol(
         "classes": model.classes_.tolist(),
         "predictions": predictions.tolist(),
         "scores": scores.tolist(),
+        "oof_predictions": oof_predictions,
+        "oof_scores": oof_scores,
     }
+
+
+def _class_scores(model, X) -> np.ndarray:
+    """The SVM's decision function with one column per class of `model.classes_` (binary too)."""
+    scores = model.decision_function(X)
+    return np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores
+
+
+def _out_of_fold(model, train_X, train_y, splitter):
+    """Predictions and class scores of `model`'s hyper-parameters for each training series, by the fold model that
+    did not see it (refitted per fold; `cross_val_predict` gives one of the two per call). None when a fold's fit has
+    no finite solution, or a fold lacks a class (its score columns would not line up)."""
+    from sklearn.base import clone
+
+    classes = np.unique(train_y)
+    predictions = np.empty(len(train_y), dtype=train_y.dtype)
+    scores = np.empty((len(train_y), len(classes)))
+    for fit_rows, held_rows in splitter.split(train_X, train_y):
+        try:
+            fold = clone(model).fit(train_X[fit_rows], train_y[fit_rows])
+        except ValueError as error:
+            if "not finite" not in str(error):
+                raise
+            return None
+        if len(fold.classes_) != len(classes):
+            return None
+        predictions[held_rows] = fold.predict(train_X[held_rows])
+        scores[held_rows] = _class_scores(fold, train_X[held_rows])
+    return predictions, scores
+
+
+def _vote(predictions: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Majority vote of `predictions` (members, n); a tie goes to the tied class with the largest summed `scores`
+    (members, n, classes)."""
+    votes = (predictions[None] == classes[:, None, None]).sum(1)  # (classes, n)
+    summed = scores.sum(0).T  # (classes, n)
+    tied = votes == votes.max(0, keepdims=True)
+    return classes[np.where(tied, summed, -np.inf).argmax(0)]
 
 
 def svm_vote(results: Sequence[dict], test_y) -> float:
@@ -326,8 +370,40 @@ def svm_vote(results: Sequence[dict], test_y) -> float:
     predictions = np.asarray([r["predictions"] for r in results])  # (members, n)
     if predictions.shape[1] != len(test_y):
         raise ValueError(f"The SVMs predicted {predictions.shape[1]} test series; there are {len(test_y)} labels.")
-    votes = (predictions[None] == classes[:, None, None]).sum(1)  # (classes, n)
-    scores = np.sum([r["scores"] for r in results], axis=0).T  # (classes, n)
-    tied = votes == votes.max(0, keepdims=True)
-    chosen = classes[np.where(tied, scores, -np.inf).argmax(0)]
+    chosen = _vote(predictions, np.asarray([r["scores"] for r in results]), classes)
     return float(np.mean(chosen == np.asarray(test_y)))
+
+
+def train_chosen_vote(results: Sequence[dict], train_y) -> dict:
+    """The vote of the `k` best-ranked [`svm_protocol`] results, `k` chosen on the training split only.
+
+    `results` must come in rank order, best first (as the caller ranks feature sets by `cv_accuracy`). For each
+    `k` = 1 ... n, the vote of the first `k` members is scored on their out-of-fold training predictions (each
+    series predicted by the fold model that did not see it, with the member's own C); the `k` with the best
+    out-of-fold accuracy wins, the largest on ties. `k` = 1 is the single best-ranked SVM, `k` = n the vote of all.
+    Members without out-of-fold predictions (training split too small for folds, or a fold with no finite
+    solution) are left out of the vote, unless none has them: then it is the vote of all.
+
+    Returns:
+        `{"k", "members", "oof_accuracy"}`: `members` are indices into `results` (score them on the test split with
+        `svm_vote([results[i] for i in members], test_y)`), `oof_accuracy` the out-of-fold accuracy per `k` (empty
+        when no member has them).
+    """
+    if not results:
+        raise ValueError("train_chosen_vote needs at least one svm_protocol result.")
+    train_y = np.asarray(train_y)
+    usable = [i for i, r in enumerate(results) if r.get("oof_predictions") is not None]
+    if not usable:
+        members, oof_accuracy = list(range(len(results))), []
+    else:
+        classes = np.asarray(results[usable[0]]["classes"])
+        if any(len(results[i]["oof_predictions"]) != len(train_y) for i in usable):
+            raise ValueError("Out-of-fold predictions must cover the training labels given.")
+        predictions = np.asarray([results[i]["oof_predictions"] for i in usable])
+        scores = np.asarray([results[i]["oof_scores"] for i in usable])
+        oof_accuracy = [
+            float(np.mean(_vote(predictions[:k], scores[:k], classes) == train_y)) for k in range(1, len(usable) + 1)
+        ]
+        best = max(range(len(oof_accuracy)), key=lambda k: (oof_accuracy[k], k))
+        members = usable[: best + 1]
+    return {"k": len(members), "members": members, "oof_accuracy": oof_accuracy}

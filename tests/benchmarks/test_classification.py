@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from benchmarks import classification
-from benchmarks.classification import PUBLISHED, TOLERANCE, one_nn_results, svm_protocol, svm_vote, ucr_padded
+from benchmarks.classification import (
+    PUBLISHED,
+    TOLERANCE,
+    one_nn_results,
+    svm_protocol,
+    svm_vote,
+    train_chosen_vote,
+    ucr_padded,
+)
 
 
 @pytest.fixture(scope="module")
@@ -382,10 +390,109 @@ def test_table4_candidate_grid_reports_the_choice_and_the_vote(tmp_path, data_di
     table4_classification.main(argv + ["--results-dir", str(tmp_path), "--data-dir", str(data_dir)])
     text = (tmp_path / "table4_classification.md").read_text()
     rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ItalyPowerDemand | TRACE")}
-    assert set(rows) == {table4_classification.VOTE, "TRACE+SVM (frozen)"}
+    assert set(rows) == {table4_classification.VOTE, table4_classification.TOP_VOTE, "TRACE+SVM (frozen)"}
     seed_rows = [line for line in text.splitlines() if line.startswith("| ItalyPowerDemand | 0 |")]
-    assert len(seed_rows) == 2 and "vote of all 4" in seed_rows[0]
-    assert "(CV 1/S1: " in seed_rows[1] and all(f"{c}: " in seed_rows[1] for c in ("1/S2", "2/S1", "2/S2"))
+    assert len(seed_rows) == 3 and "vote of all 4" in seed_rows[0] and "vote of the best " in seed_rows[1]
+    assert "(CV 1/S1: " in seed_rows[2] and all(f"{c}: " in seed_rows[2] for c in ("1/S2", "2/S1", "2/S2"))
+    # the k-best vote's first member is the chosen candidate, and it lists 4 out-of-fold accuracies (k = 1 ... 4)
+    chosen = seed_rows[2].split(" | ")[2].split(" (CV")[0]
+    assert seed_rows[1].split(": ", 1)[1].startswith(chosen)
+    assert len(seed_rows[1].split("k = 1…: ")[1].split(")")[0].split(", ")) == 4
     vote = float(seed_rows[0].split(" | ")[3])
     assert rows[table4_classification.VOTE].split(" | ")[2].startswith(f"{vote:.3f}")
     assert 0.5 < vote <= 1.0 and "the majority vote of one SVM per candidate" in text
+
+
+def test_svm_protocol_out_of_fold_predictions_are_the_fold_models():
+    """Each training series' out-of-fold prediction and scores come from the SVM (the chosen C) fitted on the other
+    folds, the folds of the seed's first shuffling; the test labels play no part."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.svm import SVC
+
+    X, y = _blobs(120, 4, shift=1.0, classes=3)
+    noisy_y = np.where(np.random.default_rng(1).random(120) < 0.2, (y + 1) % 3, y)
+    out = svm_protocol(X[:70], noisy_y[:70], X[70:], noisy_y[70:], seed=3)
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=3)
+    model = SVC(kernel="rbf", gamma="scale", C=out["C"], max_iter=10_000_000)
+    assert out["oof_predictions"] == cross_val_predict(model, X[:70], noisy_y[:70], cv=folds).tolist()
+    scores = cross_val_predict(model, X[:70], noisy_y[:70], cv=folds, method="decision_function")
+    np.testing.assert_allclose(out["oof_scores"], scores)
+    # out-of-fold accuracy is what the folds score (one shuffling, the C chosen)
+    assert np.mean(np.asarray(out["oof_predictions"]) == noisy_y[:70]) == pytest.approx(out["cv_accuracy"], abs=0.03)
+    again = svm_protocol(X[:70], noisy_y[:70], X[70:], noisy_y[70:][::-1], seed=3)
+    assert again["oof_predictions"] == out["oof_predictions"]
+    binary = svm_protocol(*_split(_blobs(160, 0, shift=1.0)), seed=0)
+    assert np.asarray(binary["oof_scores"]).shape == (80, 2)
+    # a class with one member: no folds, so no out-of-fold predictions
+    single = svm_protocol(X[:40], np.r_[y[:39], 9], X[40:], y[40:])
+    assert single["oof_predictions"] is None and single["oof_scores"] is None
+
+
+def test_svm_protocol_a_fold_without_finite_solution_gives_no_score(monkeypatch):
+    """A fold fit that fails (libsvm: no finite dual coefficients) makes that fold's score NaN in scikit-learn; the
+    protocol reports no score and no out-of-fold predictions for it rather than a NaN that would rank as the best."""
+    from sklearn.svm import SVC
+
+    X, y = _blobs(100, 0, classes=4)
+    fit = SVC.fit
+
+    def failing_fit(self, features, labels, *args, **kwargs):
+        # the fold that holds out series 0 fails, in the fold scores and out of fold alike; the refit on all 40 works
+        if len(features) < 40 and not (features == X[0]).all(1).any():
+            raise ValueError("The dual coefficients or intercepts are not finite.")
+        return fit(self, features, labels, *args, **kwargs)
+
+    monkeypatch.setattr(SVC, "fit", failing_fit)
+    from sklearn.exceptions import FitFailedWarning
+
+    with pytest.warns(FitFailedWarning):  # scikit-learn's own warning about the failed fold
+        out = svm_protocol(X[:40], y[:40], X[40:], y[40:])
+    assert out["C"] == np.inf and out["cv_accuracy"] is None and out["oof_predictions"] is None
+    assert out["accuracy"] > 0.9
+
+
+def _oof_member(oof, test, classes=(0, 1)):
+    """A member with out-of-fold (training) and test predictions; scores favour the predicted class by 1."""
+    def scores(predictions):
+        return [[1.0 if c == p else 0.0 for c in classes] for p in predictions]
+
+    return {
+        "classes": list(classes),
+        "predictions": list(test),
+        "scores": scores(test),
+        "oof_predictions": None if oof is None else list(oof),
+        "oof_scores": None if oof is None else scores(oof),
+    }
+
+
+def test_train_chosen_vote_picks_k_on_out_of_fold_accuracy_only():
+    """k is the vote size whose out-of-fold training accuracy is best (largest on ties); the test predictions play
+    no part; members without out-of-fold predictions are left out, unless none has them."""
+    train_y = np.array([0, 1, 0, 1, 0, 1])
+    strong = _oof_member([0, 1, 0, 1, 0, 1], [1, 1, 1])  # 6/6 out of fold
+    weak_a = _oof_member([1, 1, 1, 0, 0, 1], [0, 0, 0])  # 3/6
+    weak_b = _oof_member([1, 0, 1, 1, 1, 1], [0, 0, 0])  # 2/6
+    out = train_chosen_vote([strong, weak_a, weak_b], train_y)
+    # k=1: 6/6; k=3, the majority: wrong on series 0 and 2, 4/6
+    assert out["oof_accuracy"][0] == 1.0 and out["oof_accuracy"][2] == pytest.approx(4 / 6)
+    assert out["k"] == 1 and out["members"] == [0]
+    # whatever the members predict on the test split, the choice is the same
+    flipped = [dict(m, predictions=[1 - p for p in m["predictions"]]) for m in (strong, weak_a, weak_b)]
+    assert train_chosen_vote(flipped, train_y) == out
+    # three members that err on different series: the vote of all three is right everywhere, one alone is not
+    a = _oof_member([1, 1, 0, 1, 0, 1], [0, 0, 0])
+    b = _oof_member([0, 0, 0, 1, 0, 1], [0, 0, 0])
+    c = _oof_member([0, 1, 1, 1, 0, 1], [0, 0, 0])
+    out = train_chosen_vote([a, b, c], train_y)
+    assert out["k"] == 3 and out["oof_accuracy"][-1] == 1.0 and out["oof_accuracy"][0] == pytest.approx(5 / 6)
+    # equal out-of-fold accuracy for every k: the largest k
+    assert train_chosen_vote([strong, strong, strong], train_y)["k"] == 3
+    # a member without out-of-fold predictions is skipped; none with them: the vote of all
+    out = train_chosen_vote([_oof_member(None, [0, 0, 0]), strong, weak_a], train_y)
+    assert out["members"] == [1] and len(out["oof_accuracy"]) == 2
+    none = train_chosen_vote([_oof_member(None, [0, 0, 0])] * 2, train_y)
+    assert none == {"k": 2, "members": [0, 1], "oof_accuracy": []}
+    with pytest.raises(ValueError, match="cover the training labels"):
+        train_chosen_vote([strong], train_y[:3])
+    with pytest.raises(ValueError, match="at least one"):
+        train_chosen_vote([], train_y)
