@@ -47,6 +47,7 @@ PUBLISHED = {
     "OSULeaf": {"1-NN ED": 0.521, "1-NN DTW": 0.591},
     "ACSF1": {"1-NN ED": 0.540, "1-NN DTW": 0.640},
     "JapaneseVowels": {"1-NN ED": 0.924, "1-NN DTW_I": 0.959, "1-NN DTW_D": 0.949},
+    "Coffee": {"1-NN ED": 1.000, "1-NN DTW": 1.000},
 }
 SOURCES = {
     "GunPoint": "UCR 2018 (Dau et al.)",
@@ -57,6 +58,7 @@ SOURCES = {
     "OSULeaf": "UCR 2018 (Dau et al.)",
     "ACSF1": "UCR 2018 (Dau et al.)",
     "JapaneseVowels": "UEA 2018 (Bagnall et al.)",
+    "Coffee": "UCR 2018 (Dau et al.)",
 }
 TOLERANCE = 0.01
 
