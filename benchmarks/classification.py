@@ -237,7 +237,8 @@ def svm_protocol(
     training split only (folds shuffled with `seed`), refit on the whole training split, accuracy on the test split.
 
     As in TS2Vec's `fit_svm`, a training split too small for cross-validation (fewer than 50 samples, or fewer than
-    5 per class on average) gets C = inf (a hard margin) without a search; so does one whose smallest class has
+    5 per class on average) gets C = inf (a hard margin) without a search (when libsvm finds no finite solution for
+    it, the largest finite C that has one); so does one whose smallest class has
     fewer than 2 members (the folds shrink to the smallest class size otherwise). That hard-margin SVM is still
     scored by the same stratified folds when every class has 2 members or more (`cv_accuracy`), so a caller can
     compare feature sets on the training split alone. With `cv_repeats` > 1, `cv_accuracy` is the chosen SVM's
@@ -246,10 +247,13 @@ def svm_protocol(
     one shuffling moves it by a sample or two.
 
     Returns:
-        `{"accuracy", "C", "cross_validated", "cv_accuracy", "classes", "predictions", "scores"}`: `cross_validated`
-        says whether C was searched; `cv_accuracy` is the chosen SVM's mean fold accuracy on the training split
-        (None with a class of 1); `predictions` and `scores` (decision function, one column per class of `classes`)
-        are the refitted SVM's on the test split, for [`svm_vote`].
+        `{"accuracy", "C", "cross_validated", "cv_accuracy", "classes", "predictions", "scores", "oof_predictions",
+        "oof_scores"}`: `cross_validated` says whether C was searched; `cv_accuracy` is the chosen SVM's mean fold
+        accuracy on the training split (None with a class of 1, or when a fold's fit has no finite solution);
+        `predictions` and `scores` (decision function, one column per class of `classes`) are the refitted SVM's on
+        the test split, for [`svm_vote`]; `oof_predictions` / `oof_scores` the same for each training series from
+        the fold SVM (chosen C, the first shuffling's folds) that did not see it (None without folds), for
+        [`train_chosen_vote`].
     """
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold, cross_val_score
@@ -264,16 +268,12 @@ def svm_protocol(
     _, counts = np.unique(train_y, return_counts=True)
     folds = int(min(n_splits, counts.min()))
     svm = SVC(kernel="rbf", gamma="scale", max_iter=10_000_000)
+    grid = list(SVM_C_GRID)
+    cv_accuracy, fold_scores = None, None
     if len(train_y) // len(counts) < 5 or len(train_y) < 50 or folds < 2:
-        model = svm.set_params(C=np.inf)
-        cv_accuracy = None
-        if folds >= 2:
-            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-            cv_accuracy = float(np.mean(cross_val_score(model, train_X, train_y, cv=splitter, n_jobs=n_jobs)))
-        model.fit(train_X, train_y)
-        chosen, cross_validated = np.inf, False
+        # too small to search C: the hardest margin, C = inf first, then the largest finite C of the grid
+        order, cross_validated = sorted(range(len(grid)), key=lambda i: -grid[i]), False
     else:
-        grid = list(SVM_C_GRID)
         search = GridSearchCV(
             svm,
             {"C": grid},
@@ -282,21 +282,27 @@ def svm_protocol(
             refit=False,
         )
         search.fit(train_X, train_y)
-        # The best C by fold accuracy (first in the grid on ties, as GridSearchCV's refit), refitted on the whole
-        # training split. libsvm can fail to converge to finite dual coefficients there (a hard margin, C = inf, on
-        # features of large scale: ACSF1's power levels); then the next C in rank order is taken.
-        for index in np.argsort(search.cv_results_["rank_test_score"], kind="stable"):
-            try:
-                model = clone(svm).set_params(C=grid[index]).fit(train_X, train_y)
-            except ValueError as error:
-                if "not finite" not in str(error):
-                    raise
-                continue
-            chosen, cv_accuracy = float(grid[index]), float(search.cv_results_["mean_test_score"][index])
-            break
-        else:
-            raise ValueError("No C of the grid gives an SVM with finite coefficients on this training split.")
-        cross_validated = True
+        # the best C by fold accuracy first (first in the grid on ties, as GridSearchCV's refit)
+        order, cross_validated = np.argsort(search.cv_results_["rank_test_score"], kind="stable"), True
+        fold_scores = search.cv_results_["mean_test_score"]
+    # Refitted on the whole training split. libsvm can fail to converge to finite dual coefficients there (a hard
+    # margin, C = inf, on features of large scale: ACSF1's power levels); then the next C in that order is taken.
+    for index in order:
+        try:
+            model = clone(svm).set_params(C=grid[index]).fit(train_X, train_y)
+        except ValueError as error:
+            if "not finite" not in str(error):
+                raise
+            continue
+        chosen = float(grid[index])
+        break
+    else:
+        raise ValueError("No C of the grid gives an SVM with finite coefficients on this training split.")
+    if fold_scores is not None:
+        cv_accuracy = float(fold_scores[index])
+    elif folds >= 2:  # the hard-margin SVM is still scored by the same stratified folds
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        cv_accuracy = float(np.mean(cross_val_score(model, train_X, train_y, cv=splitter, n_jobs=n_jobs)))
     if cv_repeats > 1 and folds >= 2:
         splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=cv_repeats, random_state=seed)
         cv_accuracy = float(np.mean(cross_val_score(model, train_X, train_y, cv=splitter, n_jobs=n_jobs)))

@@ -210,6 +210,28 @@ def test_svm_protocol_skips_a_c_whose_refit_has_no_finite_solution(monkeypatch):
         svm_protocol(X[:60], y[:60], X[60:], y[60:], seed=0)
 
 
+def test_svm_protocol_hard_margin_without_finite_solution_takes_the_largest_finite_c(monkeypatch):
+    """On a split too small to search C, C = inf is refitted first; when libsvm finds no finite solution the
+    largest finite C of the grid is taken (the hard-margin path once raised and killed the table)."""
+    from sklearn.svm import SVC
+
+    X, y = _blobs(100, 0, classes=4)
+    fit = SVC.fit
+    tried = []
+
+    def failing_fit(self, features, labels, *args, **kwargs):
+        if len(features) == 40:
+            tried.append(self.C)
+            if self.C == np.inf:
+                raise ValueError("The dual coefficients or intercepts are not finite.")
+        return fit(self, features, labels, *args, **kwargs)
+
+    monkeypatch.setattr(SVC, "fit", failing_fit)
+    out = svm_protocol(X[:40], y[:40], X[40:], y[40:])
+    assert tried == [np.inf, 1e4] and out["C"] == 1e4 and not out["cross_validated"] and out["accuracy"] > 0.9
+    assert out["cv_accuracy"] > 0.9  # the folds score the C taken
+
+
 def test_svm_protocol_small_training_split_uses_a_hard_margin_like_ts2vec():
     train_X, train_y = _blobs(100, 0, classes=4)
     out = svm_protocol(train_X[:40], train_y[:40], train_X[40:], train_y[40:])
