@@ -288,14 +288,10 @@ def svm_protocol(
     # Refitted on the whole training split. libsvm can fail to converge to finite dual coefficients there (a hard
     # margin, C = inf, on features of large scale: ACSF1's power levels); then the next C in that order is taken.
     for index in order:
-        try:
-            model = clone(svm).set_params(C=grid[index]).fit(train_X, train_y)
-        except ValueError as error:
-            if "not finite" not in str(error):
-                raise
-            continue
-        chosen = float(grid[index])
-        break
+        model = _fit_finite(clone(svm).set_params(C=grid[index]), train_X, train_y)
+        if model is not None:
+            chosen = float(grid[index])
+            break
     else:
         raise ValueError("No C of the grid gives an SVM with finite coefficients on this training split.")
     if fold_scores is not None:
@@ -327,6 +323,17 @@ def svm_protocol(
     }
 
 
+def _fit_finite(model, X, y):
+    """`model.fit(X, y)`, or None when libsvm finds no finite solution (its "not finite" dual coefficients error);
+    any other error is raised."""
+    try:
+        return model.fit(X, y)
+    except ValueError as error:
+        if "not finite" not in str(error):
+            raise
+        return None
+
+
 def _class_scores(model, X) -> np.ndarray:
     """The SVM's decision function with one column per class of `model.classes_` (binary too)."""
     scores = model.decision_function(X)
@@ -343,13 +350,8 @@ def _out_of_fold(model, train_X, train_y, splitter):
     predictions = np.empty(len(train_y), dtype=train_y.dtype)
     scores = np.empty((len(train_y), len(classes)))
     for fit_rows, held_rows in splitter.split(train_X, train_y):
-        try:
-            fold = clone(model).fit(train_X[fit_rows], train_y[fit_rows])
-        except ValueError as error:
-            if "not finite" not in str(error):
-                raise
-            return None
-        if len(fold.classes_) != len(classes):
+        fold = _fit_finite(clone(model), train_X[fit_rows], train_y[fit_rows])
+        if fold is None or len(fold.classes_) != len(classes):
             return None
         predictions[held_rows] = fold.predict(train_X[held_rows])
         scores[held_rows] = _class_scores(fold, train_X[held_rows])
