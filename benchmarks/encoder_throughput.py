@@ -1,6 +1,6 @@
 """Throughput of the TRACE encoder vs transformers' PatchTST of the same size and patching, side by side.
 
-    python -m benchmarks.encoder_throughput [--batch-sizes 32 64] [--modes infer train] [--rounds 5] [--steps 2]
+    python -m benchmarks.encoder_throughput [--batch-sizes 32 64] [--modes infer train] [--rounds 5] [--steps 2] [--embeddings]
         [--baseline-rev HEAD] [--attn-implementations sdpa] [--compile] [--threads N]
 
 Models: trace-small (6 layers, d_model 384, 6 heads, FFN 1536), 7 channels x 186 steps, patch 6 / stride 6, float32
@@ -8,7 +8,9 @@ on CPU, dropout 0 in both. TRACE attends over all channels at once (1 + 7 x 32 =
 masking); PatchTST runs each channel as its own 31-patch sequence.
 
 Modes: `infer` (eval mode, `torch.inference_mode`) and `train` (train mode, one forward + backward of the mean
-squared last hidden state, gradients zeroed; no optimizer step). The models are timed interleaved — every round
+squared last hidden state, gradients zeroed; no optimizer step). `--embeddings` adds TRACE asked for its pooled
+outputs only ([CLS] and the CITs, `output_patch_embeddings=False`, what embedding and alignment training read; its
+train step back-propagates their mean square). The models are timed interleaved — every round
 times `--steps` steps of each model in turn (order reversed every other round), in one process — so machine load drifts hit all of them alike; the
 table gives the median over rounds of samples/s and of the per-round ratio to PatchTST.
 
@@ -156,6 +158,11 @@ def main(argv=None):
     parser.add_argument("--autocast", choices=["none", "bf16", "fp16", "auto"], default="none")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true", help="print the time per operator group instead")
+    parser.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="also time TRACE computing its pooled outputs only (output_patch_embeddings=False: embedding, alignment)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -183,6 +190,14 @@ def main(argv=None):
         model.load_state_dict(trace.state_dict())
         model.config._attn_implementation = implementation
         models[f"TRACE ({implementation})"] = (model, lambda x, m=model: m(x).last_hidden_state)
+    if args.embeddings:
+        # What embedding and alignment training read: [CLS] (the pooled output) and the CITs. The last layer then
+        # computes those 8 tokens' states alone. PatchTST's embedding (the mean of its patch states) needs its
+        # whole forward, so its row below is its embedding cost as well.
+        models["TRACE (sdpa, embeddings only)"] = (
+            trace,
+            lambda x: torch.cat([(o := trace(x, output_patch_embeddings=False)).pooler_output[:, None], o.channel_embeddings], 1),
+        )
     if args.baseline_rev:
         model_class, config_class = load_revision_model_class(args.baseline_rev)
         before = model_class(config_class(**config.to_diff_dict()))

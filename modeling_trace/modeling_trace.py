@@ -75,7 +75,8 @@ class TraceTimeSeriesModelOutput(ModelOutput):
         channel_embeddings (`torch.FloatTensor` of shape `(batch_size, num_channels, d_model)`):
             State of each channel's CIT (mean of its observed patch tokens in the ablation without CIT).
         patch_embeddings (`torch.FloatTensor` of shape `(batch_size, num_channels, num_patches, d_model)`):
-            States of the patch tokens.
+            States of the patch tokens. `None`, as `last_hidden_state`, when the model was called with
+            `output_patch_embeddings=False`.
         patch_observed_mask (`torch.BoolTensor` of shape `(batch_size, num_channels, num_patches)`):
             Whether each patch holds at least one observed point (patches without one are never attended to).
         loc (`torch.FloatTensor` of shape `(batch_size, 1, num_channels)`):
@@ -544,6 +545,8 @@ class TraceTokenLayout:
         self.time = torch.cat([minus_one, time])  # (L,) -1 for [CLS] and CITs
         self.is_cit = (self.time < 0) & (self.channel >= 0)
         self.is_patch = self.time >= 0
+        # The tokens whose last-layer states the pooled outputs read: [CLS], then each channel's CIT in order.
+        self.pooled_rows = torch.cat([torch.zeros(1, dtype=torch.long, device=device), self.is_cit.nonzero().flatten()])
         # RoPE positions: [CLS] and CITs get 0 (no rotation); patch t gets t + 1.
         self.rope_positions = (self.time + 1).clamp(min=0)
 
@@ -738,6 +741,13 @@ def apply_rotary_pos_emb(states: torch.Tensor, rotations) -> torch.Tensor:
     return torch.view_as_real(pairs * rotations.to(torch.complex64)).flatten(-2).to(states.dtype)
 
 
+def select_rotations(rotations, rows: torch.Tensor):
+    """[`TraceRotaryEmbedding`]'s `rotations` of the tokens `rows` only (the query rows of a pruned layer)."""
+    if isinstance(rotations, tuple):
+        return tuple(rotation[rows] for rotation in rotations)
+    return rotations[rows]
+
+
 def _is_plain_linear(*modules) -> bool:
     """Plain `nn.Linear`s with biases (not wrapped by PEFT / quantisation): their weights may be used directly."""
     return all(type(m) is nn.Linear and m.bias is not None for m in modules)
@@ -808,13 +818,29 @@ class TraceAttention(nn.Module):
         rotations=None,
         key_value_states: torch.Tensor | None = None,
         output_attentions: bool = False,
+        query_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns `(o_proj(attention), attention probabilities or None)`."""
+        """Returns `(o_proj(attention), attention probabilities or None)`.
+
+        `query_rows` (self-attention only): compute the output of these tokens only (`(batch, len(query_rows), d)`),
+        attending over all tokens as usual; a tensor `attention_mask` must still be the full `(…, L, L)` one.
+        """
         batch_size, length = hidden_states.shape[:2]
         kv = hidden_states if key_value_states is None else key_value_states
         # Layout (batch, L, heads, head_dim): RoPE works on it, then a transpose (a view) gives the kernels'
         # (batch, heads, L, head_dim); SDPA's CPU kernel writes its output back in (batch, L, heads, head_dim).
-        if key_value_states is None and _is_plain_linear(self.q_proj, self.k_proj):
+        if query_rows is not None:
+            if key_value_states is not None or not isinstance(attention_mask, torch.Tensor | None):
+                raise ValueError("query_rows needs self-attention with a tensor attention mask (or none).")
+            length = query_rows.shape[0]
+            query = self._heads(self.q_proj(hidden_states[:, query_rows]))
+            key = self._heads(self.k_proj(kv))
+            if rotations is not None:
+                query = apply_rotary_pos_emb(query, select_rotations(rotations, query_rows))
+                key = apply_rotary_pos_emb(key, rotations)
+            if attention_mask is not None:
+                attention_mask = attention_mask[..., query_rows, :]
+        elif key_value_states is None and _is_plain_linear(self.q_proj, self.k_proj):
             # Self-attention with plain projections (PEFT wraps them, then they run one by one): queries and keys
             # from one GEMM, rotated together by one complex multiplication.
             weight = torch.cat([self.q_proj.weight, self.k_proj.weight])
@@ -880,16 +906,19 @@ class TraceEncoderLayer(GradientCheckpointingLayer):
     def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.fc2(self.dropout(self.activation_fn(self.fc1(x)))))
 
-    def forward(self, hidden_states, attention_mask, rotations, output_attentions=False):
+    def forward(self, hidden_states, attention_mask, rotations, output_attentions=False, query_rows=None):
+        """`query_rows`: return the states of these tokens only (`(batch, len(query_rows), d)`); every token is
+        still attended to. The encoder's last layer uses it when only the pooled tokens' states are wanted."""
+        residual = hidden_states if query_rows is None else hidden_states[:, query_rows]
         if self.norm_first:
             attn, weights = self.self_attn(
-                self.self_attn_layer_norm(hidden_states), attention_mask, rotations, None, output_attentions
+                self.self_attn_layer_norm(hidden_states), attention_mask, rotations, None, output_attentions, query_rows
             )
-            hidden_states = hidden_states + self.dropout(attn)
+            hidden_states = residual + self.dropout(attn)
             hidden_states = hidden_states + self._feed_forward(self.final_layer_norm(hidden_states))
         else:
-            attn, weights = self.self_attn(hidden_states, attention_mask, rotations, None, output_attentions)
-            hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attn))
+            attn, weights = self.self_attn(hidden_states, attention_mask, rotations, None, output_attentions, query_rows)
+            hidden_states = self.self_attn_layer_norm(residual + self.dropout(attn))
             hidden_states = self.final_layer_norm(hidden_states + self._feed_forward(hidden_states))
         return hidden_states, weights
 
@@ -902,14 +931,26 @@ class TraceEncoder(nn.Module):
         self.rotary_emb = TraceRotaryEmbedding(config)
         self.gradient_checkpointing = False
 
-    def forward(self, hidden_states, attention_mask, rope_positions, output_attentions=False, output_hidden_states=False):
-        """`attention_mask`: built once per forward by [`TraceTokenLayout.attention_mask`] (shared by all layers)."""
+    def forward(
+        self,
+        hidden_states,
+        attention_mask,
+        rope_positions,
+        output_attentions=False,
+        output_hidden_states=False,
+        last_layer_rows=None,
+    ):
+        """`attention_mask`: built once per forward by [`TraceTokenLayout.attention_mask`] (shared by all layers).
+        `last_layer_rows`: the tokens whose states the last layer computes (all when `None`); the output then
+        holds those tokens only."""
         # Once per forward, shared by all layers, in the dtype the projections produce (autocast's when it is on).
         rotations = self.rotary_emb(rope_positions, activation_dtype(hidden_states))
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for layer in self.layers:
-            hidden_states, weights = layer(hidden_states, attention_mask, rotations, output_attentions)
+        last = len(self.layers) - 1
+        for number, layer in enumerate(self.layers):
+            rows = last_layer_rows if number == last else None
+            hidden_states, weights = layer(hidden_states, attention_mask, rotations, output_attentions, query_rows=rows)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
@@ -1282,7 +1323,13 @@ class TracePreTrainedModel(PreTrainedModel):
     # -- what the forward of every TRACE model shares ------------------------------------------------------------
 
     def _encode_time_series(
-        self, past_values, past_observed_mask, output_attentions, output_hidden_states, patch_mask=None
+        self,
+        past_values,
+        past_observed_mask,
+        output_attentions,
+        output_hidden_states,
+        patch_mask=None,
+        output_patch_embeddings: bool = True,
     ) -> TraceTimeSeriesModelOutput:
         """The output of the model's time-series tower (`self.time_series_model`), always as a
         [`TraceTimeSeriesModelOutput`], for the forward of a model built on it."""
@@ -1293,6 +1340,7 @@ class TracePreTrainedModel(PreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            output_patch_embeddings=output_patch_embeddings,
         )
 
     def _forecast(
@@ -1465,6 +1513,7 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_patch_embeddings: bool = True,
     ) -> TraceTimeSeriesModelOutput | tuple:
         r"""
         Args:
@@ -1478,6 +1527,13 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             output_attentions (`bool`, *optional*): Return attention probabilities (computed eagerly).
             output_hidden_states (`bool`, *optional*): Return the states after every layer.
             return_dict (`bool`, *optional*): Return a [`TraceTimeSeriesModelOutput`] instead of a tuple.
+            output_patch_embeddings (`bool`, *optional*, defaults to `True`):
+                `False` when only the pooled outputs are wanted (`cls_embedding`, `channel_embeddings`,
+                `pooler_output`; `last_hidden_state` and `patch_embeddings` are then `None`). With [CLS] pooling and
+                CITs the last layer then computes the states of [CLS] and the CITs alone — every token is still
+                attended to, so those outputs are the same — which saves most of that layer's work (embedding,
+                alignment training). Other settings, attention outputs, hidden states and flex attention compute
+                the whole layer.
         """
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
@@ -1504,8 +1560,21 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             rule, token_valid, self.config.attention_type, implementation, activation_dtype(hidden_states)
         )
 
+        # Only [CLS] and the CITs are read: the last layer computes their states alone (see the docstring).
+        pooled_only = (
+            not output_patch_embeddings
+            and self.config.pooling == "cls"
+            and self.config.use_channel_identity_tokens
+            and not (output_attentions or output_hidden_states)
+            and isinstance(attention_mask, torch.Tensor)
+        )
         last_hidden_state, all_hidden_states, all_attentions = self.encoder(
-            hidden_states, attention_mask, layout.rope_positions, output_attentions, output_hidden_states
+            hidden_states,
+            attention_mask,
+            layout.rope_positions,
+            output_attentions,
+            output_hidden_states,
+            last_layer_rows=layout.pooled_rows if pooled_only else None,
         )
         if not self.training:
             # Inference never returns NaN / inf embeddings silently. (In training a non-finite loss is the optimiser's
@@ -1513,23 +1582,30 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
             raw = "" if self.config.revin else " (with config.revin=False the raw values enter the encoder)"
             check_finite_output(last_hidden_state, f"The time-series encoder's output{raw}")
 
-        channel_embeddings, patch_embeddings = split_token_states(
-            last_hidden_state, self.config.num_input_channels, self.config.use_channel_identity_tokens
-        )
-        if channel_embeddings is None:  # no CIT: each channel is the mean of its observed patch tokens
-            channel_embeddings = observed_patch_mean(patch_embeddings, patch_observed, 2)
+        if pooled_only:  # (batch, 1 + channels, d): [CLS], then the CITs
+            channel_embeddings, patch_embeddings = last_hidden_state[:, 1:], None
+        else:
+            channel_embeddings, patch_embeddings = split_token_states(
+                last_hidden_state, self.config.num_input_channels, self.config.use_channel_identity_tokens
+            )
+            if channel_embeddings is None:  # no CIT: each channel is the mean of its observed patch tokens
+                channel_embeddings = observed_patch_mean(patch_embeddings, patch_observed, 2)
+        cls_embedding = last_hidden_state[:, 0]
+        pooler_output = self.embeddings.pool(cls_embedding, patch_embeddings, patch_observed, loc, scale)
+        if not output_patch_embeddings:
+            last_hidden_state = patch_embeddings = None
 
         return self._model_output(
             TraceTimeSeriesModelOutput,
             return_dict,
             last_hidden_state=last_hidden_state,
-            cls_embedding=last_hidden_state[:, 0],
+            cls_embedding=cls_embedding,
             channel_embeddings=channel_embeddings,
             patch_embeddings=patch_embeddings,
             patch_observed_mask=patch_observed,
             loc=loc,
             scale=scale,
-            pooler_output=self.embeddings.pool(last_hidden_state[:, 0], patch_embeddings, patch_observed, loc, scale),
+            pooler_output=pooler_output,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )
@@ -2143,7 +2219,7 @@ class TraceModel(TracePreTrainedModel):
     def get_time_series_features(self, past_values, past_observed_mask=None, normalize: bool = True) -> torch.Tensor:
         """Projected sample embeddings `(batch, projection_dim)` of the pooled output ([CLS] or mean of the observed
         patch tokens, `config.pooling`); unit L2 norm unless `normalize=False`."""
-        outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True)
+        outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True, output_patch_embeddings=False)
         return self.project_time_series(outputs.pooler_output, normalize=normalize)
 
     def get_channel_features(
@@ -2163,7 +2239,7 @@ class TraceModel(TracePreTrainedModel):
         _, channel_text_embeds = self._check_pair_inputs(
             past_values, None, None, None, None, None, channel_text_embeds, channel_text_mask
         )
-        outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True)
+        outputs = self.time_series_model(past_values, past_observed_mask, return_dict=True, output_patch_embeddings=False)
         projected_text = None
         if channel_text_embeds is not None:
             projected_text = self.project_text(channel_text_embeds, level="channel", mask=channel_text_mask)
@@ -2197,6 +2273,7 @@ class TraceModel(TracePreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_patch_embeddings: bool = True,
     ) -> TraceOutput | tuple:
         r"""
         Args:
@@ -2215,6 +2292,9 @@ class TraceModel(TracePreTrainedModel):
             channel_text_mask (`torch.BoolTensor` of shape `(batch_size, num_channels)`, *optional*):
                 Which channel texts exist (e.g. not empty); absent ones take no part in the channel-level loss.
             return_loss (`bool`, *optional*, defaults to `True`): Compute the contrastive loss.
+            output_patch_embeddings (`bool`, *optional*, defaults to `True`): `False` leaves the patch states out
+                of `time_series_model_output` (the loss and the embeddings do not read them) and lets the encoder
+                skip them in its last layer; see [`TraceTimeSeriesModel.forward`]. Alignment training passes `False`.
         """
         if past_values is None:
             raise ValueError("TraceModel.forward needs past_values; use get_text_features for text alone.")
@@ -2228,7 +2308,10 @@ class TraceModel(TracePreTrainedModel):
             channel_text_embeds,
             channel_text_mask,
         )
-        ts_outputs = self._encode_time_series(past_values, past_observed_mask, output_attentions, output_hidden_states)
+        ts_outputs = self._encode_time_series(
+            past_values, past_observed_mask, output_attentions, output_hidden_states,
+            output_patch_embeddings=output_patch_embeddings,
+        )  # fmt: skip
         batch_size = past_values.shape[0]
         time_series_embeds = self.project_time_series(ts_outputs.pooler_output)
 

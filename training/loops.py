@@ -987,7 +987,8 @@ def run_alignment(
     unwrapped = {}  # the prepared model -> the TraceModel inside (unwrap_model walks every module: once)
 
     def compute_loss(model, batch, return_outputs=False):
-        outputs = model(**batch, return_loss=False)
+        # The loss reads the pooled outputs only: the encoder's last layer skips the patch tokens.
+        outputs = model(**batch, return_loss=False, output_patch_embeddings=False)
         core = unwrapped.get(id(model))
         if core is None:
             core = unwrapped[id(model)] = accelerator.unwrap_model(model)

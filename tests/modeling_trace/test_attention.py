@@ -316,3 +316,71 @@ def test_torch_compile_training_step_after_inference_gives_the_eager_gradients()
     for name, p in model.named_parameters():
         if name in eager_grads:
             torch.testing.assert_close(p.grad, eager_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+POOLED_OUTPUTS = ("cls_embedding", "channel_embeddings", "pooler_output")
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_pooled_outputs_only_give_the_same_embeddings_and_gradients(implementation, norm_first):
+    """`output_patch_embeddings=False` (the last layer computes [CLS] and the CITs alone, attending to every token):
+    the pooled outputs and every parameter's gradient through them equal the full forward's; no patch states."""
+    model = randomize(make_model(implementation, norm_first=norm_first, revin_statistics_embedding=True))
+    values = with_missing(torch.randn(3, 48, 3))
+    shapes = []
+    model.encoder.layers[-1].fc1.register_forward_hook(lambda module, args, out: shapes.append(out.shape[1]))
+    with torch.no_grad():
+        full, pooled = model(values), model(values, output_patch_embeddings=False)
+    for name in POOLED_OUTPUTS:
+        torch.testing.assert_close(pooled[name], full[name], atol=1e-5, rtol=1e-5, msg=name)
+    assert pooled.patch_embeddings is None and pooled.last_hidden_state is None
+    # sdpa / eager: the last layer's feed-forward ran on [CLS] + 3 CITs only; flex keeps the whole layer
+    assert shapes == [full.last_hidden_state.shape[1], 4 if implementation != "flex_attention" else shapes[0]]
+    if implementation == "flex_attention":
+        return  # torch's FlexAttention has no backward on CPU
+    grads = []
+    for output_patch_embeddings in (True, False):
+        model.zero_grad(set_to_none=True)
+        out = model(values, output_patch_embeddings=output_patch_embeddings)
+        (out.pooler_output.pow(2).mean() + out.channel_embeddings.sin().mean()).backward()
+        grads.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+    # every parameter but the mask token (used by pretraining only) has a gradient in both
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == len(list(model.parameters())) - 1
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("overrides", [dict(pooling="mean"), dict(use_channel_identity_tokens=False)])
+def test_pooled_outputs_only_falls_back_to_the_whole_layer_where_patches_are_pooled(overrides):
+    """Mean pooling or no CITs read the patch states: the whole last layer runs, the pooled outputs are the same."""
+    model = randomize(make_model("sdpa", **overrides))
+    values = with_missing(torch.randn(3, 48, 3))
+    with torch.no_grad():
+        full, pooled = model(values), model(values, output_patch_embeddings=False)
+    for name in POOLED_OUTPUTS:
+        torch.testing.assert_close(pooled[name], full[name], msg=name)
+    assert pooled.patch_embeddings is None
+
+
+def test_dual_encoder_loss_and_features_are_the_same_without_patch_states():
+    """`TraceModel(..., output_patch_embeddings=False)` (what alignment training runs) and `get_time_series_features`
+    / `get_channel_features` (which skip the patch states) give the full forward's loss and embeddings."""
+    from modeling_trace import TraceModel
+
+    torch.manual_seed(0)
+    model = randomize(TraceModel(tiny_config(num_hidden_layers=2))).eval()
+    values = with_missing(torch.randn(4, 48, 3))
+    text_embeds = torch.randn(4, model.config.text_config.hidden_size)
+    channel_text_embeds = torch.randn(4, 3, model.config.text_config.hidden_size)
+    with torch.no_grad():
+        full = model(values, text_embeds=text_embeds, channel_text_embeds=channel_text_embeds)
+        pooled = model(values, text_embeds=text_embeds, channel_text_embeds=channel_text_embeds, output_patch_embeddings=False)
+        features = model.get_time_series_features(values)
+        channel_features = model.get_channel_features(values)
+    torch.testing.assert_close(pooled.loss, full.loss)
+    torch.testing.assert_close(pooled.time_series_embeds, full.time_series_embeds)
+    torch.testing.assert_close(pooled.channel_embeds, full.channel_embeds)
+    assert pooled.time_series_model_output.patch_embeddings is None
+    torch.testing.assert_close(features, full.time_series_embeds)
+    torch.testing.assert_close(channel_features, model._channel_features(full.time_series_model_output.channel_embeddings, None, None))
