@@ -75,6 +75,9 @@ class TimeSeriesOnnxGraph(nn.Module):
         self.config = config
         layout = TraceTokenLayout(config.num_input_channels, config.num_patches, config.use_channel_identity_tokens)
         self.register_buffer("rule", layout.attention_rule(config.attention_type), persistent=False)
+        # [CLS] pooling with CITs reads [CLS] and the CITs alone: the last layer computes only their states.
+        self.pooled_only = config.pooling == "cls" and config.use_channel_identity_tokens
+        self.register_buffer("pooled_rows", layout.pooled_rows, persistent=False)
         inv_freq = tower.encoder.rotary_emb.inv_freq.float()
         angles = layout.rope_positions.float()[:, None] * inv_freq[None, :]
         self.register_buffer("rope_cos", angles.cos()[:, None, :], persistent=False)
@@ -110,12 +113,20 @@ class TimeSeriesOnnxGraph(nn.Module):
         token_valid = nn.functional.pad(token_valid.reshape(batch_size, -1), (1, 0), value=True)  # (B, L)
         mask = additive_attention_mask((self.rule[None] & token_valid[:, None, :])[:, None], hidden_states.dtype)
         rotations = (self.rope_cos.to(hidden_states.dtype), self.rope_sin.to(hidden_states.dtype))
-        for layer in self.tower.encoder.layers:
+        last = len(self.tower.encoder.layers) - 1
+        for number, layer in enumerate(self.tower.encoder.layers):
             # output_attentions=True selects the eager kernel (plain matmul + softmax; the weights are dropped),
             # False the model's implementation (SDPA: ONNX Attention from opset 23)
-            hidden_states = layer(hidden_states, mask, rotations, not self.fused_attention)[0]
+            rows = self.pooled_rows if self.pooled_only and number == last else None
+            hidden_states = layer(hidden_states, mask, rotations, not self.fused_attention, query_rows=rows)[0]
         if self.tower.encoder.layer_norm is not None:
             hidden_states = self.tower.encoder.layer_norm(hidden_states)
+        if self.pooled_only:  # (B, 1 + C, d): [CLS], then the CITs
+            channel_embeddings = hidden_states[:, 1:]
+            pooled = self.tower.embeddings.pool(hidden_states[:, 0], None, patch_observed, loc, scale)
+            if self.projection is None:
+                return pooled, channel_embeddings
+            return self.projection(pooled, normalize=True), pooled, channel_embeddings
         per_channel = hidden_states[:, 1:].reshape(batch_size, config.num_input_channels, -1, hidden_states.shape[-1])
         if config.use_channel_identity_tokens:
             channel_embeddings, patch_embeddings = per_channel[:, :, 0], per_channel[:, :, 1:]
