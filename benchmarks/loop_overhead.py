@@ -205,7 +205,7 @@ def bare_align(recipe, train, steps: int) -> float:
         **text_embedding_batch(cache, indices),
     }
     return _time_bare_steps(
-        model, lambda m: alignment_loss(m, m(**batch, return_loss=False), batch["channel_text_mask"])[0], steps
+        model, lambda m: alignment_loss(m, m(**batch, return_loss=False, output_patch_embeddings=False), batch["channel_text_mask"])[0], steps
     )
 
 
