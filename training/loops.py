@@ -38,7 +38,7 @@ from modeling_trace.modeling_trace import TraceForPretraining, TraceModel, trace
 from modeling_trace.presets import load_preset
 
 from .distributed import gather_embeddings_for_loss, gather_no_grad
-from .optimization import create_optimizer, create_scheduler
+from .optimization import cache_accelerate_package_checks, create_optimizer, create_scheduler
 from .recipes import AlignRecipe, PretrainRecipe, TrainingRecipe, check_resume_recipe, load_recipe_file, save_recipe
 from .text_cache import build_text_embedding_cache, text_embedding_batch, update_tensor_digest
 
@@ -189,6 +189,7 @@ def build_accelerator(recipe: TrainingRecipe, run_name: str) -> Accelerator:
     """The `Accelerator` of a recipe: mixed precision, trackers (`report_to`) and `output_dir` as project folder."""
     from accelerate.utils import ProjectConfiguration
 
+    cache_accelerate_package_checks()
     return Accelerator(
         cpu=use_cpu_processes(),
         mixed_precision=resolve_mixed_precision(recipe.mixed_precision),

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import nn
+
+
+def cache_accelerate_package_checks() -> None:
+    """Make accelerate's per-step package check free.
+
+    accelerate (1.x) calls `is_lomo_available()` twice in every `AcceleratedOptimizer.step`, and each call is an
+    uncached `importlib.util.find_spec("lomo_optim")` walk over `sys.path`: about 0.3 ms, 0.6 ms a step, 4-5 % of a
+    12 ms CPU training step (cProfile of the Trainer loop). The installed packages do not change during a run, so the
+    name that module calls is replaced by a cached copy of the same function (idempotent; the answer is unchanged).
+    Called where the training loops and the Trainer are built.
+    """
+    import accelerate.optimizer
+
+    check = getattr(accelerate.optimizer, "is_lomo_available", None)
+    if check is not None and not hasattr(check, "cache_info"):
+        accelerate.optimizer.is_lomo_available = functools.cache(check)
 
 
 def create_optimizer(

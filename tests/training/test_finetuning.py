@@ -62,6 +62,7 @@ def test_lora_classification_trains_only_adapters_and_head(tmp_path, data_dir):
 
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(16)])
     assert trainer.floating_point_ops(batch) == Trainer.floating_point_ops(trainer, batch) > 0
+    assert trainer._flos_parameters is not None  # counted once, not walked at every step
     # 60 steps of batch 16 over 67 rows of one length = 12 epochs of every row
     assert len(train) == 67 and trainer.state.total_flos == 12 * 67 * Trainer.floating_point_ops(trainer, batch) / 16
 
@@ -206,3 +207,18 @@ def test_the_trainer_setup_also_trains_a_baseline_without_channel_names(tmp_path
     assert predictions.shape == (16, 12, 1)
     after = float(np.mean((predictions - future) ** 2))
     assert after < before, (before, after)
+
+
+def test_accelerate_package_check_is_cached_with_the_same_answer():
+    """accelerate's optimizer step asks `is_lomo_available()` twice a step (an uncached `find_spec`); after the
+    training entry points' patch it is a cached function giving the uncached answer."""
+    import accelerate.optimizer
+    from accelerate.utils.imports import is_lomo_available
+
+    from trace_training.optimization import cache_accelerate_package_checks
+
+    cache_accelerate_package_checks()
+    cache_accelerate_package_checks()  # idempotent: one cache, not a cache of a cache
+    patched = accelerate.optimizer.is_lomo_available
+    assert hasattr(patched, "cache_info") and patched.__wrapped__ is is_lomo_available
+    assert patched() == is_lomo_available()
