@@ -20,9 +20,9 @@ on this CPU, otherwise the row is left out; fp16 and bf16 without hardware suppo
 `configuration_trace.py`, loaded as a remote-code package), with the same weights: the before/after figure in the
 same run. `--compile` adds the encoder under `torch.compile` (compile time printed, not counted).
 
-`--profile` prints, instead of the timings, where one inference forward of each model spends its time
+`--profile` prints, instead of the timings, where one step of each `--modes` value of each model spends its time
 (torch.profiler self CPU time, summed by operator group: linear layers, the attention kernel, RoPE, activations,
-norms, the rest), at the first `--batch-sizes` value.
+norms, the rest; a training step's backward kernels join their group), at the first `--batch-sizes` value.
 """
 
 from __future__ import annotations
@@ -121,17 +121,17 @@ PROFILE_GROUPS = (
 )
 
 
-def profile_forward(models: dict, batch: torch.Tensor) -> list[list]:
-    """Rows `[group, ms of model 1, ms of model 2, ...]`: self CPU time of one inference forward, by group."""
+def profile_steps(models: dict, batch: torch.Tensor, mode: str = "infer") -> list[list]:
+    """Rows `[group, ms of model 1, ms of model 2, ...]`: self CPU time of one step of `mode` (`make_step`: an
+    inference forward, or a training forward + backward), by operator group (backward kernels join their group)."""
     from torch.profiler import ProfilerActivity, profile
 
     totals = {}
     for name, (model, forward) in models.items():
-        model.eval()
-        with torch.inference_mode():
-            forward(batch)  # warm-up
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                forward(batch)
+        step = make_step(model, forward, mode, batch)
+        step()  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
         groups = {}
         for event in prof.key_averages():
             group = next((g for g, keys in PROFILE_GROUPS if any(k in event.key for k in keys)), "other")
@@ -232,8 +232,10 @@ def main(argv=None):
     if args.profile:
         batch = torch.randn(args.batch_sizes[0], config.context_length, config.num_input_channels)
         header = ["operator group", *(f"{name} ms" for name in models)]
-        print(f"self CPU time of one inference forward, batch {args.batch_sizes[0]} (torch.profiler):")
-        print(markdown_table(header, profile_forward(models, batch), align="-" + "r" * len(models)))
+        for mode in args.modes:
+            what = "inference forward" if mode == "infer" else "training step (forward + backward)"
+            print(f"self CPU time of one {what}, batch {args.batch_sizes[0]} (torch.profiler):")
+            print(markdown_table(header, profile_steps(models, batch, mode), align="-" + "r" * len(models)))
         return
     # The table is printed row group by row group as the measurements finish; notes go below it.
     header = ["mode", "batch", "model", "samples/s (median)", "/ PatchTST (median of rounds)"]
