@@ -408,6 +408,35 @@ def neighbour_forecasts(corpus_rows, query_rows, indices: np.ndarray) -> np.ndar
     return moved * query_scale[:, None] + query_loc[:, None]
 
 
+def mean_future(moved: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """The mean over the R retrieved futures `(queries, R, H, C)` (NaN points skipped; the query's `level` where all
+    R are missing): the retrieved pairs' forecast with no trained weight."""
+    observed = ~np.isnan(moved)
+    total = np.where(observed, moved, 0.0).sum(axis=1)
+    return np.where(observed.any(axis=1), total / np.maximum(observed.sum(axis=1), 1), level)
+
+
+def raw_window_neighbours(corpus_rows, query_rows, k: int, chunk: int = 1024) -> np.ndarray:
+    """`(queries, k)` indices of the corpus windows nearest to each query by Euclidean distance between the
+    z-normalised raw histories (each window and channel z-scored over time, missing points at 0): RAFT's retrieval
+    key, with no model, for comparison with TRACE's embedding search."""
+    from modeling_trace.modeling_trace import zscore_statistics
+
+    def normalised(rows):
+        past = np.stack([np.asarray(row["past_values"], dtype=np.float32) for row in rows])
+        loc, scale = zscore_statistics(past, dim=1, eps=1e-5)
+        return np.nan_to_num((past - loc) / scale).reshape(len(rows), -1).astype(np.float32)
+
+    corpus, queries = normalised(corpus_rows), normalised(query_rows)
+    corpus_norms = (corpus**2).sum(axis=1)
+    out = []
+    for begin in range(0, len(queries), chunk):
+        block = queries[begin : begin + chunk]
+        distances = corpus_norms[None, :] - 2.0 * block @ corpus.T  # + |q|², the same for every corpus row
+        out.append(np.argsort(distances, axis=1, kind="stable")[:, :k])
+    return np.concatenate(out)
+
+
 def rag_neighbours(args, first: dict, train_rows, test_rows, test) -> list[str]:
     """What TRACE's retrievals bring, from seed 0's models: the mean of the R retrieved training pairs' futures (each
     in its query's scale) as a forecast on every test window, beside the query history's own level and the trained
@@ -426,10 +455,16 @@ def rag_neighbours(args, first: dict, train_rows, test_rows, test) -> list[str]:
         if collator.use_retrieval:
             moved = neighbour_forecasts(train_rows, test_rows, outputs["retrieved_indices"])
             forecasts[f"{name}: retrieved futures"] = (moved, outputs["retrieved_scores"])
-            observed = ~np.isnan(moved)
-            total = np.where(observed, moved, 0.0).sum(axis=1)
-            mean = np.where(observed.any(axis=1), total / np.maximum(observed.sum(axis=1), 1), level)  # NaN futures skipped
-            rows.append([f"{name}: mean of its {moved.shape[1]} retrieved futures", *_mse_mae(mean, target)])
+            rows.append([f"{name}: mean of its {moved.shape[1]} retrieved futures", *_mse_mae(mean_future(moved, level), target)])
+    # The same R-futures forecast with other retrieval keys and no model: the RAFT-style key (z-normalised raw
+    # windows, Euclidean) and R training windows drawn at random (seed 0), to tell a key without signal from a corpus
+    # without it.
+    for label, indices in (
+        ("z-normalised raw windows, Euclidean (RAFT-style key)", raw_window_neighbours(train_rows, test_rows, args.num_retrieved)),
+        ("drawn at random", np.random.default_rng(0).integers(0, len(train_rows), size=(len(test_rows), args.num_retrieved))),
+    ):
+        moved = neighbour_forecasts(train_rows, test_rows, indices)
+        rows.append([f"mean of {args.num_retrieved} training futures {label}", *_mse_mae(mean_future(moved, level), target)])
     rows.append(["the query history's mean, repeated", *_mse_mae(np.broadcast_to(level, target.shape), target)])
     lines = [
         f"**{args.domain} (H={args.horizon}): what the retrievals bring (seed-0 models, {len(test_rows)} test windows; "

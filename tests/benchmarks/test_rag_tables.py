@@ -131,5 +131,27 @@ def test_timemmd_stops_on_validation(tmp_path, data_dir, monkeypatch, capsys):
     lines = [line.split(" | ") for line in block.splitlines() if line.startswith("| ")][1:]  # below the header
     scored = {cells[0][2:]: float(cells[1]) for cells in lines}
     assert {"RAG TS+Text: mean of its 5 retrieved futures", "RAG TS-only: mean of its 5 retrieved futures"} < set(scored)
-    assert len(scored) == 6 and all(np.isfinite(value) for value in scored.values())
+    # ... and the same forecast with the model-free keys (RAFT-style and random)
+    assert {"mean of 5 training futures z-normalised raw windows, Euclidean (RAFT-style key)",
+            "mean of 5 training futures drawn at random"} < set(scored)  # fmt: skip
+    assert len(scored) == 8 and all(np.isfinite(value) for value in scored.values())
     assert (figures / "rag_Health_US_H12.png").stat().st_size > 0
+
+
+def test_raw_window_neighbours_is_the_exact_z_normalised_euclidean_search():
+    """RAFT's key: the nearest corpus windows by Euclidean distance of the z-scored histories, scale and level free."""
+    from benchmarks.rag_tables import raw_window_neighbours
+
+    rng = np.random.default_rng(0)
+    corpus = [{"past_values": rng.standard_normal((12, 2)).astype(np.float32)} for _ in range(40)]
+    # each query: an affine copy of one corpus window (same z-scores) plus a little noise
+    queries = [{"past_values": 5.0 * corpus[i]["past_values"] + 3.0 + 0.01 * rng.standard_normal((12, 2))} for i in (3, 17, 29)]
+    found = raw_window_neighbours(corpus, queries, k=4, chunk=2)
+    assert found.shape == (3, 4) and found[:, 0].tolist() == [3, 17, 29]
+
+    def z(x):
+        return ((x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)).ravel()
+
+    for row, query in zip(found, queries):
+        distances = np.array([np.sum((z(query["past_values"]) - z(c["past_values"])) ** 2) for c in corpus])
+        assert row.tolist() == np.argsort(distances, kind="stable")[:4].tolist()
