@@ -392,16 +392,18 @@ def run_timemmd(args) -> str:
     return "\n\n".join([header, *tables])
 
 
-def neighbour_forecasts(corpus_rows, query_rows, indices: np.ndarray) -> np.ndarray:
-    """What each retrieved pair forecasts on its own, with no trained weight: `(queries, R, H, C)`, the futures of the
-    corpus windows `indices` `(queries, R)`, each moved from its own history's level and spread to its query's
-    (RevIN's z-score statistics over the observed points, `zscore_statistics`)."""
+def stacked(rows, key: str) -> np.ndarray:
+    """`rows`' `key` arrays (`past_values` / `future_values`) as one float32 array `(rows, T, C)`."""
+    return np.stack([np.asarray(row[key], dtype=np.float32) for row in rows])
+
+
+def neighbour_forecasts(corpus_past, corpus_future, query_past, indices: np.ndarray) -> np.ndarray:
+    """What each retrieved pair forecasts on its own, with no trained weight: `(queries, R, H, C)`, the futures
+    `corpus_future` of the corpus windows `indices` `(queries, R)`, each moved from its own history's (`corpus_past`)
+    level and spread to its query's (`query_past`; RevIN's z-score statistics over the observed points,
+    `zscore_statistics`)."""
     from modeling_trace.modeling_trace import zscore_statistics
 
-    def stack(rows, key):
-        return np.stack([np.asarray(row[key], dtype=np.float32) for row in rows])
-
-    corpus_past, corpus_future, query_past = stack(corpus_rows, "past_values"), stack(corpus_rows, "future_values"), stack(query_rows, "past_values")
     corpus_loc, corpus_scale = zscore_statistics(corpus_past, dim=1, eps=1e-5)  # (N, 1, C)
     query_loc, query_scale = zscore_statistics(query_past, dim=1, eps=1e-5)  # (n, 1, C)
     moved = (corpus_future[indices] - corpus_loc[indices]) / corpus_scale[indices]  # (n, R, H, C)
@@ -416,18 +418,17 @@ def mean_future(moved: np.ndarray, level: np.ndarray) -> np.ndarray:
     return np.where(observed.any(axis=1), total / np.maximum(observed.sum(axis=1), 1), level)
 
 
-def raw_window_neighbours(corpus_rows, query_rows, k: int, chunk: int = 1024) -> np.ndarray:
+def raw_window_neighbours(corpus_past: np.ndarray, query_past: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
     """`(queries, k)` indices of the corpus windows nearest to each query by Euclidean distance between the
-    z-normalised raw histories (each window and channel z-scored over time, missing points at 0): RAFT's retrieval
-    key, with no model, for comparison with TRACE's embedding search."""
+    z-normalised raw histories `(windows, T, C)` (each window and channel z-scored over time, missing points at 0):
+    RAFT's retrieval key, with no model, for comparison with TRACE's embedding search."""
     from modeling_trace.modeling_trace import zscore_statistics
 
-    def normalised(rows):
-        past = np.stack([np.asarray(row["past_values"], dtype=np.float32) for row in rows])
+    def normalised(past):
         loc, scale = zscore_statistics(past, dim=1, eps=1e-5)
-        return np.nan_to_num((past - loc) / scale).reshape(len(rows), -1).astype(np.float32)
+        return np.nan_to_num((past - loc) / scale).reshape(len(past), -1).astype(np.float32)
 
-    corpus, queries = normalised(corpus_rows), normalised(query_rows)
+    corpus, queries = normalised(corpus_past), normalised(query_past)
     corpus_norms = (corpus**2).sum(axis=1)
     out = []
     for begin in range(0, len(queries), chunk):
@@ -443,7 +444,8 @@ def rag_neighbours(args, first: dict, train_rows, test_rows, test) -> list[str]:
     forecasts; and, with `--figure-dir`, one test query with its R neighbours' futures."""
     from modeling_trace.modeling_trace import zscore_statistics
 
-    past = np.stack([np.asarray(row["past_values"], dtype=np.float32) for row in test_rows])
+    past = stacked(test_rows, "past_values")
+    train_past, train_future = stacked(train_rows, "past_values"), stacked(train_rows, "future_values")
     level = zscore_statistics(past, dim=1)[0].astype(np.float32)  # (n, 1, C)
     rows, forecasts = [], {}
     for name, (model, collator) in first.items():
@@ -453,17 +455,17 @@ def rag_neighbours(args, first: dict, train_rows, test_rows, test) -> list[str]:
         forecasts[name] = outputs["prediction_outputs"]
         rows.append([f"{name}: the trained forecast", *_mse_mae(outputs["prediction_outputs"], target)])
         if collator.use_retrieval:
-            moved = neighbour_forecasts(train_rows, test_rows, outputs["retrieved_indices"])
+            moved = neighbour_forecasts(train_past, train_future, past, outputs["retrieved_indices"])
             forecasts[f"{name}: retrieved futures"] = (moved, outputs["retrieved_scores"])
             rows.append([f"{name}: mean of its {moved.shape[1]} retrieved futures", *_mse_mae(mean_future(moved, level), target)])
     # The same R-futures forecast with other retrieval keys and no model: the RAFT-style key (z-normalised raw
     # windows, Euclidean) and R training windows drawn at random (seed 0), to tell a key without signal from a corpus
     # without it.
     for label, indices in (
-        ("z-normalised raw windows, Euclidean (RAFT-style key)", raw_window_neighbours(train_rows, test_rows, args.num_retrieved)),
+        ("z-normalised raw windows, Euclidean (RAFT-style key)", raw_window_neighbours(train_past, past, args.num_retrieved)),
         ("drawn at random", np.random.default_rng(0).integers(0, len(train_rows), size=(len(test_rows), args.num_retrieved))),
     ):
-        moved = neighbour_forecasts(train_rows, test_rows, indices)
+        moved = neighbour_forecasts(train_past, train_future, past, indices)
         rows.append([f"mean of {args.num_retrieved} training futures {label}", *_mse_mae(mean_future(moved, level), target)])
     rows.append(["the query history's mean, repeated", *_mse_mae(np.broadcast_to(level, target.shape), target)])
     lines = [

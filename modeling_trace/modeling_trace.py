@@ -965,6 +965,12 @@ class TraceEncoder(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def pooled_outputs_read_pooled_tokens_only(config) -> bool:
+    """Whether the pooled outputs (`pooler_output`, `channel_embeddings`) read the last layer's [CLS] and CIT states
+    alone ([CLS] pooling with CITs), so that layer may skip the patch tokens (`TraceTokenLayout.pooled_rows`)."""
+    return config.pooling == "cls" and config.use_channel_identity_tokens
+
+
 def split_token_states(
     hidden_states: torch.Tensor, num_channels: int, use_channel_identity_tokens: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -1563,8 +1569,7 @@ class TraceTimeSeriesModel(TracePreTrainedModel):
         # Only [CLS] and the CITs are read: the last layer computes their states alone (see the docstring).
         pooled_only = (
             not output_patch_embeddings
-            and self.config.pooling == "cls"
-            and self.config.use_channel_identity_tokens
+            and pooled_outputs_read_pooled_tokens_only(self.config)
             and not (output_attentions or output_hidden_states)
             and isinstance(attention_mask, torch.Tensor)
         )

@@ -47,7 +47,10 @@ from .modeling_trace import (
     TraceTimeSeriesModel,
     TraceTokenLayout,
     additive_attention_mask,
+    observed_patch_mean,
     pad_or_truncate_series,
+    pooled_outputs_read_pooled_tokens_only,
+    split_token_states,
     zscore_statistics,
 )
 from .tables import markdown_table
@@ -76,7 +79,7 @@ class TimeSeriesOnnxGraph(nn.Module):
         layout = TraceTokenLayout(config.num_input_channels, config.num_patches, config.use_channel_identity_tokens)
         self.register_buffer("rule", layout.attention_rule(config.attention_type), persistent=False)
         # [CLS] pooling with CITs reads [CLS] and the CITs alone: the last layer computes only their states.
-        self.pooled_only = config.pooling == "cls" and config.use_channel_identity_tokens
+        self.pooled_only = pooled_outputs_read_pooled_tokens_only(config)
         self.register_buffer("pooled_rows", layout.pooled_rows, persistent=False)
         inv_freq = tower.encoder.rotary_emb.inv_freq.float()
         angles = layout.rope_positions.float()[:, None] * inv_freq[None, :]
@@ -122,18 +125,13 @@ class TimeSeriesOnnxGraph(nn.Module):
         if self.tower.encoder.layer_norm is not None:
             hidden_states = self.tower.encoder.layer_norm(hidden_states)
         if self.pooled_only:  # (B, 1 + C, d): [CLS], then the CITs
-            channel_embeddings = hidden_states[:, 1:]
-            pooled = self.tower.embeddings.pool(hidden_states[:, 0], None, patch_observed, loc, scale)
-            if self.projection is None:
-                return pooled, channel_embeddings
-            return self.projection(pooled, normalize=True), pooled, channel_embeddings
-        per_channel = hidden_states[:, 1:].reshape(batch_size, config.num_input_channels, -1, hidden_states.shape[-1])
-        if config.use_channel_identity_tokens:
-            channel_embeddings, patch_embeddings = per_channel[:, :, 0], per_channel[:, :, 1:]
-        else:
-            patch_embeddings = per_channel
-            weights = patch_observed.to(per_channel.dtype)[..., None]
-            channel_embeddings = (per_channel * weights).sum(2) / weights.sum(2).clamp(min=1.0)
+            channel_embeddings, patch_embeddings = hidden_states[:, 1:], None
+        else:  # as TraceTimeSeriesModel.forward
+            channel_embeddings, patch_embeddings = split_token_states(
+                hidden_states, config.num_input_channels, config.use_channel_identity_tokens
+            )
+            if channel_embeddings is None:
+                channel_embeddings = observed_patch_mean(patch_embeddings, patch_observed, 2)
         pooled = self.tower.embeddings.pool(hidden_states[:, 0], patch_embeddings, patch_observed, loc, scale)
         if self.projection is None:
             return pooled, channel_embeddings

@@ -146,7 +146,9 @@ def test_raw_window_neighbours_is_the_exact_z_normalised_euclidean_search():
     corpus = [{"past_values": rng.standard_normal((12, 2)).astype(np.float32)} for _ in range(40)]
     # each query: an affine copy of one corpus window (same z-scores) plus a little noise
     queries = [{"past_values": 5.0 * corpus[i]["past_values"] + 3.0 + 0.01 * rng.standard_normal((12, 2))} for i in (3, 17, 29)]
-    found = raw_window_neighbours(corpus, queries, k=4, chunk=2)
+    found = raw_window_neighbours(
+        np.stack([c["past_values"] for c in corpus]), np.stack([q["past_values"] for q in queries]).astype(np.float32), k=4, chunk=2
+    )
     assert found.shape == (3, 4) and found[:, 0].tolist() == [3, 17, 29]
 
     def z(x):
