@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -186,6 +187,12 @@ VARIANTS = {
 }
 
 
+def stage_1_name(variant: EncoderVariant) -> str:
+    """The cache name of a variant's stage-1 encoder: the first variant in `VARIANTS` with the same encoder config,
+    so variants that differ only in the alignment (the number of hard negatives) share one pretraining."""
+    return next(v.name for v in VARIANTS.values() if v.config_overrides() == variant.config_overrides())
+
+
 def _quiet():
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -225,10 +232,12 @@ def train_encoder(
     cache_dir: Path = DEFAULT_CACHE_DIR,
     batch_size: int | None = None,
     eval_dataset=None,
+    pretrain_corpus: str | None = None,
 ):
     """Pretrain (masked reconstruction) then align (dual-level contrastive loss) an encoder variant with the
     library loops, cached in `<cache_dir>/encoders/...`. Returns `(TraceModel, final_dir, seconds)`; `seconds` is
-    0.0 when the encoder came from the cache.
+    0.0 when the encoder came from the cache. `pretrain_corpus`: the cache name whose stage-1 encoders this corpus
+    shares (the same training windows, other texts: stage 1 never reads a text); default `corpus`.
 
     With `eval_dataset` (a validation split, never the test split) both stages log their held-out loss ten times
     over the run (`held_out_curve(final_dir)` reads them back)."""
@@ -239,7 +248,8 @@ def train_encoder(
     batch_size = min(batch_size or budget.batch_size, len(train_dataset))
     # stage 1 is keyed by its own length, so budgets differing only in alignment steps share their pretraining
     root = cache_dir / "encoders" / corpus / budget.model
-    pretrain_dir = root / f"p{budget.pretrain_steps}b{batch_size}" / variant.name / f"seed{seed}" / "pretrain"
+    pretrain_root = cache_dir / "encoders" / (pretrain_corpus or corpus) / budget.model
+    pretrain_dir = pretrain_root / f"p{budget.pretrain_steps}b{batch_size}" / stage_1_name(variant) / f"seed{seed}" / "pretrain"
     run_dir = root / f"p{budget.pretrain_steps}a{budget.align_steps}b{batch_size}" / variant.name / f"seed{seed}"
     final = run_dir / "align" / "final"
     seconds = 0.0
@@ -410,13 +420,16 @@ def noaa(cache_dir: Path = DEFAULT_CACHE_DIR):
     return cached_dataset_dict("noaa", builder.build, cache_dir)
 
 
-def timemmd_retrieval(cache_dir: Path = DEFAULT_CACHE_DIR):
-    """Time-MMD retrieval windows (search texts, per-domain input lengths, stride 8); label = domain."""
+def timemmd_retrieval(cache_dir: Path = DEFAULT_CACHE_DIR, text_source: str = "search"):
+    """Time-MMD retrieval windows (per-domain input lengths, stride 8); label = domain. `text_source` as
+    `trace_datasets.timemmd.build`: the search file's texts (the paper's protocol), or `"both"` (the report file's
+    text of the window's last dated report, then the search pick)."""
     from trace_datasets import timemmd
 
+    suffix = "" if text_source == "search" else f"_{text_source}"
     return cached_dataset_dict(
-        "timemmd_retrieval_s8",
-        lambda: timemmd.build(config="retrieval", domains=list(TIMEMMD_RETRIEVAL_DOMAINS), stride=8),
+        f"timemmd_retrieval_s8{suffix}",
+        lambda: timemmd.build(config="retrieval", domains=list(TIMEMMD_RETRIEVAL_DOMAINS), stride=8, text_source=text_source),
         cache_dir,
     )
 
@@ -459,6 +472,14 @@ CORPORA = {
         load=timemmd_retrieval,
         overrides={"num_input_channels": 1, "channel_names": None, "context_length": TIMEMMD_CONTEXT, **ENCODER_OVERRIDES},
     ),
+    # the same windows' encoders aligned with report + search texts: the report files (weekly gasoline prices,
+    # weekly influenza-like-illness shares, monthly climate summaries, air-quality advisories) are about the dates
+    # they are paired with, where most search texts are generic to the domain
+    "timemmd_reports": dict(
+        load=functools.partial(timemmd_retrieval, text_source="both"),
+        pretrain_corpus="timemmd",
+        overrides={"num_input_channels": 1, "channel_names": None, "context_length": TIMEMMD_CONTEXT, **ENCODER_OVERRIDES},
+    ),
 }
 
 CORPUS_SOURCES = {
@@ -466,6 +487,8 @@ CORPUS_SOURCES = {
     "timemmd": "Time-MMD retrieval windows (`trace_datasets.timemmd.build(config='retrieval', domains=[Energy, "
     "Health_US, Environment, Climate], stride=8)`, univariate OT, input 36 steps (96 for Environment), search-file "
     "texts, label = domain)",
+    "timemmd_reports": "Time-MMD retrieval windows as `timemmd`, with `text_source='both'`: each window's text is its "
+    "last dated report-file text (where one falls in the window), then its search-file text",
 }
 
 

@@ -267,7 +267,7 @@ def retrieval_figure(path: str, past: np.ndarray, forecasts: dict[str, np.ndarra
 
 
 def align_trace(train, args, input_length: int, output_dir: str):
-    """Quick contrastive alignment of trace-tiny with the frozen all-MiniLM-L6-v2 on the (window, search-text) pairs
+    """Quick contrastive alignment of trace-tiny with the frozen all-MiniLM-L6-v2 on the (window, text) pairs
     of `train`, by the library's stage-2 loop (`run_alignment`), `args.align_epochs` epochs."""
     from modeling_trace import TraceModel
     from trace_training import AlignRecipe
@@ -299,7 +299,7 @@ def run_timemmd(args) -> str:
     began = time.time()
     domain, horizon = args.domain, args.horizon
     freq, length = DOMAIN_SETTINGS[domain].freq, DOMAIN_SETTINGS[domain].input_length
-    dd = build("forecasting", domains=[domain], data_dir=args.data_dir, horizon=horizon)
+    dd = build("forecasting", domains=[domain], data_dir=args.data_dir, horizon=horizon, text_source=args.text_source)
     stats = load_statistics(dd["train"])
     splits = {k: standardize(dd[k], stats) for k in ("train", "validation", "test")}
     for split in splits:
@@ -318,7 +318,7 @@ def run_timemmd(args) -> str:
             trace, num_pairs, align_seconds = align_trace(train, args, length, alignment_dir)
         encoder_line = (
             f"TRACE encoder: trace-tiny aligned with frozen all-MiniLM-L6-v2 on {num_pairs} training (window, "
-            f"search-text) pairs for {args.align_epochs} epochs by `run_alignment` ({align_seconds:.0f} s wall)."
+            f"{args.text_source}-file text) pairs for {args.align_epochs} epochs by `run_alignment` ({align_seconds:.0f} s wall)."
         )
 
     # -- TRACE RAG ------------------------------------------------------------------------------------------
@@ -700,6 +700,10 @@ def main(argv=None) -> None:
     t.add_argument("--encoder", default=None, help="an aligned TraceModel folder to use instead of the quick alignment")
     t.add_argument("--no-seraf", action="store_true", help="the TRACE RAG table only (no SERAF ablations)")
     t.add_argument("--align-epochs", type=int, default=5)
+    t.add_argument(
+        "--text-source", choices=("search", "report", "both"), default="search",
+        help="the texts paired with the windows (`trace_datasets.timemmd.build`): search (the paper's), report, both",
+    )  # fmt: skip
     t.add_argument("--figure-dir", default=None, help="draw one test query's forecasts and TRACE's retrieved futures here")
     t.add_argument("--align-batch-size", type=int, default=64)
     t.add_argument("--align-learning-rate", type=float, default=1e-3)

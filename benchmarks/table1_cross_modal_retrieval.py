@@ -91,6 +91,16 @@ def run_corpus(
     dataset_dict = spec["load"](cache_dir)
     train, test = dataset_dict["train"], dataset_dict["test"]
     leakage = harness.assert_no_temporal_leakage(train, test)
+    pretrain_corpus = spec.get("pretrain_corpus")
+    if pretrain_corpus is not None:  # stage 1 is shared with that corpus: it must see exactly these windows
+        shared = harness.CORPORA[pretrain_corpus]["load"](cache_dir)["train"]
+        length = max(len(v) for v in train["past_values"])
+        same = shared["id"] == train["id"] and np.array_equal(
+            harness.pad_windows(shared, length), harness.pad_windows(train, length), equal_nan=True
+        )
+        if not same:
+            raise ValueError(f"`{corpus}` shares stage 1 with `{pretrain_corpus}`, whose training windows differ.")
+        pretrain_corpus = harness.encoder_cache_name(pretrain_corpus, encoder_overrides)
     scores = {"random": [evaluate_random(test, seed, modes=modes) for seed in budget.seeds]}
     sentence_embeddings = None
     seconds, curves, within = {}, {}, {}
@@ -100,7 +110,7 @@ def run_corpus(
             model, final, took = harness.train_encoder(
                 harness.encoder_cache_name(corpus, encoder_overrides), train, variant, seed, budget, overrides,
                 cache_dir, spec.get("batch_size"),
-                eval_dataset=dataset_dict.get("validation"),
+                eval_dataset=dataset_dict.get("validation"), pretrain_corpus=pretrain_corpus,
             )  # fmt: skip
             curves.setdefault(name, []).append(harness.held_out_curve(final))
             if sentence_embeddings is None:  # the tower is frozen and shared: encode the test texts once

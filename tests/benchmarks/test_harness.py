@@ -128,3 +128,50 @@ def test_budget_flags_and_the_convergence_summaries():
     )
     assert "max 0.300 (step 20)" in harness.describe_curve(curve, "mrr", "max")
     assert harness.describe_curve(curve, "absent") == "—"
+
+
+def test_a_corpus_with_other_texts_reuses_the_stage_1_encoders_of_its_windows(tmp_path, monkeypatch):
+    """`timemmd_reports` (the same windows as `timemmd`, other texts) aligns from `timemmd`'s cached stage-1 encoder:
+    stage 1 never reads a text, so retraining it would only repeat it."""
+    import benchmarks.harness as harness
+    import trace_training.loops as loops
+    from modeling_trace import TraceModel
+    from tests.conftest import tiny_config
+
+    assert harness.CORPORA["timemmd_reports"]["pretrain_corpus"] == "timemmd"
+    assert harness.CORPORA["timemmd_reports"]["overrides"] == harness.CORPORA["timemmd"]["overrides"]
+    overrides = {"num_input_channels": 1, "channel_names": None, "context_length": 48}
+    calls = []
+
+    def fake_stage(stage):
+        def run(recipe, train_dataset, eval_dataset=None):
+            calls.append((stage, recipe.output_dir, getattr(recipe, "model", None)))
+            TraceModel(tiny_config(**overrides, **harness.VARIANTS["trace"].config_overrides())).save_pretrained(
+                f"{recipe.output_dir}/final"
+            )
+
+        return run
+
+    monkeypatch.setattr(loops, "run_pretraining", fake_stage("pretrain"))
+    monkeypatch.setattr(loops, "run_alignment", fake_stage("align"))
+    budget = harness.REDUCED
+    train = [{"past_values": [[0.0]] * 48}] * 4
+    variant = harness.VARIANTS["trace"]
+    harness.train_encoder("timemmd", train, variant, 0, budget, overrides, tmp_path)
+    harness.train_encoder("timemmd_reports", train, variant, 0, budget, overrides, tmp_path, pretrain_corpus="timemmd")
+    stages = [(stage, output.split(str(tmp_path))[1]) for stage, output, _ in calls]
+    assert stages == [
+        ("pretrain", "/encoders/timemmd/trace-tiny/p20b4/trace/seed0/pretrain"),
+        ("align", "/encoders/timemmd/trace-tiny/p20a20b4/trace/seed0/align"),
+        ("align", "/encoders/timemmd_reports/trace-tiny/p20a20b4/trace/seed0/align"),  # no second stage 1
+    ]
+    assert calls[2][2] == calls[0][1] + "/final"  # aligned from the shared stage-1 encoder
+    assert not (tmp_path / "encoders" / "timemmd_reports" / "trace-tiny" / "p20b4").exists()
+
+
+def test_variants_that_differ_only_in_the_alignment_share_their_stage_1_encoder():
+    import benchmarks.harness as harness
+
+    names = {name: harness.stage_1_name(variant) for name, variant in harness.VARIANTS.items()}
+    assert names["no_hard_negatives"] == "trace"  # K = all vs 32 changes the contrastive loss only
+    assert all(names[n] == n for n in names if n != "no_hard_negatives")  # every other switch changes the encoder
