@@ -460,6 +460,7 @@ def encoder_overrides_argument(parser) -> None:
     )  # fmt: skip
 
 
+TIMEMMD_OVERRIDES = {"num_input_channels": 1, "channel_names": None, "context_length": TIMEMMD_CONTEXT, **ENCODER_OVERRIDES}
 CORPORA = {
     # NOAA windows have 7 x 31 tokens: batch 16 keeps a shared-CPU step under a second; its channel-level loss still
     # has 16 x 7 - 1 = 111 negatives, so K=32 differs from "all" there (the sample level has 15 = all at this batch).
@@ -468,17 +469,12 @@ CORPORA = {
         overrides={"num_input_channels": NOAA_CHANNELS, "context_length": NOAA_CONTEXT, **ENCODER_OVERRIDES},
         batch_size=16,
     ),
-    "timemmd": dict(
-        load=timemmd_retrieval,
-        overrides={"num_input_channels": 1, "channel_names": None, "context_length": TIMEMMD_CONTEXT, **ENCODER_OVERRIDES},
-    ),
+    "timemmd": dict(load=timemmd_retrieval, overrides=TIMEMMD_OVERRIDES),
     # the same windows' encoders aligned with report + search texts: the report files (weekly gasoline prices,
     # weekly influenza-like-illness shares, monthly climate summaries, air-quality advisories) are about the dates
     # they are paired with, where most search texts are generic to the domain
     "timemmd_reports": dict(
-        load=functools.partial(timemmd_retrieval, text_source="both"),
-        pretrain_corpus="timemmd",
-        overrides={"num_input_channels": 1, "channel_names": None, "context_length": TIMEMMD_CONTEXT, **ENCODER_OVERRIDES},
+        load=functools.partial(timemmd_retrieval, text_source="both"), pretrain_corpus="timemmd", overrides=TIMEMMD_OVERRIDES
     ),
 }
 
